@@ -1,0 +1,92 @@
+"""Every error sume-batch raises on purpose, caught in one place at the CLI edge (`cli.main`).
+
+    SumeBatchError                 exit 2 unless a subclass says otherwise
+    ├── UsageError                 a bad option or a missing file                       (exit 2)
+    ├── ManifestError              a manifest that cannot be run; carries every Problem (exit 2)
+    ├── RefusedError               refused before spending: budget, balance, price      (exit 3)
+    └── ApiError                   the API answered with an error envelope
+        ├── AuthError              401 / 403: stop every new submission
+        ├── InsufficientCreditsError  402 or `insufficient_credits`
+        └── TransportError         no usable answer (network, garbage body)
+
+A Problem is one located complaint about a manifest: `file:line:col: path: message`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, order=True)
+class Problem:
+    """One located complaint about a manifest, printed as `file:line:col: path: message`."""
+
+    file: str
+    line: int
+    column: int
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}:{self.column}" if self.line else self.file
+        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+
+
+class SumeBatchError(Exception):
+    """The root of every error sume-batch raises on purpose."""
+
+    exit_code = 2
+
+
+class UsageError(SumeBatchError):
+    """A bad option, a missing file, a conflicting flag."""
+
+
+class ManifestError(SumeBatchError):
+    """A manifest that cannot be run; holds every problem found, not just the first."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = sorted(problems)
+        super().__init__("\n".join(str(problem) for problem in self.problems))
+
+
+class RefusedError(SumeBatchError):
+    """Refused before spending a credit: over budget, over balance, an unknown price."""
+
+    exit_code = 3
+
+
+class ApiError(SumeBatchError):
+    """The API answered with its error envelope; `details` is kept but never printed."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        request_id: str | None = None,
+        details: object = None,
+    ) -> None:
+        self.status = status
+        self.code = code
+        self.request_id = request_id
+        self.details = details
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        parts = [f"HTTP {self.status}" if self.status else None, self.code, self.args[0]]
+        text = ": ".join(part for part in parts if part)
+        return f"{text} (request id {self.request_id})" if self.request_id else text
+
+
+class AuthError(ApiError):
+    """401 or 403: the key is missing, wrong, revoked, or lacks access."""
+
+
+class InsufficientCreditsError(ApiError):
+    """The workspace has too few credits for the request."""
+
+
+class TransportError(ApiError):
+    """No usable answer: the network failed or the body was not the documented JSON."""
