@@ -5,11 +5,12 @@ from __future__ import annotations
 import sys
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
 
-from sume_batch import __version__
+from sume_batch import __version__, commands
 from sume_batch.errors import ManifestError, SumeBatchError
 
 
@@ -62,3 +63,34 @@ def run_cli(entry: Callable[..., Any], argv: list[str] | None, *, debug: bool) -
         click.echo("Interrupted.", err=True)
         return 130
     return result if isinstance(result, int) else 0
+
+
+def _manifest_path() -> click.Path:
+    return click.Path(path_type=Path, dir_okay=False)
+
+
+@cli.command()
+@click.argument("files", nargs=-1, required=True, type=_manifest_path())
+@click.option("--max-jobs", type=click.IntRange(min=1), help="Allow more variants than budget.max_jobs.")
+def validate(files: tuple[Path, ...], max_jobs: int | None) -> int:
+    """Check manifests: schema, templates, and every variant rendered.
+
+    No network, no credits. Lists every problem as file:line:col: path: message
+    and exits 2 if there is any.
+    """
+    return commands.validate(files, max_jobs=max_jobs, echo=click.echo)
+
+
+@cli.command()
+@click.argument("file", type=_manifest_path())
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON (see the README).")
+@click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), help="Also write the JSON plan here.")
+@click.option("--pricing", type=click.Path(path_type=Path, dir_okay=False), help="A YAML file of prices to use.")
+@click.option("--max-jobs", type=click.IntRange(min=1), help="Allow more variants than budget.max_jobs.")
+def plan(file: Path, as_json: bool, output: Path | None, pricing: Path | None, max_jobs: int | None) -> int:
+    """Price a campaign before spending anything: jobs by type, credits, budget.
+
+    The dry run: no credits are spent. Prices are estimates unless you give
+    your own with pricing: in the manifest or --pricing.
+    """
+    return commands.plan(file, max_jobs=max_jobs, pricing=pricing, as_json=as_json, output=output, echo=click.echo)

@@ -1,0 +1,62 @@
+"""One plain function per command: compose the pipeline stages and return an exit code.
+
+The CLI parses arguments and calls exactly one of these; they take explicit keyword
+arguments and an `echo` for output, so tests call them directly.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from functools import cache
+from pathlib import Path
+
+from sume_batch.errors import ManifestError
+from sume_batch.expand import JobSpec, expand_jobs
+from sume_batch.manifest import Manifest, file_digest, load_manifest, load_pricing
+from sume_batch.plan import Plan, make_plan, plan_json, plan_text
+
+Echo = Callable[[str], None]
+
+
+def prepare(path: Path, *, max_jobs: int | None = None) -> tuple[Manifest, list[JobSpec]]:
+    """Load, validate and expand one manifest (no network)."""
+    manifest = load_manifest(path)
+    return manifest, expand_jobs(manifest, digest=cache(file_digest), max_jobs=max_jobs)
+
+
+def validate(paths: Sequence[Path], *, max_jobs: int | None, echo: Echo) -> int:
+    """Check every file completely; report all problems of all files, then one summary line."""
+    problems = []
+    for path in paths:
+        try:
+            manifest, specs = prepare(path, max_jobs=max_jobs)
+        except ManifestError as error:
+            problems += error.problems
+            continue
+        echo(f"{path}: valid: campaign {manifest.name}, {len(specs):,} job{'s' if len(specs) != 1 else ''}")
+    if problems:
+        raise ManifestError(problems)
+    return 0
+
+
+def plan(
+    path: Path,
+    *,
+    max_jobs: int | None,
+    pricing: Path | None,
+    as_json: bool,
+    output: Path | None,
+    echo: Echo,
+) -> int:
+    """Price a manifest and show (or write) the plan; exit 0 whatever the budget verdict."""
+    prices = load_pricing(pricing) if pricing else None
+    manifest, specs = prepare(path, max_jobs=max_jobs)
+    result: Plan = make_plan(manifest, specs, prices)
+    if output is not None:
+        output.write_text(json.dumps(plan_json(result), indent=2, ensure_ascii=False) + "\n", "utf-8")
+    if as_json:
+        echo(json.dumps(plan_json(result), indent=2, ensure_ascii=False))
+    else:
+        echo(plan_text(result))
+    return 0

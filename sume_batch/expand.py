@@ -1,0 +1,319 @@
+"""The expand stage (pure): a Manifest → one rendered, checked JobSpec per variant.
+
+Variants are the campaign matrix's rows × the job matrix's rows. Every string field is a Jinja2
+template rendered in a sandbox with StrictUndefined; a field that is exactly one `{{ expression }}`
+keeps the expression's type (so `duration: "{{ seconds }}"` stays an integer). Each job gets a
+stable key: a hash of its campaign and its canonical rendered request (and the bytes of any file
+it uploads), so an unchanged variant is recognised on every later run.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import itertools
+import json
+import math
+import re
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import jsonschema
+from jinja2.sandbox import SandboxedEnvironment, SecurityError
+
+from sume_batch.errors import ManifestError, Problem
+from sume_batch.kinds import Kind
+from sume_batch.manifest import JobTemplate, Manifest, Matrix, campaign_schema, error_message
+
+MAX_RENDERED_CHARS = 20_000
+JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+SINGLE_EXPRESSION = re.compile(r"\s*\{\{(?P<expression>(?:(?!\{\{|\}\}).)*)\}\}\s*", re.DOTALL)
+
+Row = Mapping[str, Any]
+Digest = Callable[[Path], str]
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    """One variant, ready to price and submit. `request` uses the manifest's field names."""
+
+    id: str
+    kind: Kind
+    request: Mapping[str, Any]
+    matrix: Row
+    template: int  # the index of its entry in `jobs:`
+    key: str
+
+
+class _TemplateFailure(Exception):
+    pass
+
+
+class _Sandbox(SandboxedEnvironment):
+    """Jinja2's sandbox, also refusing `*` and `**` that would build huge values."""
+
+    intercepted_binops = frozenset(["*", "**"])
+
+    def call_binop(self, context: jinja2.runtime.Context, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**" and isinstance(right, int | float) and abs(right) > 100:
+            raise SecurityError("exponents above 100 are not allowed in templates")
+        if operator == "*" and _sized(left, right) > MAX_RENDERED_CHARS:
+            raise SecurityError(f"a repeated value longer than {MAX_RENDERED_CHARS:,} is not allowed")
+        return super().call_binop(context, operator, left, right)
+
+
+def _sized(left: Any, right: Any) -> int:
+    for sequence, count in ((left, right), (right, left)):
+        if isinstance(sequence, str | list | tuple) and isinstance(count, int):
+            return len(sequence) * count
+    return 0
+
+
+class Renderer:
+    """Renders field values against a variant's variables; compiled templates are cached."""
+
+    def __init__(self) -> None:
+        self.env = _Sandbox(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
+        self.templates: dict[str, Callable[[Mapping[str, Any]], Any]] = {}
+
+    def render(self, value: Any, context: Mapping[str, Any]) -> Any:
+        if isinstance(value, str):
+            if "{" not in value:
+                return value
+            return self._compiled(value)(context)
+        if isinstance(value, list):
+            return [self.render(item, context) for item in value]
+        if isinstance(value, dict):
+            return {key: self.render(item, context) for key, item in value.items()}
+        return value
+
+    def _compiled(self, source: str) -> Callable[[Mapping[str, Any]], Any]:
+        compiled = self.templates.get(source)
+        if compiled is None:
+            compiled = self.templates[source] = self._compile(source)
+        return compiled
+
+    def _compile(self, source: str) -> Callable[[Mapping[str, Any]], Any]:
+        try:
+            single = SINGLE_EXPRESSION.fullmatch(source)
+            if single:
+                expression = self.env.compile_expression(single["expression"], undefined_to_none=False)
+                return lambda context: _defined(expression(**context))
+            template = self.env.from_string(source)
+        except jinja2.TemplateSyntaxError as error:
+            raise _TemplateFailure(f"template syntax error: {error.message}") from None
+        return lambda context: template.render(context)
+
+
+def _defined(value: Any) -> Any:
+    if isinstance(value, jinja2.Undefined):
+        value._fail_with_undefined_error()
+    return value
+
+
+def expand_jobs(manifest: Manifest, *, digest: Digest, max_jobs: int | None = None) -> list[JobSpec]:
+    """Every variant of every job, rendered and checked; raise ManifestError listing all problems."""
+    limit = max_jobs or manifest.max_jobs
+    check_counts(manifest, limit)
+    renderer, problems, specs = Renderer(), _Problems(str(manifest.path)), []
+    owners: dict[str, tuple[JobTemplate, Row]] = {}
+    for template in manifest.jobs:
+        for row in matrix_rows(manifest.matrix, template.matrix):
+            spec = expand_one(manifest, template, row, renderer, problems, digest)
+            if spec is None:
+                continue
+            if spec.id in owners:
+                problems.add(template, "id", _collision(spec.id, owners[spec.id], template, row))
+                continue
+            owners[spec.id] = (template, row)
+            specs.append(spec)
+    if problems:
+        raise ManifestError(problems.list())
+    return specs
+
+
+def expand_one(  # noqa: PLR0913 - the variant and the tools to render and report it
+    manifest: Manifest,
+    template: JobTemplate,
+    row: Row,
+    renderer: Renderer,
+    problems: _Problems,
+    digest: Digest,
+) -> JobSpec | None:
+    context = {**manifest.vars, **template.vars, **row, "campaign": manifest.name}
+    rendered: dict[str, Any] = {}
+    failed = False
+    for name, value in (("id", template.id), *template.fields.items()):
+        try:
+            rendered[name] = renderer.render(value, context)
+        except (_TemplateFailure, jinja2.TemplateError, ArithmeticError, TypeError, ValueError) as error:
+            problems.add(template, name, describe_failure(error, context), row)
+            failed = True
+    if failed:
+        return None
+    job_id = rendered.pop("id")
+    failures = [(name, message) for name, message in check_rendered(template, job_id, rendered)]
+    file_digest = None
+    if template.kind.upload_field and not failures:
+        relative = str(rendered[template.kind.upload_field])
+        try:
+            file_digest = digest(manifest.folder / relative)
+        except OSError:
+            where = (manifest.folder / relative).resolve()
+            failures.append((template.kind.upload_field, f"no such file: {relative} (looked for {where})"))
+    for name, message in failures:
+        problems.add(template, name, message, row)
+    if failures:
+        return None
+    key = job_key(manifest.name, template.kind, rendered, file_digest)
+    return JobSpec(job_id, template.kind, rendered, row, template.index, key)
+
+
+def job_key(campaign: str, kind: Kind, request: Mapping[str, Any], file_digest: str | None) -> str:
+    """The stable identity of a variant: the same campaign, kind, request and file → the same key."""
+    canonical = json.dumps(
+        [campaign, kind.name, request, file_digest], sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
+def check_rendered(template: JobTemplate, job_id: Any, request: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+    if not isinstance(job_id, str) or not JOB_ID.fullmatch(job_id):
+        yield "id", f"rendered id {job_id!r} must be 1–128 letters, digits, '.', '_' or '-' (it names files)"
+    for name, value in request.items():
+        if value is template.fields[name]:
+            continue  # not templated: the schema already checked it
+        if isinstance(value, str) and len(value) > MAX_RENDERED_CHARS:
+            yield name, f"renders to {len(value):,} characters; the limit is {MAX_RENDERED_CHARS:,}"
+            continue
+        message = field_problem(template.kind.name, name, _hashable(value))
+        if message:
+            yield name, message
+
+
+def _hashable(value: Any) -> Any:
+    return json.dumps(value, sort_keys=True) if isinstance(value, list | dict) else (type(value), value)
+
+
+@cache
+def field_problem(kind: str, field: str, value: Any) -> str | None:
+    """Check one rendered value against its field's strict schema (cached: values repeat)."""
+    actual = json.loads(value) if isinstance(value, str) else value[1]
+    schema = campaign_schema()["$defs"][f"{kind}_fields"]["properties"][field]
+    strict = schema["anyOf"][0] if "anyOf" in schema else schema
+    validator = jsonschema.Draft202012Validator({**strict, "$defs": campaign_schema()["$defs"]})
+    error = jsonschema.exceptions.best_match(validator.iter_errors(actual))
+    return None if error is None else error_message(error)
+
+
+def describe_failure(error: Exception, context: Mapping[str, Any]) -> str:
+    if isinstance(error, SecurityError):
+        return f"unsafe template: {str(error).rstrip('.')} (templates may only format values)"
+    if isinstance(error, jinja2.UndefinedError):
+        found = re.match(r"'([^']+)' is undefined", error.message or "")
+        if found:
+            names = [name for name in context if not name.startswith("_")]
+            guesses = difflib.get_close_matches(found[1], names, n=1)
+            hint = f" (did you mean {guesses[0]!r}?)" if guesses else ""
+            return f"undefined variable {found[1]!r}{hint}"
+        return f"undefined value: {error.message}"
+    if isinstance(error, _TemplateFailure):
+        return str(error)
+    return f"template error: {type(error).__name__}: {error}"
+
+
+def matrix_rows(outer: Matrix, inner: Matrix) -> Iterator[Row]:
+    """The campaign's rows × the job's rows; the job's `exclude` may name campaign axes."""
+    for outer_row in own_rows(outer):
+        for inner_row in own_rows(inner, exclude=False):
+            row = {**outer_row, **inner_row}
+            if not any(_matches(row, excluded) for excluded in inner.exclude):
+                yield row
+        yield from ({**outer_row, **included} for included in inner.include)
+
+
+def own_rows(matrix: Matrix, *, exclude: bool = True) -> Iterator[Row]:
+    names = [name for name, _ in matrix.axes]
+    for values in itertools.product(*(values for _, values in matrix.axes)):
+        row = dict(zip(names, values, strict=True))
+        if not (exclude and any(_matches(row, excluded) for excluded in matrix.exclude)):
+            yield row
+    yield from matrix.include
+
+
+def _matches(row: Row, pattern: Row) -> bool:
+    return all(key in row and row[key] == value for key, value in pattern.items())
+
+
+def check_counts(manifest: Manifest, limit: int) -> None:
+    """Refuse a matrix explosion before rendering anything, naming the count per axis."""
+    file, problems, total = str(manifest.path), [], 0
+    for template in manifest.jobs:
+        count = count_rows(manifest.matrix, template.matrix, limit)
+        total += count
+        if count > limit:
+            axes = [*manifest.matrix.axes, *template.matrix.axes]
+            sizes = " × ".join(f"{name} {len(values)}" for name, values in axes)
+            message = (
+                f"expands to {count:,} variants ({sizes}), above the limit of {limit:,}; "
+                "raise budget.max_jobs or pass --max-jobs if you mean it"
+            )
+            problems.append(Problem(file, *template.marks["matrix"], template.path + ".matrix", message))
+    if not problems and total > limit:
+        message = f"the campaign expands to {total:,} jobs, above the limit of {limit:,}; raise budget.max_jobs"
+        problems.append(Problem(file, 1, 1, "jobs", message))
+    if problems:
+        raise ManifestError(problems)
+
+
+def count_rows(outer: Matrix, inner: Matrix, limit: int) -> int:
+    """The exact variant count when cheap to find, else the product's upper bound."""
+    bound = _size(outer) * _size(inner)
+    if bound > 10 * limit:
+        return bound
+    return sum(1 for _ in matrix_rows(outer, inner))
+
+
+def _size(matrix: Matrix) -> int:
+    return math.prod(len(values) for _, values in matrix.axes) + len(matrix.include)
+
+
+def _collision(job_id: str, first: tuple[JobTemplate, Row], template: JobTemplate, row: Row) -> str:
+    earlier, earlier_row = first
+    return (
+        f"job id {job_id!r} is produced twice: by {earlier.path} {format_row(earlier_row)} and by "
+        f"{template.path} {format_row(row)}; put the matrix values that differ into the id"
+    )
+
+
+def format_row(row: Row) -> str:
+    return "(" + ", ".join(f"{name}={value}" for name, value in row.items()) + ")" if row else "(no matrix)"
+
+
+class _Problems:
+    """Problems of one expansion, with a repeated complaint folded into one line and a count."""
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.seen: dict[tuple[int, str, str], list[Any]] = {}
+
+    def add(self, template: JobTemplate, field: str, message: str, row: Row | None = None) -> None:
+        slot = self.seen.setdefault((template.index, field, message), [template, row, 0])
+        slot[2] += 1
+
+    def __bool__(self) -> bool:
+        return bool(self.seen)
+
+    def list(self) -> list[Problem]:
+        problems = []
+        for (_, field, message), (template, row, count) in self.seen.items():
+            text = message if row is None else f"{message} in the variant {format_row(row)}"
+            if count > 1:
+                text += f" (and {count - 1:,} more variant{'s' if count > 2 else ''})"
+            line, column = template.marks.get(field, template.marks[""])
+            problems.append(Problem(self.file, line, column, f"{template.path}.{field}", text))
+        return problems

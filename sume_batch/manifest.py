@@ -1,0 +1,333 @@
+"""The manifest stage: a campaign file on disk → a validated, frozen `Manifest`.
+
+Order matters: the size cap, then YAML (safe, marked, duplicate keys refused), then the version
+gate (so a newer manifest gets one upgrade message, not a page of schema noise), then the JSON
+Schema, with every problem reported at its file:line:col.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+from sume_batch import MANIFEST_VERSION, __version__
+from sume_batch.errors import ManifestError, Problem
+from sume_batch.kinds import KINDS, Kind
+from sume_batch.yamlsafe import MAX_FILE_BYTES, Document, format_path, parse_yaml
+
+DEFAULT_MAX_JOBS = 10_000
+DEFAULT_CONCURRENCY = 8
+
+Marks = Mapping[str, tuple[int, int]]
+
+
+@dataclass(frozen=True)
+class Matrix:
+    """Named axes whose product makes the variants, with extra and removed rows."""
+
+    axes: tuple[tuple[str, tuple[Any, ...]], ...] = ()
+    include: tuple[Mapping[str, Any], ...] = ()
+    exclude: tuple[Mapping[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class JobTemplate:
+    """One entry of `jobs:` with its type's defaults merged in; `marks` locate each field."""
+
+    index: int
+    kind: Kind
+    id: str
+    fields: Mapping[str, Any]
+    vars: Mapping[str, Any]
+    matrix: Matrix
+    marks: Marks  # field name (and "id", "matrix") → (line, column) of its value
+
+    @property
+    def path(self) -> str:
+        return f"jobs[{self.index}]"
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A validated campaign: everything downstream reads this, never the raw YAML."""
+
+    path: Path
+    name: str
+    description: str
+    vars: Mapping[str, Any]
+    matrix: Matrix
+    jobs: tuple[JobTemplate, ...]
+    max_credits: float | None
+    max_jobs: int
+    concurrency: int
+    timeouts: Mapping[str, float]
+    poll_intervals: Mapping[str, float]
+    downloads: Path
+    reports: Path
+    pricing: Mapping[str, Any]
+
+    @property
+    def folder(self) -> Path:
+        return self.path.parent
+
+
+@cache
+def campaign_schema() -> dict[str, Any]:
+    """The campaign JSON Schema, read from the package (it ships with the code)."""
+    text = resources.files("sume_batch").joinpath("schemas/campaign.schema.json").read_text("utf-8")
+    schema: dict[str, Any] = json.loads(text)
+    return schema
+
+
+def load_manifest(path: Path) -> Manifest:
+    """Read and validate one campaign file; raise ManifestError with every problem found."""
+    shown = str(path)
+    try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            limit = f"{MAX_FILE_BYTES:,}"
+            raise ManifestError([Problem(shown, 0, 0, "", f"file is {size:,} bytes; the limit is {limit}")])
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise ManifestError([Problem(shown, 0, 0, "", "no such file")]) from None
+    except IsADirectoryError:
+        raise ManifestError([Problem(shown, 0, 0, "", "is a folder, not a manifest file")]) from None
+    except UnicodeDecodeError as error:
+        raise ManifestError([Problem(shown, 0, 0, "", f"not UTF-8 text (byte {error.start})")]) from None
+    return parse_manifest(text, path=path)
+
+
+def parse_manifest(text: str, *, path: Path) -> Manifest:
+    """Validate manifest text; `path` names it in messages and anchors relative paths."""
+    file = str(path)
+    document, problems = parse_yaml(text, file=file)
+    if problems:
+        raise ManifestError(problems)
+    data = document.data
+    if not isinstance(data, dict):
+        message = "the top level must be a mapping with version, name and jobs"
+        raise ManifestError([Problem(file, 1, 1, "", message)])
+    check_version(data, document, file)
+    problems = list(schema_problems(data, document, file))
+    if problems:
+        raise ManifestError(problems)
+    return build_manifest(data, document, path)
+
+
+def check_version(data: Mapping[str, Any], document: Document, file: str) -> None:
+    """The version gate: a manifest newer than this tool gets one clear upgrade message."""
+    version = data.get("version")
+    if isinstance(version, int) and not isinstance(version, bool) and version > MANIFEST_VERSION:
+        line, column = document.mark(("version",))
+        message = (
+            f"this manifest uses format version {version}, but sume-batch {__version__} reads "
+            f"version {MANIFEST_VERSION} at most; upgrade with: pip install --upgrade sume-batch"
+        )
+        raise ManifestError([Problem(file, line, column, "version", message)])
+
+
+def schema_problems(data: Any, document: Document, file: str) -> Iterator[Problem]:
+    """Every JSON Schema violation, located and phrased for a person."""
+    validator = jsonschema.Draft202012Validator(campaign_schema())
+    for error in validator.iter_errors(data):
+        yield from describe_error(error, document, file)
+
+
+def describe_error(error: jsonschema.ValidationError, document: Document, file: str) -> Iterator[Problem]:
+    path = tuple(error.absolute_path)
+    if error.validator in ("additionalProperties", "unevaluatedProperties"):
+        known = sorted(known_keys(error.schema))
+        for key in sorted(set(error.instance) - set(known), key=str):
+            line, column = document.mark((*path, key), key=True)
+            yield Problem(file, line, column, format_path((*path, key)), unknown_key_message(str(key), known))
+        return
+    line, column = document.mark(path)
+    yield Problem(file, line, column, format_path(path), error_message(error))
+
+
+def unknown_key_message(key: str, known: list[str]) -> str:
+    guesses = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    hint = f"did you mean {guesses[0]!r}?" if guesses else "expected one of " + ", ".join(known)
+    return f"unknown key {key!r} ({hint})"
+
+
+def known_keys(schema: Mapping[str, Any]) -> set[str]:
+    """Property names a (sub)schema allows, following local `$ref`s and `allOf`."""
+    keys = set(schema.get("properties", {}))
+    for part in schema.get("allOf", []):
+        keys |= known_keys(part)
+    if "$ref" in schema:
+        keys |= known_keys(campaign_schema()["$defs"][schema["$ref"].rsplit("/", 1)[1]])
+    return keys
+
+
+def error_message(error: jsonschema.ValidationError) -> str:  # noqa: PLR0911 - one case per keyword
+    schema, value = error.schema, error.instance
+    custom = schema.get("x-message") if isinstance(schema, dict) else None
+    if error.validator == "anyOf":
+        strict = [sub for sub in error.context or () if sub.relative_schema_path[0] == 0]
+        if strict and not custom:
+            return error_message(strict[0])
+    if custom:
+        return f"{custom}, got {value!r}"
+    if error.validator == "required":
+        missing = [key for key in error.validator_value if key not in value]
+        return f"missing required key {missing[0]!r}"
+    if error.validator in ("enum", "const"):
+        allowed = error.validator_value if error.validator == "enum" else [error.validator_value]
+        return f"{value!r} is not one of " + ", ".join(repr(option) for option in allowed)
+    if error.validator == "type":
+        return f"expected {_type_name(error.validator_value)}, got {_type_name(type_of(value))} {value!r}"
+    if error.validator in ("minimum", "exclusiveMinimum"):
+        return f"{value!r} is below the minimum of {error.validator_value}"
+    if error.validator == "maximum":
+        return f"{value!r} is above the maximum of {error.validator_value}"
+    if error.validator == "minLength":
+        return "must not be empty"
+    if error.validator == "minItems":
+        return f"needs at least {error.validator_value} item{'s' if error.validator_value != 1 else ''}"
+    if error.validator == "uniqueItems":
+        return "has duplicate items"
+    return str(error.message)
+
+
+def type_of(value: Any) -> str:
+    names = {bool: "boolean", int: "integer", float: "number", str: "string", list: "array", dict: "object"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
+def _type_name(name: str | list[str]) -> str:
+    if isinstance(name, list):
+        return " or ".join(_type_name(one) for one in name)
+    return {"object": "a mapping", "array": "a list", "integer": "an integer"}.get(name, f"a {name}")
+
+
+def build_manifest(data: Mapping[str, Any], document: Document, path: Path) -> Manifest:
+    """Turn schema-valid data into frozen dataclasses; nothing downstream indexes raw dicts."""
+    file = str(path)
+    budget, execution, output = data.get("budget", {}), data.get("execution", {}), data.get("output", {})
+    matrix, problems = build_matrix(data.get("matrix", {}), ("matrix",), document, file)
+    jobs = []
+    for index, job in enumerate(data["jobs"]):
+        template, job_problems = build_job(index, job, data.get("defaults", {}), matrix, document, file)
+        jobs.append(template)
+        problems += job_problems
+    if problems:
+        raise ManifestError(problems)
+    return Manifest(
+        path=path,
+        name=data["name"],
+        description=data.get("description", ""),
+        vars=data.get("vars", {}),
+        matrix=matrix,
+        jobs=tuple(jobs),
+        max_credits=budget.get("max_credits"),
+        max_jobs=budget.get("max_jobs", DEFAULT_MAX_JOBS),
+        concurrency=execution.get("concurrency", DEFAULT_CONCURRENCY),
+        timeouts={k.name: execution.get("timeouts", {}).get(k.name, k.timeout_s) for k in KINDS.values()},
+        poll_intervals={k.name: execution.get("poll_interval", {}).get(k.name, k.poll_s) for k in KINDS.values()},
+        downloads=path.parent / output.get("downloads", f"outputs/{data['name']}"),
+        reports=path.parent / output.get("reports", "reports"),
+        pricing=data.get("pricing", {}),
+    )
+
+
+def build_job(  # noqa: PLR0913 - the job, its context, and where to point at problems
+    index: int,
+    job: Mapping[str, Any],
+    defaults: Mapping[str, Any],
+    outer: Matrix,
+    document: Document,
+    file: str,
+) -> tuple[JobTemplate, list[Problem]]:
+    kind = KINDS[job["type"]]
+    own = ("jobs", index)
+    fields: dict[str, Any] = {}
+    marks: dict[str, tuple[int, int]] = {"id": document.mark((*own, "id")), "": document.mark(own)}
+    for name in kind.fields:
+        for scope in (own, ("defaults", kind.name)):
+            source = job if scope == own else defaults.get(kind.name, {})
+            if name in source:
+                fields[name] = source[name]
+                marks[name] = document.mark((*scope, name))
+                break
+    problems = [
+        Problem(file, *marks[""], format_path(own), f"missing required key {name!r} (set it here or in defaults.{kind.name})")
+        for name in kind.required
+        if name not in fields
+    ]
+    matrix, matrix_problems = build_matrix(job.get("matrix", {}), (*own, "matrix"), document, file, outer)
+    marks["matrix"] = document.mark((*own, "matrix"))
+    template = JobTemplate(index, kind, job["id"], fields, job.get("vars", {}), matrix, marks)
+    return template, problems + matrix_problems
+
+
+def build_matrix(
+    raw: Mapping[str, Any],
+    path: tuple[str | int, ...],
+    document: Document,
+    file: str,
+    outer: Matrix = Matrix(),
+) -> tuple[Matrix, list[Problem]]:
+    """A matrix; a job's (`outer` is the campaign's) may not redefine a campaign axis, but its
+    `exclude` rows may name campaign axes to narrow them for this job."""
+    axes = tuple((name, tuple(values)) for name, values in raw.items() if name not in ("include", "exclude"))
+    names = {name for name, _ in axes}
+    outer_names = {name for name, _ in outer.axes}
+    problems = [
+        Problem(
+            file, *document.mark((*path, name), key=True), format_path((*path, name)),
+            f"axis {name!r} is already an axis of the campaign matrix; narrow it with exclude instead",
+        )
+        for name in sorted(names & outer_names)
+    ]
+    for key in ("include", "exclude"):
+        for row_index, row in enumerate(raw.get(key, [])):
+            row_path = (*path, key, row_index)
+            missing = sorted(names - set(row)) if key == "include" else []
+            stray = sorted(set(row) - names - outer_names) if key == "exclude" else []
+            if missing:
+                message = f"an include row must name every axis; missing {', '.join(map(repr, missing))}"
+                problems.append(Problem(file, *document.mark(row_path), format_path(row_path), message))
+            for name in stray:
+                axes_text = ", ".join(sorted(names | outer_names)) or "none"
+                message = f"{name!r} is not a matrix axis (axes: {axes_text})"
+                problems.append(Problem(file, *document.mark((*row_path, name), key=True), format_path(row_path), message))
+    return Matrix(axes, tuple(raw.get("include", ())), tuple(raw.get("exclude", ()))), problems
+
+
+def load_pricing(path: Path) -> dict[str, Any]:
+    """A `--pricing FILE`: the same shape as a manifest's `pricing:` section, checked the same way."""
+    file = str(path)
+    try:
+        text = path.read_text("utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ManifestError([Problem(file, 0, 0, "", f"cannot read pricing file: {error}")]) from None
+    document, problems = parse_yaml(text, file=file)
+    if problems:
+        raise ManifestError(problems)
+    schema = {**campaign_schema()["properties"]["pricing"], "$defs": campaign_schema()["$defs"]}
+    validator = jsonschema.Draft202012Validator(schema)
+    problems = [problem for error in validator.iter_errors(document.data) for problem in describe_error(error, document, file)]
+    if problems:
+        raise ManifestError(problems)
+    pricing: dict[str, Any] = document.data
+    return pricing
+
+
+def file_digest(path: Path, *, chunk: int = 1 << 20) -> str:
+    """The sha256 of a local file a job uploads; part of the job's key, so new bytes mean a new job."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()

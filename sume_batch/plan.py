@@ -1,0 +1,169 @@
+"""The plan stage (pure): priced jobs, totals by type and axis, and the budget verdict.
+
+`plan` is the dry run: it is what a person reads before a single credit is spent, so its text
+says plainly which figures are our estimates and which prices are unknown.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sume_batch.expand import JobSpec
+from sume_batch.kinds import KINDS
+from sume_batch.manifest import Manifest
+from sume_batch.pricing import Price, merge_prices, price_job
+
+PRICE_NOTE = "Prices are estimates: Sume publishes no per-job prices. Override them with pricing: or --pricing."
+
+
+@dataclass(frozen=True)
+class TypeTotal:
+    """One line of the plan's table: the jobs of one type."""
+
+    kind: str
+    count: int
+    lowest: float | None  # the cheapest known price each
+    highest: float | None
+    subtotal: float  # of the jobs whose price is known
+    unknown: int
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a run would do and what it would cost, before anything is sent."""
+
+    campaign: str
+    manifest: Path
+    jobs: tuple[tuple[JobSpec, Price], ...]
+    types: tuple[TypeTotal, ...]
+    axes: Mapping[str, Mapping[str, int]]  # axis → value → jobs
+    max_credits: float | None
+
+    @property
+    def total(self) -> float:
+        return sum(line.subtotal for line in self.types)
+
+    @property
+    def unknown(self) -> int:
+        return sum(line.unknown for line in self.types)
+
+    @property
+    def over_budget(self) -> bool:
+        return self.max_credits is not None and self.total > self.max_credits
+
+
+def make_plan(manifest: Manifest, specs: Sequence[JobSpec], prices: Mapping[str, Any] | None = None) -> Plan:
+    """Price every job; `prices` (from --pricing) is laid over the manifest's own `pricing:`."""
+    table = merge_prices(manifest.pricing, prices or {})
+    jobs = tuple((spec, price_job(spec.kind.name, spec.request, table)) for spec in specs)
+    return Plan(
+        campaign=manifest.name,
+        manifest=manifest.path,
+        jobs=jobs,
+        types=type_totals(jobs),
+        axes=axis_counts(specs),
+        max_credits=manifest.max_credits,
+    )
+
+
+def type_totals(jobs: Sequence[tuple[JobSpec, Price]]) -> tuple[TypeTotal, ...]:
+    lines = []
+    for kind in KINDS:
+        known = [price.credits for spec, price in jobs if spec.kind.name == kind and price.credits is not None]
+        count = sum(1 for spec, _ in jobs if spec.kind.name == kind)
+        if count:
+            low, high = (min(known), max(known)) if known else (None, None)
+            lines.append(TypeTotal(kind, count, low, high, sum(known), count - len(known)))
+    return tuple(lines)
+
+
+def axis_counts(specs: Sequence[JobSpec]) -> dict[str, dict[str, int]]:
+    counters: dict[str, Counter[str]] = {}
+    for spec in specs:
+        for axis, value in spec.matrix.items():
+            counters.setdefault(axis, Counter())[_label(value)] += 1
+    return {axis: dict(counter) for axis, counter in counters.items()}
+
+
+def _label(value: Any) -> str:
+    if isinstance(value, dict):
+        return str(value.get("name", value.get("id", value)))
+    return str(value)
+
+
+def budget_verdict(plan: Plan) -> str:
+    unknown = f"; {plan.unknown:,} job{'s' if plan.unknown != 1 else ''} priced unknown" if plan.unknown else ""
+    if plan.max_credits is None:
+        return f"no budget set (budget.max_credits){unknown}"
+    if plan.over_budget:
+        return f"OVER BUDGET: {credits(plan.total)} of {credits(plan.max_credits)} credits{unknown}"
+    return f"within budget: {credits(plan.total)} of {credits(plan.max_credits)} credits{unknown}"
+
+
+def credits(amount: float | None) -> str:
+    if amount is None:
+        return "unknown"
+    return f"{amount:,.0f}" if float(amount).is_integer() else f"{amount:,.2f}"
+
+
+def plan_text(plan: Plan) -> str:
+    """The plan as a person reads it on a terminal."""
+    count = len(plan.jobs)
+    lines = [f"Campaign {plan.campaign} ({plan.manifest}): {count:,} job{'s' if count != 1 else ''}", ""]
+    rows = [("type", "jobs", "credits each", "subtotal")]
+    for line in plan.types:
+        each = credits(line.lowest) if line.lowest == line.highest else f"{credits(line.lowest)}–{credits(line.highest)}"
+        subtotal = credits(line.subtotal) + (f" + {line.unknown:,} unknown" if line.unknown else "")
+        rows.append((line.kind, f"{line.count:,}", each if line.count > line.unknown else "unknown", subtotal))
+    rows.append(("total", f"{count:,}", "", credits(plan.total) + (" + unknown" if plan.unknown else "")))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    for row in rows:
+        lines.append("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths, strict=True))).rstrip())
+    if plan.axes:
+        lines += ["", "matrix:"]
+        lines += [f"  {axis}: {_axis_line(values)}" for axis, values in plan.axes.items()]
+    lines += ["", f"budget: {budget_verdict(plan)}"]
+    for spec, price in plan.jobs:
+        if price.credits is None:
+            lines.append(f"  unknown price: {spec.id}: {price.why}")
+            break
+    lines.append(PRICE_NOTE)
+    return "\n".join(lines)
+
+
+def _axis_line(values: Mapping[str, int], shown: int = 8) -> str:
+    parts = [f"{value} ({count:,})" for value, count in list(values.items())[:shown]]
+    more = f", … {len(values) - shown:,} more" if len(values) > shown else ""
+    return f"{len(values):,} value{'s' if len(values) != 1 else ''}: " + ", ".join(parts) + more
+
+
+def plan_json(plan: Plan) -> dict[str, Any]:
+    """The plan as a documented object (see the README's "plan --json" section)."""
+    return {
+        "object": "plan",
+        "campaign": plan.campaign,
+        "manifest": str(plan.manifest),
+        "estimate": True,
+        "total_credits": plan.total,
+        "unknown_price_jobs": plan.unknown,
+        "max_credits": plan.max_credits,
+        "over_budget": plan.over_budget,
+        "types": [line.__dict__ for line in plan.types],
+        "axes": plan.axes,
+        "jobs": [
+            {
+                "id": spec.id,
+                "key": spec.key,
+                "type": spec.kind.name,
+                "matrix": spec.matrix,
+                "request": spec.request,
+                "credits": price.credits,
+                **({"unknown_price": price.why} if price.credits is None else {}),
+            }
+            for spec, price in plan.jobs
+        ],
+    }
