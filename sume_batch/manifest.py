@@ -138,11 +138,12 @@ def check_version(data: Mapping[str, Any], document: Document, file: str) -> Non
 def schema_problems(data: Any, document: Document, file: str) -> Iterator[Problem]:
     """Every JSON Schema violation, located and phrased for a person."""
     validator = jsonschema.Draft202012Validator(campaign_schema())
-    for error in validator.iter_errors(data):
-        yield from describe_error(error, document, file)
+    problems = (problem for error in validator.iter_errors(data) for problem in describe_error(error, document, file))
+    yield from dict.fromkeys(problems)  # a job that is not a mapping fails each type's branch alike
 
 
 def describe_error(error: jsonschema.ValidationError, document: Document, file: str) -> Iterator[Problem]:
+    error = innermost(error)
     path = tuple(error.absolute_path)
     if error.validator in ("additionalProperties", "unevaluatedProperties"):
         known = sorted(known_keys(error.schema))
@@ -170,18 +171,23 @@ def known_keys(schema: Mapping[str, Any]) -> set[str]:
     return keys
 
 
-def error_message(error: jsonschema.ValidationError) -> str:  # noqa: PLR0911 - one case per keyword
-    schema, value = error.schema, error.instance
-    custom = schema.get("x-message") if isinstance(schema, dict) else None
-    if error.validator == "anyOf":
+def innermost(error: jsonschema.ValidationError) -> jsonschema.ValidationError:
+    """For `anyOf: [strict, template]` fields, the strict branch's own error says what is wrong."""
+    while error.validator == "anyOf" and "x-message" not in error.schema:
         strict = [sub for sub in error.context or () if sub.relative_schema_path[0] == 0]
-        if strict and not custom:
-            return error_message(strict[0])
-    if custom:
-        return f"{custom}, got {value!r}"
+        if not strict:
+            break
+        error = strict[0]
+    return error
+
+
+def error_message(error: jsonschema.ValidationError) -> str:  # noqa: PLR0911 - one case per keyword
+    error = innermost(error)
+    schema, value = error.schema, error.instance
+    if error.validator in ("pattern", "anyOf") and "x-message" in schema:
+        return f"{schema['x-message']}, got {value!r}"
     if error.validator == "required":
-        missing = [key for key in error.validator_value if key not in value]
-        return f"missing required key {missing[0]!r}"
+        return f"missing required key {error.message.split(' is a required')[0]}"
     if error.validator in ("enum", "const"):
         allowed = error.validator_value if error.validator == "enum" else [error.validator_value]
         return f"{value!r} is not one of " + ", ".join(repr(option) for option in allowed)

@@ -18,6 +18,7 @@ MAX_FILE_BYTES = 4 * 1024 * 1024
 MAX_NODES = 200_000  # nodes built after alias expansion; a real manifest has a few thousand
 
 Path = tuple[str | int, ...]
+_PLAIN_TAGS = {"tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"}
 
 
 @dataclass
@@ -53,6 +54,10 @@ class _Builder:
         if self.nodes > MAX_NODES:
             raise _TooBig(node)
         self.document.marks[path] = _position(node)
+        if node.tag not in _PLAIN_TAGS and not isinstance(node, yaml.ScalarNode):
+            raise yaml.constructor.ConstructorError(
+                None, None, f"could not determine a constructor for the tag {node.tag!r}", node.start_mark
+            )
         if isinstance(node, yaml.MappingNode):
             return self._mapping(node, path)
         if isinstance(node, yaml.SequenceNode):
@@ -144,6 +149,6 @@ def _syntax_problem(error: yaml.MarkedYAMLError, file: str) -> Problem:
     what = error.problem or "not valid YAML"
     if error.context:
         what = f"{error.context}, {what}"
-    if "could not determine a constructor" in what:
+    if "could not determine a constructor" in what or "python/" in what:
         what = "tags such as !!python/object are not allowed in a manifest"
     return Problem(file, line, column, "", f"YAML syntax error: {what}")
