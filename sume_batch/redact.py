@@ -1,0 +1,354 @@
+"""The one module that knows what a secret looks like (sume-api.md §12, issue 6).
+
+Every sink (terminal, logs, reports, store exports, crash output) passes text and data through a `Redactor`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Final, TypeAlias
+from urllib.parse import quote, quote_plus
+
+from sume_batch.errors import ApiError
+
+Json: TypeAlias = "bool | int | float | str | list[Json] | dict[str, Json] | None"
+
+_Repl: TypeAlias = "str | Callable[[re.Match[str]], str]"
+
+MARK: Final = "<redacted>"
+# A configured secret shorter than this is ignored: hiding "abc" would shred prose; real keys are long.
+MIN_SECRET_LENGTH: Final = 8
+MAX_MESSAGE_LENGTH: Final = 500
+
+# Fields whose value is secret by nature: the key is kept, the value replaced by MARK (sume-api.md §7, §12).
+MASKED_FIELDS: Final = frozenset({
+    "upload_url", "required_headers", "object_key", "api_key", "apikey", "x_api_key", "authorization",
+    "proxy_authorization", "cookie", "set_cookie", "email", "owner_email", "workspace_id", "user_id",
+    "owner_id", "api_key_id", "key_id", "user", "workspace", "owner", "password", "secret", "client_secret",
+    "token", "access_token", "refresh_token", "id_token", "signature", "user_code", "device_code",
+    "login_url", "verification_uri", "verification_uri_complete", "verification_url",
+})  # fmt: skip
+# Raw provider payloads and debug dumps: dropped with their key (`error.details` must never be printed).
+DROPPED_FIELDS: Final = frozenset({
+    "details", "raw", "raw_response", "provider", "provider_payload", "provider_response", "provider_error",
+    "provider_request", "debug", "trace", "traceback", "stack", "stack_trace", "stacktrace",
+})  # fmt: skip
+
+_MARKER = re.compile(r"<redacted(?::[a-z-]+)?>")
+_URL = re.compile(
+    r"(?<![A-Za-z0-9+.-])(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)"
+    r"(?:(?P<userinfo>[^\s/?#@\"'<>\\]*)@)?(?P<rest>[^\s\"'<>\\]*)"
+)
+_SUME_KEY = re.compile(r"sume_(?:live|test)_[A-Za-z0-9_-]+")
+_FIELD = re.compile(
+    r"(?<![A-Za-z0-9])(?P<name>authorization|api[_-]?key[_-]id|api[_-]?key|access[_-]token|refresh[_-]token"
+    r"|id[_-]token|client[_-]secret|workspace[_-]id|user[_-]id|object[_-]key|upload[_-]url)"
+    r"(?P<sep>[\"']?\s*[:=]\s*[\"']?)(?P<scheme>(?:bearer|basic|digest|token)\s+)?+"
+    r"(?P<value>(?:[^\s\"'<>,;&]|<redacted(?::[a-z-]+)?>)+)",
+    re.IGNORECASE,
+)
+_HEADERS = re.compile(
+    r"(?<![A-Za-z0-9])(?P<name>required[_-]headers)(?P<sep>[\"']?\s*[:=]\s*)"
+    r"(?:<redacted>|\{[^{}]*\}|\[[^\[\]]*\]|[\"']?[^\s\"',;{}\[\]]*[\"']?)",
+    re.IGNORECASE,
+)
+_BEARER = re.compile(r"(?<![A-Za-z0-9])(?P<scheme>[Bb]earer|BEARER)\s+(?P<token>[A-Za-z0-9._~+/-]+=*)")
+_EMAIL = re.compile(
+    r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*\.[A-Za-z]{2,}(?![A-Za-z0-9-])"
+)
+_OBJECT_KEY = re.compile(r"(?<![A-Za-z0-9_.-])uploads/[^\s\"'<>?#,;]+")
+_ID = re.compile(
+    r"(?<![A-Za-z0-9_])(?:ws|wsp|workspace|user|usr|key|apikey|api_key)_(?P<body>[A-Za-z0-9][A-Za-z0-9_-]*)"
+)
+_REQUEST_ID = re.compile(r"(?<![A-Za-z0-9_])req_[A-Za-z0-9_-]+")
+
+_BLANKS: Final = " \n\t\r"
+_SHORT_TEXT: Final = 1000  # below this, one regex scan is cheaper than finding words
+_FIELD_HINTS: Final = ("authorization", "key", "token", "secret", "_id", "-id", "upload")
+_FIELD_KINDS: Final = {"workspace_id": "id", "user_id": "id", "api_key_id": "id", "apikey_id": "id",
+                       "object_key": "object-key", "upload_url": "url"}  # fmt: skip
+
+
+def _mark(kind: str) -> str:
+    return f"<redacted:{kind}>"
+
+
+def _sub_words(pattern: re.Pattern[str], repl: _Repl, s: str, anchor: str) -> str:
+    """`pattern.sub(repl, s)` for a pattern that never matches a blank, run only on words holding `anchor`.
+
+    A regex scan costs ~15 ns a character and a long prompt rarely holds a URL; `str.find` is far cheaper.
+    The result is the same: no match crosses a blank and no lookaround of these patterns accepts one.
+    """
+    if len(s) <= _SHORT_TEXT:
+        return pattern.sub(repl, s)
+    out: list[str] = []
+    done = 0
+    at = s.find(anchor)
+    while at != -1:
+        start = max(done, *(s.rfind(blank, done, at) + 1 for blank in _BLANKS))
+        end = min((e for blank in _BLANKS if (e := s.find(blank, at)) != -1), default=len(s))
+        out += (s[done:start], pattern.sub(repl, s[start:end]))
+        done = end
+        at = s.find(anchor, end)
+    out.append(s[done:])
+    return "".join(out)
+
+
+def _redact_url(match: re.Match[str]) -> str:
+    """Keep scheme, host and path; replace userinfo, query and fragment (signatures live there)."""
+    rest = match["rest"]
+    body = rest.rstrip(".,;:!?)]}")
+    tail = rest[len(body) :]
+    body, hash_, fragment = body.partition("#")
+    path, question, query = body.partition("?")
+    userinfo = f"{MARK}@" if match["userinfo"] else ("@" if match["userinfo"] is not None else "")
+    query_mark = MARK if query else ""
+    fragment_mark = MARK if fragment else ""
+    return f"{match['scheme']}{userinfo}{path}{question}{query_mark}{hash_}{fragment_mark}{tail}"
+
+
+def _redact_field(match: re.Match[str]) -> str:
+    value = match["value"]
+    if _MARKER.fullmatch(value):
+        return match[0]
+    kind = _FIELD_KINDS.get(match["name"].lower().replace("-", "_"), "token")
+    return f"{match['name']}{match['sep']}{match['scheme'] or ''}{_mark(kind)}"
+
+
+def _redact_bearer(match: re.Match[str]) -> str:
+    token = match["token"]
+    # A word after "bearer" ("bearer of gifts") is prose; a token is 8+ characters with a digit or a
+    # symbol of token68 other than "-" (JWTs have dots), or is too long to be a word.
+    symbol = any(c.isdigit() or c in "._~+/=" for c in token)
+    looks_like_token = len(token) >= 8 and (symbol or len(token) >= 20)
+    return f"{match['scheme']} {_mark('token')}" if looks_like_token else match[0]
+
+
+def _redact_object_key(match: re.Match[str]) -> str:
+    rest = match[0][len("uploads/") :]
+    # "uploads/ws_1/a.mp4" is a storage key; "uploads/presign" or "my uploads/downloads" is not.
+    return _mark("object-key") if any(c.isdigit() or c == "." for c in rest) else match[0]
+
+
+def _redact_id(match: re.Match[str]) -> str:
+    body = match["body"]
+    # Ids are random: a digit, or a long mixed-case body. `user_id`, `key_prefix`, `ws_client` stay.
+    mixed = len(body) >= 8 and any(c.islower() for c in body) and any(c.isupper() for c in body)
+    return _mark("id") if mixed or any(c.isdigit() for c in body) else match[0]
+
+
+@dataclass(frozen=True)
+class Failure:
+    """What may be shown about a failed job or request (sume-api.md §12), and nothing else."""
+
+    job_id: str | None
+    status: str | None
+    code: str | None
+    message: str | None
+    request_id: str | None
+
+    def as_dict(self) -> dict[str, str | None]:
+        """The failure as report JSON: always the same five keys."""
+        return dataclasses.asdict(self)
+
+    def __str__(self) -> str:
+        head = " ".join(part for part in (f"job {self.job_id}" if self.job_id else None, self.status) if part)
+        reason = ": ".join(part for part in (self.code, self.message) if part)
+        text = ": ".join(part for part in (head, reason) if part) or "failed"
+        return f"{text} (request id {self.request_id})" if self.request_id else text
+
+
+@dataclass(frozen=True)
+class Redactor:
+    """Removes secrets from text and JSON-like data; built once per run from the secrets known then.
+
+    Markers: `<redacted:key>` a Sume key (the configured one or any `sume_live_`/`sume_test_` key),
+    `<redacted:secret>` another configured secret, `<redacted:token>` a bearer token or credential value,
+    `<redacted:email>`, `<redacted:id>` a workspace/user/API-key id (`ws_`, `wsp_`, `workspace_`, `user_`,
+    `usr_`, `key_`, `apikey_`, `api_key_` followed by a body with a digit or 8+ mixed-case characters),
+    `<redacted:object-key>` a storage key (`uploads/...` with a digit or a dot), `<redacted:url>` an
+    `upload_url` value, `<redacted:request-id>` a `req_` id when `keep_request_ids` is off, and a bare
+    `<redacted>` for a URL's userinfo, query string and fragment (every one: the docs forbid full URLs with
+    query strings) and for the value of a masked field. Markers never match again: redacting is idempotent.
+    """
+
+    api_key: str = field(default="", repr=False)
+    secrets: tuple[str, ...] = field(default=(), repr=False)
+    keep_request_ids: bool = True
+    _literals: re.Pattern[str] | None = field(init=False, repr=False, compare=False, default=None)
+    _markers: dict[str, str] = field(init=False, repr=False, compare=False, default_factory=dict)
+
+    def __post_init__(self) -> None:
+        markers: dict[str, str] = {}
+        for raw, kind in [(s, "secret") for s in self.secrets] + [(self.api_key, "key")]:
+            secret = raw.strip()
+            if len(secret) >= MIN_SECRET_LENGTH:
+                for form in (secret, quote(secret, safe=""), quote_plus(secret, safe="")):
+                    markers[form] = _mark(kind)
+        pattern = "|".join(re.escape(form) for form in sorted(markers, key=len, reverse=True))
+        object.__setattr__(self, "_markers", markers)
+        object.__setattr__(self, "_literals", re.compile(pattern) if markers else None)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], *, keep_request_ids: bool = True) -> Redactor:
+        """A redactor for the key in `SUME_API_KEY` of the given environment (possibly unset)."""
+        return cls(api_key=env.get("SUME_API_KEY", ""), keep_request_ids=keep_request_ids)
+
+    def text(self, s: str) -> str:
+        """The text with every secret replaced by its marker; ordinary prose and plain URLs pass unchanged."""
+        if "://" in s:  # first: a query holds signatures, and markers inside it would cut the URL short
+            s = _sub_words(_URL, _redact_url, s, "://")
+        if self._literals is not None:
+            s = self._literals.sub(lambda m: self._markers[m[0]], s)
+        if "sume_" in s:
+            s = _SUME_KEY.sub(_mark("key"), s)
+        low = s.lower()  # cheap substring checks skip the costly scans on ordinary prose
+        if ":" in s or "=" in s:
+            if "headers" in low:
+                s = _HEADERS.sub(lambda m: f"{m['name']}{m['sep']}{MARK}", s)
+            if any(hint in low for hint in _FIELD_HINTS):
+                s = _FIELD.sub(_redact_field, s)
+        if "earer" in low:
+            s = _BEARER.sub(_redact_bearer, s)
+        if "@" in s:
+            s = _sub_words(_EMAIL, _mark("email"), s, "@")
+        if "uploads/" in s:
+            s = _sub_words(_OBJECT_KEY, _redact_object_key, s, "uploads/")
+        if "_" in s:
+            s = _sub_words(_ID, _redact_id, s, "_")
+            if not self.keep_request_ids:
+                s = _sub_words(_REQUEST_ID, _mark("request-id"), s, "req_")
+        return s
+
+    def url(self, u: str) -> str:
+        """A URL fit to print as a download source: origin and path, query and fragment redacted."""
+        return self.text(u.strip())
+
+    def value(self, obj: object) -> Json:
+        """A redacted deep copy of JSON-like data: secret fields masked, payloads dropped, text redacted."""
+        if isinstance(obj, str):
+            return self.text(obj)
+        if obj is None or isinstance(obj, bool | int | float):
+            return obj
+        if isinstance(obj, Mapping):
+            copy: dict[str, Json] = {}
+            for key, item in obj.items():
+                name = str(key)
+                norm = name.strip().lower().replace("-", "_")
+                if norm not in DROPPED_FIELDS:
+                    masked = norm in MASKED_FIELDS and item is not None
+                    copy[self.text(name)] = MARK if masked else self.value(item)
+            return copy
+        if isinstance(obj, list | tuple):
+            return [self.value(item) for item in obj]
+        return self.text(str(obj))
+
+    def error(
+        self, error: ApiError | Mapping[str, object], *, job_id: str | None = None, status: str | None = None
+    ) -> Failure:
+        """The sanitized failure of a request, from an `ApiError` or a raw error envelope.
+
+        `status` defaults to the HTTP status ("HTTP 402") when the error has one.
+        """
+        if isinstance(error, ApiError):
+            http = f"HTTP {error.status}" if error.status else None
+            message = error.args[0] if error.args else None
+            return self.failure(
+                job_id=job_id,
+                status=status or http,
+                code=error.code,
+                message=message,
+                request_id=error.request_id,
+            )
+        body = error.get("error")
+        code, message, inner_request_id = _error_parts(body)
+        request_id = error.get("request_id") or inner_request_id
+        return self.failure(job_id=job_id, status=status, code=code, message=message, request_id=request_id)
+
+    def job_failure(self, job: Mapping[str, object], *, request_id: str | None = None) -> Failure:
+        """The sanitized failure of a job, from a job object (or `{"job": {...}}`) as the API returns it."""
+        inner = job.get("job")
+        if isinstance(inner, Mapping):
+            job = inner
+        code, message, error_request_id = _error_parts(job.get("error"))
+        return self.failure(
+            job_id=job.get("id") or job.get("job_id"),
+            status=job.get("status"),
+            code=code,
+            message=message,
+            request_id=request_id or job.get("request_id") or error_request_id,
+        )
+
+    def failure(
+        self, *, job_id: object, status: object, code: object, message: object, request_id: object
+    ) -> Failure:
+        """A `Failure` from its five parts, each redacted; the message is cut to MAX_MESSAGE_LENGTH."""
+        text = self._scalar(message)
+        if text is not None and len(text) > MAX_MESSAGE_LENGTH:
+            text = text[: MAX_MESSAGE_LENGTH - 1] + "…"
+        rid = self._scalar(request_id)
+        if rid is not None and not self.keep_request_ids:
+            rid = _mark("request-id")
+        return Failure(self._scalar(job_id), self._scalar(status), self._scalar(code), text, rid)
+
+    def _scalar(self, value: object) -> str | None:
+        if value is None or value == "" or isinstance(value, Mapping | list):
+            return None
+        return self.text(str(value))
+
+
+def _error_parts(error: object) -> tuple[object, object, object]:
+    """Code, message and request id of an API `error` value, tolerating a bare string."""
+    if isinstance(error, Mapping):
+        return error.get("code"), error.get("message"), error.get("request_id")
+    return None, error, None
+
+
+class RedactingFilter(logging.Filter):
+    """A logging filter that redacts every record (message, arguments, traceback); it never drops one.
+
+    The message is formatted first, so `%s` arguments such as httpx's request URL are redacted too.
+    """
+
+    def __init__(self, redactor: Redactor) -> None:
+        super().__init__()
+        self.redactor = redactor
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):  # a bad format string: keep everything, still redacted
+            message = f"{record.msg} {record.args!r}"
+        record.msg, record.args = self.redactor.text(message), None
+        if record.exc_info:
+            record.exc_text = record.exc_text or logging.Formatter().formatException(record.exc_info)
+            record.exc_info = None  # handlers that render exc_info themselves would bypass the redaction
+        if record.exc_text:
+            record.exc_text = self.redactor.text(record.exc_text)
+        if record.stack_info:
+            record.stack_info = self.redactor.text(record.stack_info)
+        return True
+
+
+def attach_redaction(
+    redactor: Redactor,
+    *,
+    loggers: Iterable[logging.Logger] = (),
+    handlers: Iterable[logging.Handler] = (),
+) -> RedactingFilter:
+    """Add one `RedactingFilter` to the given loggers and handlers and return it.
+
+    A logger's filter sees only records logged on that very logger, not its children's (httpcore logs on
+    `httpcore.http11`, ...); a handler's filter sees everything it emits, so handlers are the sure gate.
+    """
+    gate = RedactingFilter(redactor)
+    for logger in loggers:
+        logger.addFilter(gate)
+    for handler in handlers:
+        handler.addFilter(gate)
+    return gate
