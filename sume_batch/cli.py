@@ -84,8 +84,12 @@ def validate(files: tuple[Path, ...], max_jobs: int | None) -> int:
 @cli.command()
 @click.argument("file", type=_manifest_path())
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON (see the README).")
-@click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), help="Also write the JSON plan here.")
-@click.option("--pricing", type=click.Path(path_type=Path, dir_okay=False), help="A YAML file of prices to use.")
+@click.option(
+    "-o", "--output", type=click.Path(path_type=Path, dir_okay=False), help="Also write the JSON plan here."
+)
+@click.option(
+    "--pricing", type=click.Path(path_type=Path, dir_okay=False), help="A YAML file of prices to use."
+)
 @click.option("--max-jobs", type=click.IntRange(min=1), help="Allow more variants than budget.max_jobs.")
 def plan(file: Path, as_json: bool, output: Path | None, pricing: Path | None, max_jobs: int | None) -> int:
     """Price a campaign before spending anything: jobs by type, credits, budget.
@@ -93,4 +97,6 @@ def plan(file: Path, as_json: bool, output: Path | None, pricing: Path | None, m
     The dry run: no credits are spent. Prices are estimates unless you give
     your own with pricing: in the manifest or --pricing.
     """
-    return commands.plan(file, max_jobs=max_jobs, pricing=pricing, as_json=as_json, output=output, echo=click.echo)
+    return commands.plan(
+        file, max_jobs=max_jobs, pricing=pricing, as_json=as_json, output=output, echo=click.echo
+    )

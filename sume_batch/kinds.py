@@ -35,8 +35,13 @@ KINDS: dict[str, Kind] = {
             api_type="image_generation",
             path="/images/generations",
             fields=(
-                "prompt", "aspect_ratio", "image_count", "resolution", "quality",
-                "reference_image_urls", "brand_reference_images",
+                "prompt",
+                "aspect_ratio",
+                "image_count",
+                "resolution",
+                "quality",
+                "reference_image_urls",
+                "brand_reference_images",
             ),
             required=("prompt",),
             timeout_s=600,  # Sume's CLI `--wait` default for images

@@ -138,7 +138,9 @@ def check_version(data: Mapping[str, Any], document: Document, file: str) -> Non
 def schema_problems(data: Any, document: Document, file: str) -> Iterator[Problem]:
     """Every JSON Schema violation, located and phrased for a person."""
     validator = jsonschema.Draft202012Validator(campaign_schema())
-    problems = (problem for error in validator.iter_errors(data) for problem in describe_error(error, document, file))
+    problems = (
+        problem for error in validator.iter_errors(data) for problem in describe_error(error, document, file)
+    )
     yield from dict.fromkeys(problems)  # a job that is not a mapping fails each type's branch alike
 
 
@@ -146,8 +148,9 @@ def describe_error(error: jsonschema.ValidationError, document: Document, file: 
     error = innermost(error)
     path = tuple(error.absolute_path)
     if error.validator in ("additionalProperties", "unevaluatedProperties"):
-        known = sorted(known_keys(error.schema))
-        for key in sorted(set(error.instance) - set(known), key=str):
+        known = sorted(known_keys(_schema_of(error)))
+        instance: Mapping[str, Any] = error.instance  # type: ignore[assignment]  # these keywords see objects
+        for key in sorted(set(instance) - set(known), key=str):
             line, column = document.mark((*path, key), key=True)
             yield Problem(file, line, column, format_path((*path, key)), unknown_key_message(str(key), known))
         return
@@ -173,7 +176,7 @@ def known_keys(schema: Mapping[str, Any]) -> set[str]:
 
 def innermost(error: jsonschema.ValidationError) -> jsonschema.ValidationError:
     """For `anyOf: [strict, template]` fields, the strict branch's own error says what is wrong."""
-    while error.validator == "anyOf" and "x-message" not in error.schema:
+    while error.validator == "anyOf" and "x-message" not in _schema_of(error):
         strict = [sub for sub in error.context or () if sub.relative_schema_path[0] == 0]
         if not strict:
             break
@@ -183,13 +186,13 @@ def innermost(error: jsonschema.ValidationError) -> jsonschema.ValidationError:
 
 def error_message(error: jsonschema.ValidationError) -> str:  # noqa: PLR0911 - one case per keyword
     error = innermost(error)
-    schema, value = error.schema, error.instance
+    schema, value = _schema_of(error), error.instance
     if error.validator in ("pattern", "anyOf") and "x-message" in schema:
         return f"{schema['x-message']}, got {value!r}"
     if error.validator == "required":
         return f"missing required key {error.message.split(' is a required')[0]}"
     if error.validator in ("enum", "const"):
-        allowed = error.validator_value if error.validator == "enum" else [error.validator_value]
+        allowed: list[Any] = error.validator_value if error.validator == "enum" else [error.validator_value]  # type: ignore[assignment]
         return f"{value!r} is not one of " + ", ".join(repr(option) for option in allowed)
     if error.validator == "type":
         return f"expected {_type_name(error.validator_value)}, got {_type_name(type_of(value))} {value!r}"
@@ -206,12 +209,16 @@ def error_message(error: jsonschema.ValidationError) -> str:  # noqa: PLR0911 - 
     return str(error.message)
 
 
+def _schema_of(error: jsonschema.ValidationError) -> Mapping[str, Any]:
+    return error.schema if isinstance(error.schema, Mapping) else {}
+
+
 def type_of(value: Any) -> str:
     names = {bool: "boolean", int: "integer", float: "number", str: "string", list: "array", dict: "object"}
     return "null" if value is None else names.get(type(value), type(value).__name__)
 
 
-def _type_name(name: str | list[str]) -> str:
+def _type_name(name: Any) -> str:
     if isinstance(name, list):
         return " or ".join(_type_name(one) for one in name)
     return {"object": "a mapping", "array": "a list", "integer": "an integer"}.get(name, f"a {name}")
@@ -224,7 +231,9 @@ def build_manifest(data: Mapping[str, Any], document: Document, path: Path) -> M
     matrix, problems = build_matrix(data.get("matrix", {}), ("matrix",), document, file)
     jobs = []
     for index, job in enumerate(data["jobs"]):
-        template, job_problems = build_job(index, job, data.get("defaults", {}), matrix, document, file)
+        template, job_problems = build_job(
+            index, job, defaults=data.get("defaults", {}), outer=matrix, document=document, file=file
+        )
         jobs.append(template)
         problems += job_problems
     if problems:
@@ -240,16 +249,19 @@ def build_manifest(data: Mapping[str, Any], document: Document, path: Path) -> M
         max_jobs=budget.get("max_jobs", DEFAULT_MAX_JOBS),
         concurrency=execution.get("concurrency", DEFAULT_CONCURRENCY),
         timeouts={k.name: execution.get("timeouts", {}).get(k.name, k.timeout_s) for k in KINDS.values()},
-        poll_intervals={k.name: execution.get("poll_interval", {}).get(k.name, k.poll_s) for k in KINDS.values()},
+        poll_intervals={
+            k.name: execution.get("poll_interval", {}).get(k.name, k.poll_s) for k in KINDS.values()
+        },
         downloads=path.parent / output.get("downloads", f"outputs/{data['name']}"),
         reports=path.parent / output.get("reports", "reports"),
         pricing=data.get("pricing", {}),
     )
 
 
-def build_job(  # noqa: PLR0913 - the job, its context, and where to point at problems
+def build_job(
     index: int,
     job: Mapping[str, Any],
+    *,
     defaults: Mapping[str, Any],
     outer: Matrix,
     document: Document,
@@ -267,7 +279,12 @@ def build_job(  # noqa: PLR0913 - the job, its context, and where to point at pr
                 marks[name] = document.mark((*scope, name))
                 break
     problems = [
-        Problem(file, *marks[""], format_path(own), f"missing required key {name!r} (set it here or in defaults.{kind.name})")
+        Problem(
+            file,
+            *marks[""],
+            format_path(own),
+            f"missing required key {name!r} (set it here or in defaults.{kind.name})",
+        )
         for name in kind.required
         if name not in fields
     ]
@@ -291,7 +308,9 @@ def build_matrix(
     outer_names = {name for name, _ in outer.axes}
     problems = [
         Problem(
-            file, *document.mark((*path, name), key=True), format_path((*path, name)),
+            file,
+            *document.mark((*path, name), key=True),
+            format_path((*path, name)),
             f"axis {name!r} is already an axis of the campaign matrix; narrow it with exclude instead",
         )
         for name in sorted(names & outer_names)
@@ -307,7 +326,9 @@ def build_matrix(
             for name in stray:
                 axes_text = ", ".join(sorted(names | outer_names)) or "none"
                 message = f"{name!r} is not a matrix axis (axes: {axes_text})"
-                problems.append(Problem(file, *document.mark((*row_path, name), key=True), format_path(row_path), message))
+                problems.append(
+                    Problem(file, *document.mark((*row_path, name), key=True), format_path(row_path), message)
+                )
     return Matrix(axes, tuple(raw.get("include", ())), tuple(raw.get("exclude", ()))), problems
 
 
@@ -323,7 +344,11 @@ def load_pricing(path: Path) -> dict[str, Any]:
         raise ManifestError(problems)
     schema = {**campaign_schema()["properties"]["pricing"], "$defs": campaign_schema()["$defs"]}
     validator = jsonschema.Draft202012Validator(schema)
-    problems = [problem for error in validator.iter_errors(document.data) for problem in describe_error(error, document, file)]
+    problems = [
+        problem
+        for error in validator.iter_errors(document.data)
+        for problem in describe_error(error, document, file)
+    ]
     if problems:
         raise ManifestError(problems)
     pricing: dict[str, Any] = document.data

@@ -17,7 +17,9 @@ from sume_batch.kinds import KINDS
 from sume_batch.manifest import Manifest
 from sume_batch.pricing import Price, merge_prices, price_job
 
-PRICE_NOTE = "Prices are estimates: Sume publishes no per-job prices. Override them with pricing: or --pricing."
+PRICE_NOTE = (
+    "Prices are estimates: Sume publishes no per-job prices. Override them with pricing: or --pricing."
+)
 
 
 @dataclass(frozen=True)
@@ -73,7 +75,9 @@ def make_plan(manifest: Manifest, specs: Sequence[JobSpec], prices: Mapping[str,
 def type_totals(jobs: Sequence[tuple[JobSpec, Price]]) -> tuple[TypeTotal, ...]:
     lines = []
     for kind in KINDS:
-        known = [price.credits for spec, price in jobs if spec.kind.name == kind and price.credits is not None]
+        known = [
+            price.credits for spec, price in jobs if spec.kind.name == kind and price.credits is not None
+        ]
         count = sum(1 for spec, _ in jobs if spec.kind.name == kind)
         if count:
             low, high = (min(known), max(known)) if known else (None, None)
@@ -96,7 +100,9 @@ def _label(value: Any) -> str:
 
 
 def budget_verdict(plan: Plan) -> str:
-    unknown = f"; {plan.unknown:,} job{'s' if plan.unknown != 1 else ''} priced unknown" if plan.unknown else ""
+    unknown = (
+        f"; {plan.unknown:,} job{'s' if plan.unknown != 1 else ''} priced unknown" if plan.unknown else ""
+    )
     if plan.max_credits is None:
         return f"no budget set (budget.max_credits){unknown}"
     if plan.over_budget:
@@ -116,13 +122,26 @@ def plan_text(plan: Plan) -> str:
     lines = [f"Campaign {plan.campaign} ({plan.manifest}): {count:,} job{'s' if count != 1 else ''}", ""]
     rows = [("type", "jobs", "credits each", "subtotal")]
     for line in plan.types:
-        each = credits(line.lowest) if line.lowest == line.highest else f"{credits(line.lowest)}–{credits(line.highest)}"
+        each = (
+            credits(line.lowest)
+            if line.lowest == line.highest
+            else f"{credits(line.lowest)}–{credits(line.highest)}"
+        )
         subtotal = credits(line.subtotal) + (f" + {line.unknown:,} unknown" if line.unknown else "")
-        rows.append((line.kind, f"{line.count:,}", each if line.count > line.unknown else "unknown", subtotal))
+        if line.unknown == line.count:
+            subtotal = "unknown"
+        rows.append(
+            (line.kind, f"{line.count:,}", each if line.count > line.unknown else "unknown", subtotal)
+        )
     rows.append(("total", f"{count:,}", "", credits(plan.total) + (" + unknown" if plan.unknown else "")))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     for row in rows:
-        lines.append("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths, strict=True))).rstrip())
+        lines.append(
+            "  ".join(
+                cell.ljust(w) if i == 0 else cell.rjust(w)
+                for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+            ).rstrip()
+        )
     if plan.axes:
         lines += ["", "matrix:"]
         lines += [f"  {axis}: {_axis_line(values)}" for axis, values in plan.axes.items()]

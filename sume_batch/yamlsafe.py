@@ -67,12 +67,12 @@ class _Builder:
     def _mapping(self, node: yaml.MappingNode, path: Path) -> dict[Any, Any]:
         self.loader.flatten_mapping(node)  # resolves `<<: *anchor` merge keys
         result: dict[Any, Any] = {}
-        merged_nodes = getattr(node, "merged_keys", set())
+        merged_nodes: set[int] = getattr(node, "merged_keys", set())
         from_merge: set[Any] = set()  # keys a `<<` merge supplied, which the mapping's own keys override
         for key_node, value_node in node.value:
             key = self.loader.construct_object(key_node, deep=True)
-            if not isinstance(key, str | int | float | bool) or key is None:
-                self._problem(key_node, path, "mapping keys must be plain scalars")
+            if not isinstance(key, str | int):
+                self._problem(key_node, path, "mapping keys must be text or whole numbers")
                 continue
             if key in result and key not in from_merge:
                 first_line = self.document.key_marks[(*path, key)][0]

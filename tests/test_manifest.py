@@ -6,7 +6,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, invoke, write
 
 HEAD = """\
@@ -18,7 +17,9 @@ CASES: list[tuple[str, str, list[str]]] = [
     (
         "yaml syntax error",
         HEAD + "jobs:\n  - id: a\n    type: image\n    prompt: [unclosed\n",
-        ["campaign.yaml:7:1: YAML syntax error: while parsing a flow sequence, expected ',' or ']', but got '<stream end>'"],
+        [
+            "campaign.yaml:7:1: YAML syntax error: while parsing a flow sequence, expected ',' or ']', but got '<stream end>'"
+        ],
     ),
     (
         "bad indentation",
@@ -41,7 +42,11 @@ CASES: list[tuple[str, str, list[str]]] = [
         ["campaign.yaml:3:7: YAML syntax error: tags such as !!python/object are not allowed in a manifest"],
     ),
     ("empty file", "", ["campaign.yaml:1:1: the file is empty"]),
-    ("top level is a list", "- a\n- b\n", ["campaign.yaml:1:1: the top level must be a mapping with version, name and jobs"]),
+    (
+        "top level is a list",
+        "- a\n- b\n",
+        ["campaign.yaml:1:1: the top level must be a mapping with version, name and jobs"],
+    ),
     (
         "too new version",
         "version: 2\nname: launch\nfuture_key: 1\n",
@@ -73,7 +78,9 @@ CASES: list[tuple[str, str, list[str]]] = [
     (
         "unknown execution key",
         HEAD + "execution:\n  retires: 3\njobs:\n  - {id: a, type: image, prompt: p}\n",
-        ["campaign.yaml:4:3: execution.retires: unknown key 'retires' (expected one of concurrency, poll_interval, timeouts)"],
+        [
+            "campaign.yaml:4:3: execution.retires: unknown key 'retires' (expected one of concurrency, poll_interval, timeouts)"
+        ],
     ),
     (
         "unknown job type",
@@ -91,7 +98,9 @@ CASES: list[tuple[str, str, list[str]]] = [
     (
         "bad campaign name",
         "version: 1\nname: spring launch!\njobs:\n  - {id: a, type: image, prompt: p}\n",
-        ["campaign.yaml:2:7: name: must be a slug of up to 64 letters, digits, '.', '_' or '-', got 'spring launch!'"],
+        [
+            "campaign.yaml:2:7: name: must be a slug of up to 64 letters, digits, '.', '_' or '-', got 'spring launch!'"
+        ],
     ),
     (
         "wrong type for budget",
@@ -128,7 +137,8 @@ CASES: list[tuple[str, str, list[str]]] = [
     ),
     (
         "rendered url not a reel",
-        HEAD + "vars: {u: 'https://www.instagram.com/p/abc/'}\njobs:\n  - {id: a, type: reference_analysis, url: '{{ u }}'}\n",
+        HEAD
+        + "vars: {u: 'https://www.instagram.com/p/abc/'}\njobs:\n  - {id: a, type: reference_analysis, url: '{{ u }}'}\n",
         [
             "campaign.yaml:5:44: jobs[0].url: must be a public TikTok video (https://www.tiktok.com/@user/video/123)"
             " or Instagram Reel (https://www.instagram.com/reel/CODE/) URL, got 'https://www.instagram.com/p/abc/'"
@@ -138,7 +148,9 @@ CASES: list[tuple[str, str, list[str]]] = [
     (
         "http reference image",
         HEAD + "jobs:\n  - {id: a, type: image, prompt: p, reference_image_urls: ['http://x.test/a.png']}\n",
-        ["campaign.yaml:4:60: jobs[0].reference_image_urls[0]: must be an https:// URL, got 'http://x.test/a.png'"],
+        [
+            "campaign.yaml:4:60: jobs[0].reference_image_urls[0]: must be an https:// URL, got 'http://x.test/a.png'"
+        ],
     ),
     (
         "empty avatar list",
@@ -148,11 +160,14 @@ CASES: list[tuple[str, str, list[str]]] = [
     (
         "missing required field of the type",
         HEAD + "jobs:\n  - {id: a, type: ad_video, script: hi}\n",
-        ["campaign.yaml:4:5: jobs[0]: missing required key 'avatar_id' (set it here or in defaults.ad_video)"],
+        [
+            "campaign.yaml:4:5: jobs[0]: missing required key 'avatar_id' (set it here or in defaults.ad_video)"
+        ],
     ),
     (
         "undefined variable with suggestion",
-        HEAD + "matrix:\n  scene: [beach, city]\njobs:\n  - id: 'a-{{ scene }}'\n    type: image\n    prompt: 'at the {{ scnee }}'\n",
+        HEAD
+        + "matrix:\n  scene: [beach, city]\njobs:\n  - id: 'a-{{ scene }}'\n    type: image\n    prompt: 'at the {{ scnee }}'\n",
         [
             "campaign.yaml:8:13: jobs[0].prompt: undefined variable 'scnee' (did you mean 'scene'?) in the variant"
             " (scene=beach) (and 1 more variant)"
@@ -161,7 +176,9 @@ CASES: list[tuple[str, str, list[str]]] = [
     (
         "undefined attribute",
         HEAD + "vars: {p: {name: x}}\njobs:\n  - {id: a, type: image, prompt: '{{ p.colour }}'}\n",
-        ["campaign.yaml:5:34: jobs[0].prompt: undefined value: 'dict object' has no attribute 'colour' in the variant (no matrix)"],
+        [
+            "campaign.yaml:5:34: jobs[0].prompt: undefined value: 'dict object' has no attribute 'colour' in the variant (no matrix)"
+        ],
     ),
     (
         "sandbox escape via mro",
@@ -173,7 +190,7 @@ CASES: list[tuple[str, str, list[str]]] = [
     ),
     (
         "sandbox escape via globals",
-        HEAD + "jobs:\n  - {id: a, type: image, prompt: \"{{ cycler.__init__.__globals__.os }}\"}\n",
+        HEAD + 'jobs:\n  - {id: a, type: image, prompt: "{{ cycler.__init__.__globals__.os }}"}\n',
         [
             "campaign.yaml:4:34: jobs[0].prompt: unsafe template: access to attribute '__init__' of 'type' object is"
             " unsafe (templates may only format values) in the variant (no matrix)"
@@ -190,16 +207,22 @@ CASES: list[tuple[str, str, list[str]]] = [
     (
         "template syntax error",
         HEAD + "jobs:\n  - {id: a, type: image, prompt: 'a {{ b '}\n",
-        ["campaign.yaml:4:34: jobs[0].prompt: template syntax error: unexpected end of template, expected 'end of print statement'. in the variant (no matrix)"],
+        [
+            "campaign.yaml:4:34: jobs[0].prompt: template syntax error: unexpected end of template, expected 'end of print statement'. in the variant (no matrix)"
+        ],
     ),
     (
         "templated value of the wrong type",
-        HEAD + "matrix:\n  d: [5, long]\njobs:\n  - {id: 'a-{{ d }}', type: video, prompt: p, duration: '{{ d }}'}\n",
-        ["campaign.yaml:6:57: jobs[0].duration: expected an integer, got a string 'long' in the variant (d=long)"],
+        HEAD
+        + "matrix:\n  d: [5, long]\njobs:\n  - {id: 'a-{{ d }}', type: video, prompt: p, duration: '{{ d }}'}\n",
+        [
+            "campaign.yaml:6:57: jobs[0].duration: expected an integer, got a string 'long' in the variant (d=long)"
+        ],
     ),
     (
         "id collision inside one job",
-        HEAD + "matrix:\n  product: [serum, cream]\njobs:\n  - {id: hero, type: image, prompt: '{{ product }}'}\n",
+        HEAD
+        + "matrix:\n  product: [serum, cream]\njobs:\n  - {id: hero, type: image, prompt: '{{ product }}'}\n",
         [
             "campaign.yaml:6:10: jobs[0].id: job id 'hero' is produced twice: by jobs[0] (product=serum) and by jobs[0]"
             " (product=cream); put the matrix values that differ into the id"
@@ -216,7 +239,9 @@ CASES: list[tuple[str, str, list[str]]] = [
     (
         "rendered id not a file name",
         HEAD + "jobs:\n  - {id: 'hero {{ campaign }}/x', type: image, prompt: a}\n",
-        ["campaign.yaml:4:10: jobs[0].id: rendered id 'hero launch/x' must be 1–128 letters, digits, '.', '_' or '-' (it names files) in the variant (no matrix)"],
+        [
+            "campaign.yaml:4:10: jobs[0].id: rendered id 'hero launch/x' must be 1–128 letters, digits, '.', '_' or '-' (it names files) in the variant (no matrix)"
+        ],
     ),
     (
         "matrix explosion",
@@ -230,28 +255,37 @@ CASES: list[tuple[str, str, list[str]]] = [
     ),
     (
         "job redefines a campaign axis",
-        HEAD + "matrix:\n  product: [a]\njobs:\n  - id: 'x-{{ product }}'\n    type: image\n    prompt: p\n    matrix:\n      product: [b]\n",
-        ["campaign.yaml:10:7: jobs[0].matrix.product: axis 'product' is already an axis of the campaign matrix; narrow it with exclude instead"],
+        HEAD
+        + "matrix:\n  product: [a]\njobs:\n  - id: 'x-{{ product }}'\n    type: image\n    prompt: p\n    matrix:\n      product: [b]\n",
+        [
+            "campaign.yaml:10:7: jobs[0].matrix.product: axis 'product' is already an axis of the campaign matrix; narrow it with exclude instead"
+        ],
     ),
     (
         "exclude names no axis",
-        HEAD + "jobs:\n  - id: 'x-{{ a }}'\n    type: image\n    prompt: p\n    matrix:\n      a: [1, 2]\n      exclude: [{b: 1}]\n",
+        HEAD
+        + "jobs:\n  - id: 'x-{{ a }}'\n    type: image\n    prompt: p\n    matrix:\n      a: [1, 2]\n      exclude: [{b: 1}]\n",
         ["campaign.yaml:9:18: jobs[0].matrix.exclude[0]: 'b' is not a matrix axis (axes: a)"],
     ),
     (
         "include row misses an axis",
-        HEAD + "jobs:\n  - id: 'x-{{ a }}-{{ b }}'\n    type: image\n    prompt: p\n    matrix:\n      a: [1]\n      b: [2]\n      include: [{a: 3}]\n",
+        HEAD
+        + "jobs:\n  - id: 'x-{{ a }}-{{ b }}'\n    type: image\n    prompt: p\n    matrix:\n      a: [1]\n      b: [2]\n      include: [{a: 3}]\n",
         ["campaign.yaml:10:17: jobs[0].matrix.include[0]: an include row must name every axis; missing 'b'"],
     ),
     (
         "missing upload file",
         HEAD + "jobs:\n  - {id: a, type: face_swap, source_video: nowhere.mp4, avatar_ids: [av_1]}\n",
-        ["campaign.yaml:4:44: jobs[0].source_video: no such file: nowhere.mp4 (looked for {folder}/nowhere.mp4) in the variant (no matrix)"],
+        [
+            "campaign.yaml:4:44: jobs[0].source_video: no such file: nowhere.mp4 (looked for {folder}/nowhere.mp4) in the variant (no matrix)"
+        ],
     ),
     (
         "unknown pricing key",
         HEAD + "pricing:\n  video: {per_minute: 3}\njobs:\n  - {id: a, type: image, prompt: p}\n",
-        ["campaign.yaml:4:11: pricing.video.per_minute: unknown key 'per_minute' (expected one of audio_per_second, per_second)"],
+        [
+            "campaign.yaml:4:11: pricing.video.per_minute: unknown key 'per_minute' (expected one of audio_per_second, per_second)"
+        ],
     ),
     (
         "unknown defaults key",
@@ -262,7 +296,9 @@ CASES: list[tuple[str, str, list[str]]] = [
 
 
 @pytest.mark.parametrize(("text", "expected"), [case[1:] for case in CASES], ids=[case[0] for case in CASES])
-def test_broken_manifest_is_refused_with_located_messages(workdir: Path, text: str, expected: list[str]) -> None:
+def test_broken_manifest_is_refused_with_located_messages(
+    workdir: Path, text: str, expected: list[str]
+) -> None:
     write(workdir, text)
     result = invoke("validate", "campaign.yaml")
     count = len(expected)
@@ -337,5 +373,9 @@ def test_no_traceback_without_debug(workdir: Path) -> None:
 def test_upload_file_is_found_relative_to_the_manifest(workdir: Path) -> None:
     (workdir / "media").mkdir()
     shutil.copy(REPO / "tests/data/clip.mp4", workdir / "media/clip.mp4")
-    write(workdir, HEAD + "jobs:\n  - {id: a, type: face_swap, source_video: media/clip.mp4, avatar_ids: [av]}\n", "sub.yaml")
+    write(
+        workdir,
+        HEAD + "jobs:\n  - {id: a, type: face_swap, source_video: media/clip.mp4, avatar_ids: [av]}\n",
+        "sub.yaml",
+    )
     assert invoke("validate", "sub.yaml").code == 0
