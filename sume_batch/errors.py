@@ -7,7 +7,8 @@
     └── ApiError                   the API answered with an error envelope
         ├── AuthError              401 / 403: stop every new submission
         ├── InsufficientCreditsError  402 or `insufficient_credits`
-        └── TransportError         no usable answer (network, garbage body)
+        ├── TransportError         no usable answer (network, garbage body)
+        └── UncertainCreateError   a create was sent and its outcome is unknown: never re-send blindly
 
 A Problem is one located complaint about a manifest: `file:line:col: path: message`.
 """
@@ -90,3 +91,7 @@ class InsufficientCreditsError(ApiError):
 
 class TransportError(ApiError):
     """No usable answer: the network failed or the body was not the documented JSON."""
+
+
+class UncertainCreateError(ApiError):
+    """A create was sent but no usable answer came back: a job may or may not exist (and cost)."""

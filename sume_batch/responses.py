@@ -1,0 +1,131 @@
+"""What the Sume API answers, read tolerantly — in ONE place.
+
+The public docs leave result shapes and several field names unknown and disagree on others
+(sume-api.md §3.4, §4, §5, §13): job ids come as `job.id` or `job_id`, cancellation is spelled
+both ways, `/credits` names no balance field. Every such reading is here, so the day the live
+schema is known it is corrected in one file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+RUNNING = frozenset({"queued", "running", "processing"})
+FAILED = frozenset({"failed", "canceled", "expired"})
+MEDIA_TYPES = {
+    ".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp",
+    ".gif": "image/gif", ".mp4": "video/mp4", ".mov": "video/quicktime", ".webm": "video/webm",
+    ".mp3": "audio/mpeg", ".wav": "audio/wav", ".m4a": "audio/mp4",
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Job:
+    """A job as the API reports it, in our words: status normalised, error sanitised."""
+
+    id: str
+    status: str
+    type: str | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.status == "completed" or self.status in FAILED
+
+
+@dataclass(frozen=True)
+class Created:
+    """What a create call told us: the job id(s) it made and, if stated, the credits required."""
+
+    job_ids: tuple[str, ...]
+    required_credits: float | None = None
+    request_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Media:
+    """One downloadable output found in a result payload."""
+
+    url: str
+    content_type: str
+    role: str  # the key it was found under, e.g. "url", "thumbnail_url"
+
+
+def normalize_status(status: object) -> str:
+    """Documented statuses as one spelling; anything unknown counts as still running."""
+    text = str(status or "").strip().lower()
+    if text == "cancelled":
+        return "canceled"
+    return text if text in RUNNING or text in FAILED or text == "completed" else "running"
+
+
+def parse_job(payload: Mapping[str, Any]) -> Job:
+    """A job object (or a result wrapping one) → Job; `error.details` is never kept."""
+    inner = payload.get("job")
+    job: Mapping[str, Any] = inner if isinstance(inner, Mapping) else payload
+    found = job.get("error")
+    error: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
+    return Job(
+        id=str(job.get("id") or payload.get("job_id") or ""),
+        status=normalize_status(job.get("status")),
+        type=job.get("type"),
+        error_code=error.get("code"),
+        error_message=error.get("message"),
+    )
+
+
+def created_job_ids(payload: Mapping[str, Any]) -> tuple[str, ...]:
+    """Job ids from any documented create response: `job.id`, `job_id`, `job_ids`, `data[].id`."""
+    ids: list[str] = []
+    job = payload.get("job")
+    if isinstance(job, Mapping) and job.get("id"):
+        ids.append(str(job["id"]))
+    if payload.get("job_id"):
+        ids.append(str(payload["job_id"]))
+    ids += [str(one) for one in payload.get("job_ids") or ()]
+    for item in payload.get("data") or payload.get("jobs") or ():
+        if isinstance(item, Mapping) and item.get("id"):
+            ids.append(str(item["id"]))
+    return tuple(dict.fromkeys(ids))
+
+
+def find_media(result: object, role: str = "") -> Iterator[Media]:
+    """Every http(s) URL in a result payload that names a media file, typed by its extension."""
+    if isinstance(result, Mapping):
+        for key, value in result.items():
+            yield from find_media(value, str(key))
+    elif isinstance(result, list):
+        for item in result:
+            yield from find_media(item, role)
+    elif isinstance(result, str) and result.startswith(("https://", "http://")):
+        path = httpx.URL(result).path.lower()
+        suffix = path[path.rfind(".") :] if "." in path.rsplit("/", 1)[-1] else ""
+        if suffix in MEDIA_TYPES:
+            yield Media(result, MEDIA_TYPES[suffix], role)
+
+
+BALANCE_FIELDS = ("remaining_credits", "available_credits", "balance", "credits", "remaining")
+
+
+def balance_of(payload: Mapping[str, Any]) -> float | None:
+    """The credit balance from `GET /credits`, whose field names are undocumented; None if unknown."""
+    for name in BALANCE_FIELDS:
+        value = payload.get(name)
+        if isinstance(value, Mapping):
+            value = value.get("remaining", value.get("available"))
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    return None
+
+
+def capacity_of(payload: Mapping[str, Any]) -> int | None:
+    """How many generations may run at once, if `GET /credits` says so."""
+    capacity = payload.get("active_generation_capacity") or payload.get("concurrency")
+    if isinstance(capacity, Mapping):
+        capacity = capacity.get("limit", capacity.get("max"))
+    return capacity if isinstance(capacity, int) and not isinstance(capacity, bool) else None
