@@ -12,9 +12,9 @@ import asyncio
 import email.utils
 import random
 import time
-from functools import partial
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import httpx
