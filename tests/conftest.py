@@ -1,32 +1,10 @@
-"""Shared test helpers: run the real CLI entry point and write manifests to a temp folder."""
+"""Fixtures shared by the tests in this folder."""
 
 from __future__ import annotations
 
-import textwrap
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
-
-from sume_batch.cli import cli, run_cli
-
-REPO = Path(__file__).resolve().parent.parent
-
-
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-
-def invoke(*args: str, env: dict[str, str] | None = None) -> Result:
-    """Run `sume-batch ARGS` through the same error handling as the console script."""
-    runner = CliRunner()
-    with runner.isolation(env=env) as (out, err, _):
-        code = run_cli(cli.main, list(args), debug="--debug" in args)
-    return Result(code, out.getvalue().decode(), err.getvalue().decode())
 
 
 @pytest.fixture
@@ -34,9 +12,3 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A temp folder as the current directory, so messages name files as `campaign.yaml`."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
-
-
-def write(folder: Path, text: str, name: str = "campaign.yaml") -> Path:
-    path = folder / name
-    path.write_text(textwrap.dedent(text).lstrip("\n"), "utf-8")
-    return path

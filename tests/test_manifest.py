@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import REPO, invoke, write
+from helpers import REPO, invoke, write
 
 HEAD = """\
 version: 1

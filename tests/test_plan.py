@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from conftest import REPO, invoke, write
+from helpers import REPO, invoke, write
 
 CAMPAIGN = """\
 version: 1
