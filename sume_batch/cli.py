@@ -100,3 +100,44 @@ def plan(file: Path, as_json: bool, output: Path | None, pricing: Path | None, m
     return commands.plan(
         file, max_jobs=max_jobs, pricing=pricing, as_json=as_json, output=output, echo=click.echo
     )
+
+
+@cli.command()
+@click.option(
+    "--host", default="127.0.0.1", show_default=True, help="Address to listen on (loopback by default)."
+)
+@click.option(
+    "--port", default=8787, show_default=True, type=click.IntRange(0, 65535), help="Port (0: any free)."
+)
+@click.option(
+    "--profile",
+    type=click.Choice(["instant", "realistic", "chaos"]),
+    default="instant",
+    show_default=True,
+    help="instant: no waiting; realistic: image seconds, video minutes; chaos: every fault.",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for every random choice.")
+@click.option(
+    "--speed", type=click.FloatRange(min=0, min_open=True), help="Speed factor: 10 runs ten times faster."
+)
+@click.option(
+    "--idempotency", type=click.Choice(["honour", "ignore"]), help="Honour Idempotency-Key on creates."
+)
+def sandbox(
+    *, host: str, port: int, profile: str, seed: int, speed: float | None, idempotency: str | None
+) -> int:
+    """Serve a simulator of the Sume API for free rehearsals.
+
+    It is stateful (jobs, credits, uploads, Asset Library), serves the API under
+    /api/v1 and can misbehave on demand (the chaos profile). Use the test key it
+    prints: SUME_API_BASE_URL=http://127.0.0.1:8787/api/v1 SUME_API_KEY=sume_test_sandbox_key
+    """
+    return commands.sandbox(
+        host=host,
+        port=port,
+        profile=profile,
+        seed=seed,
+        speed=speed,
+        idempotency=idempotency,
+        echo=click.echo,
+    )

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from functools import cache
 from pathlib import Path
 
-from sume_batch.errors import ManifestError
+from sume_batch.errors import ManifestError, UsageError
 from sume_batch.expand import JobSpec, expand_jobs
 from sume_batch.manifest import Manifest, file_digest, load_manifest, load_pricing
 from sume_batch.plan import Plan, make_plan, plan_json, plan_text
@@ -59,4 +59,25 @@ def plan(
         echo(json.dumps(plan_json(result), indent=2, ensure_ascii=False))
     else:
         echo(plan_text(result))
+    return 0
+
+
+def sandbox(
+    *, host: str, port: int, profile: str, seed: int, speed: float | None, idempotency: str | None, echo: Echo
+) -> int:
+    """Serve the simulator in the foreground until Ctrl-C."""
+    from sume_batch.sandbox import SandboxConfig, serve  # noqa: PLC0415 - load the server stack only when asked
+
+    overrides: dict[str, object] = {}
+    if speed is not None:
+        overrides["speed_factor"] = speed
+    if idempotency is not None:
+        overrides["idempotency"] = idempotency
+    config = SandboxConfig.from_profile(profile, seed=seed, **overrides)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        echo(f"warning: serving on {host}, not loopback: other machines may reach this sandbox")
+    try:
+        serve(config, host, port, echo=echo)
+    except SystemExit as stopped:  # uvicorn exits when it cannot bind
+        raise UsageError(f"could not serve on {host}:{port} (is the port in use?)") from stopped
     return 0
