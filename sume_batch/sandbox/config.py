@@ -132,7 +132,10 @@ class SandboxConfig:
 
 def config_problems(config: SandboxConfig) -> list[str]:
     """Every reason this config cannot run, as short sentences."""
-    problems = []
+    problems = _type_problems(config, "") + _type_problems(config.faults, "faults.")
+    problems += _type_problems(config.rate_limits, "rate_limits.")
+    if problems:
+        return problems
     if config.speed_factor <= 0:
         problems.append("speed_factor must be > 0")
     if config.capacity < 1:
@@ -147,6 +150,34 @@ def config_problems(config: SandboxConfig) -> list[str]:
         value = getattr(config.faults, fault.name)
         if fault.name != "slow_seconds" and not 0.0 <= value <= 1.0:
             problems.append(f"faults.{fault.name} must be between 0 and 1")
+    return problems
+
+
+_SCALAR_TYPES: dict[str, tuple[type, ...]] = {
+    "int": (int,),
+    "float": (int, float),
+    "str": (str,),
+    "bool": (bool,),
+    "int | None": (int, type(None)),
+}
+_TYPE_NAMES = {
+    "int": "an integer",
+    "float": "a number",
+    "str": "a string",
+    "bool": "true or false",
+    "int | None": "an integer or null",
+}
+
+
+def _type_problems(section: object, prefix: str) -> list[str]:
+    """Scalar knobs of the wrong type (booleans are not numbers here)."""
+    problems = []
+    for knob in dataclasses.fields(section):  # type: ignore[arg-type]
+        wanted = _SCALAR_TYPES.get(str(knob.type))
+        value = getattr(section, knob.name)
+        wrong_bool = isinstance(value, bool) and bool not in (wanted or ())
+        if wanted is not None and (wrong_bool or not isinstance(value, wanted)):
+            problems.append(f"{prefix}{knob.name} must be {_TYPE_NAMES[str(knob.type)]}")
     return problems
 
 

@@ -17,7 +17,9 @@ from sume_batch.sandbox.envelope import API_KEY_KEY, REQUEST_ID_KEY, SandboxErro
 from sume_batch.sandbox.state import SandboxState
 
 API_PREFIX = "/api/v1/"
+INTROSPECTION_PREFIX = "/_sandbox/"  # not counted: tests read stats, they should not change them
 NOT_CREATES = ("/api/v1/uploads/presign",)
+FATE_KEY = "sume.fate"  # what became of a request that got no answer
 
 
 class Gate:
@@ -45,73 +47,66 @@ class Gate:
 
         try:
             if scope["path"].startswith(API_PREFIX):
-                outcome["status"] = (
-                    await self._guard(scope, receive, send_with_headers, extra) or outcome["status"]
-                )
+                await self._guard(scope, receive, send_with_headers, extra)
             else:
                 await self.app(scope, receive, send_with_headers)
         finally:
-            self.state.stats.record_request(route_label(scope), outcome["status"])
+            if not scope["path"].startswith(INTROSPECTION_PREFIX):
+                self.state.stats.record_request(route_label(scope), scope.get(FATE_KEY, outcome["status"]))
 
-    async def _guard(
-        self, scope: Scope, receive: Receive, send: Send, extra: list[tuple[str, str]]
-    ) -> str | None:
-        """Auth, rate limit, fault; returns a label for a request that got no normal answer."""
+    async def _guard(self, scope: Scope, receive: Receive, send: Send, extra: list[tuple[str, str]]) -> None:
+        """Auth, rate limit, then maybe a fault; a request left unanswered says why in `scope[FATE_KEY]`."""
         state, headers = self.state, Headers(scope=scope)
         try:
             scope[API_KEY_KEY] = authenticate(headers, state.config.api_keys, state.config.no_access_keys)
             self._limit(scope, extra)
         except SandboxError as error:
             await error_response(error, scope[REQUEST_ID_KEY])(scope, receive, send)
-            return None
+            return
         method, path = scope["method"], scope["path"]
         scripted = faults.take_scripted(state.scripted_faults, method, path)
         is_create = method == "POST" and path not in NOT_CREATES
-        kind = (
-            scripted["kind"]
-            if scripted
-            else faults.draw_fault(state.rng("faults"), state.config.faults, is_create=is_create)
-        )
+        rng, rates = state.rng("faults"), state.config.faults
+        kind = scripted["kind"] if scripted else faults.draw_fault(rng, rates, is_create=is_create)
         if kind is None:
             await self.app(scope, receive, send)
-            return None
+            return
         state.stats.faults[kind] += 1
-        return await self._misbehave(kind, scripted or {}, scope, receive, send)
+        await self._misbehave(kind, scripted or {}, scope, receive, send)
 
     def _limit(self, scope: Scope, extra: list[tuple[str, str]]) -> None:
         bucket = "create" if scope["method"] == "POST" else "read"
-        config = self.state.config
-        headers, allowed = self.state.limiter.check(
-            scope[API_KEY_KEY], bucket, config.rate_limits, self.state.now()
-        )
+        limits, now = self.state.config.rate_limits, self.state.now()
+        headers, allowed = self.state.limiter.check(scope[API_KEY_KEY], bucket, limits, now)
         extra.extend(headers)
         if not allowed:
             raise rate_limited(bucket, int(dict(headers)["RateLimit-Reset"]))
 
     async def _misbehave(
         self, kind: str, scripted: dict[str, object], scope: Scope, receive: Receive, send: Send
-    ) -> str | None:
-        state = self.state
+    ) -> None:
         if kind == "slow":
-            await state.sleep(state.config.faults.slow_seconds)
+            await self.state.sleep(self.state.config.faults.slow_seconds)
             await self.app(scope, receive, send)
-            return None
-        if kind == "reset":
+        elif kind == "reset":
+            scope[FATE_KEY] = "reset"
             await faults.reset_connection(scope)
-            return "reset"
-        if kind in ("server_error", "rate_limit"):
+        elif kind in ("server_error", "rate_limit"):
             await self._refuse(kind, scripted, scope, receive, send)
-            return None
+        else:
+            await self._after_commit(kind, scope, receive, send)
+
+    async def _after_commit(self, kind: str, scope: Scope, receive: Receive, send: Send) -> None:
+        """Garbage or drop-after-commit: the handler runs (and commits) first, then its answer is spoiled."""
         captured = faults.CapturedResponse()
         await self.app(scope, receive, captured)
         if kind == "garbage":
-            await captured.replay(send, faults.garbage(state.rng("faults"), captured.body))
-            return None
-        if 200 <= captured.status < 300:  # drop_after_commit: committed, charged, and never answered
+            await captured.replay(send, faults.garbage(self.state.rng("faults"), captured.body))
+        elif 200 <= captured.status < 300:  # committed, charged, and never answered
+            scope[FATE_KEY] = "dropped after commit"
             await faults.drop_connection(scope)
-            return "dropped after commit"
-        await captured.replay(send)
-        return None
+        else:
+            await captured.replay(send)  # a refusal committed nothing: answer it
 
     async def _refuse(
         self, kind: str, scripted: dict[str, object], scope: Scope, receive: Receive, send: Send

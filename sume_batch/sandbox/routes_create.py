@@ -200,7 +200,7 @@ def plan_finalize(params: dict[str, Any], state: SandboxState, urls: Urls) -> Pl
         body = asset.to_json(urls.plain, state.iso, full=True)
         return {
             **body,
-            **{k: v for k, v in job_answer(state, urls, "asset", jobs[0]).items() if k != "object"},
+            **{k: v for k, v in job_answer(state, urls, "asset", jobs[0]).items() if k in ("job", "job_id")},
         }
 
     return Plan([order], answer)

@@ -88,8 +88,7 @@ async def list_jobs(request: Request) -> Response:
     """`GET /jobs`: newest first, filtered by `type` and `status`, paged by `cursor`."""
     state, params = sandbox(request), request.query_params
     now = state.tick()
-    wanted_type, wanted_status = _job_filters(params)
-    limit, before = paging.parse_limit(params), paging.decode_cursor(params, "jobs")
+    wanted_type, wanted_status, limit, before = _job_query(params)
     found = [
         job
         for job in sorted(state.jobs.values(), key=lambda j: -j.seq)
@@ -162,16 +161,26 @@ def _job(request: Request) -> tuple[SandboxState, Job]:
     return state, job
 
 
-def _job_filters(params: Any) -> tuple[str | None, str | None]:
+def _job_query(params: Any) -> tuple[str | None, str | None, int, int | None]:
+    """`type`, `status`, `limit` and the cursor position of `GET /jobs`; one 400 naming every bad one."""
     wanted_type, wanted_status = params.get("type") or None, params.get("status") or None
-    problems = {}
+    problems: dict[str, Any] = {}
     if wanted_type is not None and wanted_type not in JOB_TYPES:
         problems["type"] = f"must be one of {', '.join(JOB_TYPES)}"
     if wanted_status is not None and wanted_status not in STATUSES:
         problems["status"] = f"must be one of {', '.join(STATUSES)}"
+    limit, before = paging.DEFAULT_LIMIT, None
+    try:
+        limit = paging.parse_limit(params)
+    except SandboxError as error:
+        problems.update(error.details)
+    try:
+        before = paging.decode_cursor(params, "jobs")
+    except SandboxError as error:
+        problems.update(error.details)
     if problems:
         raise invalid(problems, "Invalid query parameter.")
-    return wanted_type, wanted_status
+    return wanted_type, wanted_status, limit, before
 
 
 def _same_status(status: str, wanted: str) -> bool:

@@ -7,6 +7,8 @@ resets and dropped answers happen on the real socket.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -31,20 +33,17 @@ class ExposeTransport:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        transport = getattr(
-            getattr(send, "__self__", None), "transport", None
-        )  # uvicorn's RequestResponseCycle
+        cycle = getattr(send, "__self__", None)  # uvicorn's RequestResponseCycle
+        transport = getattr(cycle, "transport", None)
         if transport is not None:
             scope[TRANSPORT_KEY] = transport
         await self.app(scope, receive, send)
 
 
-def _server(config: SandboxConfig, host: str, port: int, *, access_log: bool) -> uvicorn.Server:
+def _server(config: SandboxConfig, *, access_log: bool) -> uvicorn.Server:
     app = ExposeTransport(create_app(config))
     settings = uvicorn.Config(
         app,
-        host=host,
-        port=port,
         http="h11",
         loop="asyncio",
         lifespan="off",
@@ -55,8 +54,17 @@ def _server(config: SandboxConfig, host: str, port: int, *, access_log: bool) ->
     return uvicorn.Server(settings)
 
 
-def _bound_port(server: uvicorn.Server) -> int:
-    return int(server.servers[0].sockets[0].getsockname()[1])
+def _bind(host: str, port: int) -> socket.socket:
+    """A listening socket on `host:port`, bound here so a busy port is an `OSError` for the caller."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # TCP proto: asyncio sets NODELAY
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def serve(
@@ -64,24 +72,27 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 8787,
     *,
-    echo: Callable[[str], None] = print,
+    echo: Callable[[str], None] | None = None,
     access_log: bool = False,
 ) -> None:
-    """Serve in the foreground until interrupted; prints one line with the base URL and the test key."""
-    server = _server(config, host, port, access_log=access_log)
+    """Serve in the foreground until Ctrl-C; once listening, `echo` one line with the base URL and test key.
+
+    `echo` defaults to a flushed `print`. A port that cannot be bound raises `OSError` before anything runs.
+    """
+    server, sock = _server(config, access_log=access_log), _bind(host, port)
+    say = echo or (lambda line: print(line, flush=True))
 
     async def run() -> None:
-        task = asyncio.create_task(server.serve())
+        task = asyncio.create_task(server.serve(sockets=[sock]))
         while not server.started and not task.done():
             await asyncio.sleep(0.01)
         if server.started:
-            echo(
-                f"Sume sandbox ({config.profile}, seed {config.seed}) at http://{host}:{_bound_port(server)}"
-                f"/api/v1 - test key: {config.api_key}"
-            )
+            url = f"http://{host}:{sock.getsockname()[1]}/api/v1"
+            say(f"Sume sandbox ({config.profile}, seed {config.seed}) at {url} - test key: {config.api_key}")
         await task
 
-    asyncio.run(run())
+    with sock, contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises Ctrl-C after shutting down
+        asyncio.run(run())
 
 
 class RunningSandbox:
@@ -128,21 +139,31 @@ class RunningSandbox:
 def running_sandbox(
     config: SandboxConfig, host: str = "127.0.0.1", port: int = 0
 ) -> Iterator[RunningSandbox]:
-    """Serve `config` on `host:port` (0 = any free port) in a thread until the block ends."""
-    server = _server(config, host, port, access_log=False)
-    thread = threading.Thread(target=server.run, name="sume-sandbox", daemon=True)
-    thread.start()
+    """Serve `config` on `host:port` (0 = any free port) in a thread until the block ends.
+
+    A port that cannot be bound raises `OSError`; a server that does not come up raises `RuntimeError`.
+    """
+    server, sock = _server(config, access_log=False), _bind(host, port)
+    with sock:
+        thread = threading.Thread(
+            target=server.run, kwargs={"sockets": [sock]}, name="sume-sandbox", daemon=True
+        )
+        thread.start()
+        try:
+            _wait_until_started(server, thread)
+            handle = RunningSandbox(f"http://{host}:{sock.getsockname()[1]}", config.api_key)
+            try:
+                yield handle
+            finally:
+                handle.close()
+        finally:
+            server.should_exit = True
+            thread.join(STARTUP_TIMEOUT)
+
+
+def _wait_until_started(server: uvicorn.Server, thread: threading.Thread) -> None:
     deadline = time.monotonic() + STARTUP_TIMEOUT
     while not server.started:
         if not thread.is_alive() or time.monotonic() > deadline:
-            server.should_exit = True
-            thread.join(STARTUP_TIMEOUT)
-            raise RuntimeError(f"the sandbox could not start on {host}:{port}")
+            raise RuntimeError("the sandbox server did not start")
         time.sleep(0.005)
-    handle = RunningSandbox(f"http://{host}:{_bound_port(server)}", config.api_key)
-    try:
-        yield handle
-    finally:
-        handle.close()
-        server.should_exit = True
-        thread.join(STARTUP_TIMEOUT)
