@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 from collections.abc import Callable
@@ -12,6 +13,7 @@ import click
 
 from sume_batch import __version__, commands
 from sume_batch.errors import ManifestError, SumeBatchError
+from sume_batch.run import Options, is_interactive
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -141,3 +143,59 @@ def sandbox(
         idempotency=idempotency,
         echo=click.echo,
     )
+
+
+@cli.command()
+@click.argument("file", type=_manifest_path())
+@click.option("-y", "--yes", is_flag=True, help="Do not ask: go ahead if the plan passes every check.")
+@click.option("--dry-run", is_flag=True, help="Preflight and show the plan, then stop; nothing is sent.")
+@click.option(
+    "--sandbox", "use_sandbox", is_flag=True, help="Run against a simulator on loopback: free, no key needed."
+)
+@click.option(
+    "--sandbox-profile",
+    type=click.Choice(["instant", "realistic", "chaos"]),
+    default="instant",
+    show_default=True,
+    help="How the --sandbox simulator behaves.",
+)
+@click.option(
+    "--concurrency", type=click.IntRange(min=1, max=256), help="Jobs in flight (default: the manifest's)."
+)
+@click.option("--allow-unknown-prices", is_flag=True, help="Run jobs whose price is unknown.")
+@click.option(
+    "--state-dir", type=click.Path(path_type=Path, file_okay=False), help="Where the run store lives."
+)
+@click.option(
+    "--pricing", type=click.Path(path_type=Path, dir_okay=False), help="A YAML file of prices to use."
+)
+@click.option("--max-jobs", type=click.IntRange(min=1), help="Allow more variants than budget.max_jobs.")
+def run(
+    *,
+    file: Path,
+    yes: bool,
+    dry_run: bool,
+    use_sandbox: bool,
+    sandbox_profile: str,
+    concurrency: int | None,
+    allow_unknown_prices: bool,
+    state_dir: Path | None,
+    pricing: Path | None,
+    max_jobs: int | None,
+) -> int:
+    """Run a campaign: plan, check the balance, ask, submit, poll, download.
+
+    Uses SUME_API_KEY and SUME_API_BASE_URL (default https://www.sume.so/api/v1),
+    or --sandbox for a free rehearsal. Refuses (exit 3) when the estimate is over
+    the budget or the balance, or a price is unknown. Exit 0 when every job is
+    downloaded, 1 when any failed or was left uncertain.
+    """
+    options = Options(
+        yes=yes, dry_run=dry_run, allow_unknown_prices=allow_unknown_prices, concurrency=concurrency,
+        state_dir=state_dir, interactive=is_interactive(),
+    )  # fmt: skip
+    sandbox = sandbox_profile if use_sandbox else None
+    return commands.run(
+        file, max_jobs=max_jobs, pricing=pricing, sandbox=sandbox, options=options,
+        env=os.environ, echo=click.echo, confirm=lambda question: click.confirm(question, default=False),
+    )  # fmt: skip

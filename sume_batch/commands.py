@@ -7,7 +7,7 @@ arguments and an `echo` for output, so tests call them directly.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import cache
 from pathlib import Path
 
@@ -15,6 +15,7 @@ from sume_batch.errors import ManifestError, UsageError
 from sume_batch.expand import JobSpec, expand_jobs
 from sume_batch.manifest import Manifest, file_digest, load_manifest, load_pricing
 from sume_batch.plan import Plan, make_plan, plan_json, plan_text
+from sume_batch.run import Options, run_campaign
 
 Echo = Callable[[str], None]
 
@@ -81,3 +82,28 @@ def sandbox(
     except SystemExit as stopped:  # uvicorn exits when it cannot bind
         raise UsageError(f"could not serve on {host}:{port} (is the port in use?)") from stopped
     return 0
+
+
+def run(
+    path: Path,
+    *,
+    max_jobs: int | None,
+    pricing: Path | None,
+    sandbox: str | None,
+    options: Options,
+    env: Mapping[str, str],
+    echo: Echo,
+    confirm: Callable[[str], bool],
+) -> int:
+    """Plan, preflight, confirm, execute and summarise a campaign."""
+    prices = load_pricing(pricing) if pricing else None
+    manifest, specs = prepare(path, max_jobs=max_jobs)
+    return run_campaign(
+        manifest,
+        make_plan(manifest, specs, prices),
+        options=options,
+        sandbox=sandbox,
+        env=env,
+        echo=echo,
+        confirm=confirm,
+    )

@@ -4,6 +4,7 @@
     ├── UsageError                 a bad option or a missing file                       (exit 2)
     ├── ManifestError              a manifest that cannot be run; carries every Problem (exit 2)
     ├── RefusedError               refused before spending: budget, balance, price      (exit 3)
+    ├── StoreError                 a run store that cannot be used as it is             (exit 2)
     └── ApiError                   the API answered with an error envelope
         ├── AuthError              401 / 403: stop every new submission
         ├── InsufficientCreditsError  402 or `insufficient_credits`
@@ -55,6 +56,10 @@ class RefusedError(SumeBatchError):
     """Refused before spending a credit: over budget, over balance, an unknown price."""
 
     exit_code = 3
+
+
+class StoreError(SumeBatchError):
+    """The run store on disk cannot be used as it is: corrupt, newer than this tool, not a store."""
 
 
 class ApiError(SumeBatchError):

@@ -1,0 +1,266 @@
+"""The execute stage: every planned job through create → poll → result → download, concurrently.
+
+Each job follows the state machine of DESIGN.md and the store records every arrow before it is
+taken: the intent (and an Idempotency-Key) before the create, the job id before anything else.
+A job that fails becomes a value in the store, never an exception that cancels its siblings.
+Credits are reserved before each create, so no create can cross the budget at any concurrency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import mimetypes
+import random
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from sume_batch.api import SumeClient, upload_bytes
+from sume_batch.errors import ApiError, AuthError, InsufficientCreditsError, UncertainCreateError
+from sume_batch.expand import JobSpec
+from sume_batch.kinds import request_body
+from sume_batch.pricing import Price
+from sume_batch.redact import Redactor
+from sume_batch.responses import Job, Media, find_media
+from sume_batch.store import RunStore, StoredJob
+
+DATA_KINDS = frozenset({"reference_analysis", "asset_upload"})  # their result JSON is an output too
+SECONDARY_ROLES = ("thumbnail", "preview", "poster")  # downloaded only when a result has nothing else
+POLL_CAP = {"image": 15.0}  # seconds between polls at most; other kinds use DEFAULT_POLL_CAP
+DEFAULT_POLL_CAP = 60.0
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], Any]
+OnChange = Callable[[str, str], None]  # (job id, new state)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What a run needs to know beyond the jobs themselves."""
+
+    folder: Path  # the manifest's folder: local upload files are relative to it
+    downloads: Path
+    concurrency: int
+    timeouts: Mapping[str, float]
+    poll_intervals: Mapping[str, float]
+    max_credits: float | None
+
+
+@dataclass
+class Executor:
+    """Runs jobs against one client and one store; effects (clock, sleep, HTTP) are passed in."""
+
+    client: SumeClient
+    storage: httpx.AsyncClient  # carries no credentials: for presigned uploads and media downloads
+    store: RunStore
+    settings: Settings
+    redactor: Redactor
+    clock: Clock
+    sleep: Sleep = asyncio.sleep
+    on_change: OnChange = lambda job_id, state: None
+    rng: random.Random = field(default_factory=random.Random)
+    stopped: str | None = None  # why no new job may be created (auth, credits, interrupt)
+    reserved: float = 0.0
+    brand_urls: tuple[str, ...] = ()
+
+    async def run(self, jobs: Sequence[tuple[JobSpec, Price]]) -> None:
+        """Take every job as far as it can go; the store says where each one ended."""
+        self.reserved = self.store.credits()[0]
+        if any("brand_reference_images" in spec.request for spec, _ in jobs):
+            brand = await self.client.brand_current()
+            self.brand_urls = tuple(
+                str(image["reference_url"]) for image in brand.get("images", ()) if image.get("reference_url")
+            )
+        slots = asyncio.Semaphore(self.settings.concurrency)
+        started = self.clock()
+
+        async def one(spec: JobSpec, price: Price) -> None:
+            async with slots:
+                await self.advance(spec, price, started)
+
+        await asyncio.gather(*(one(spec, price) for spec, price in jobs))
+
+    async def advance(self, spec: JobSpec, price: Price, started: float) -> None:
+        """One job from wherever the store says it stands to as far as it can go."""
+        try:
+            job = self.store.job(spec.key)
+            if job.state in ("planned", "reserved", "skipped"):
+                job = await self.submit(spec, price, job)
+            if job.state in ("submitted", "timed_out"):
+                job = await self.wait(job, started)
+            if job.state in ("completed", "fetched"):
+                await self.download(job)
+        except (ApiError, httpx.HTTPError, OSError) as error:
+            # Reads exhausted their retries, or the disk failed: leave the job resumable, say why.
+            message = self.redactor.text(str(error) or type(error).__name__)
+            self.store.move(spec.key, self.store.job(spec.key).state, note=f"stopped: {message}")
+            self.stop(f"could not continue: {message}")
+
+    def stop(self, why: str) -> None:
+        self.stopped = self.stopped or why
+
+    def _move(self, job: StoredJob, state: str, *, durable: bool = False, **fields: Any) -> StoredJob:
+        self.store.move(job.key, state, durable=durable, **fields)
+        self.on_change(job.id, state)
+        return self.store.job(job.key)
+
+    async def submit(self, spec: JobSpec, price: Price, job: StoredJob) -> StoredJob:
+        cost = price.credits or 0.0
+        if self.stopped:
+            return job
+        if self.settings.max_credits is not None and self.reserved + cost > self.settings.max_credits:
+            return self._move(
+                job, "skipped", note=f"budget: {self.reserved + cost:g} > {self.settings.max_credits:g}"
+            )
+        self.reserved += cost  # reserved before any await: no other job can take the same credits
+        job = self._move(job, "reserved", reserved=cost)
+        try:
+            upload = await self.upload(spec)
+            body = request_body(spec.kind, spec.request, brand_urls=self.brand_urls, upload=upload)
+            attempt = job.attempts + 1
+            job = self._move(job, "submitting", durable=True, attempts=attempt)
+            created = await self.client.create(
+                spec.kind.path, body, idempotency_key=f"sb-{spec.key}-{attempt}"
+            )
+        except UncertainCreateError as error:
+            return self._move(
+                job, "uncertain", error_message=self.redactor.text(str(error)), request_id=error.request_id
+            )
+        except ApiError as error:
+            self.reserved -= cost
+            if isinstance(error, AuthError | InsufficientCreditsError):
+                self.stop(f"the API refused new jobs: {self.redactor.text(str(error))}")
+            failure: dict[str, Any] = {
+                "error_code": error.code,
+                "error_message": self.redactor.text(str(error.args[0])),
+            }
+            return self._move(job, "rejected", reserved=0, request_id=error.request_id, **failure)
+        return self._move(
+            job, "submitted", durable=True, sume_ids=created.job_ids, required=created.required_credits,
+            request_id=created.request_id, submitted_at=self.clock(),
+        )  # fmt: skip
+
+    async def upload(self, spec: JobSpec) -> dict[str, Any] | None:
+        """Presign and PUT the job's local file (presigns make no job and cost nothing)."""
+        kind = spec.kind
+        if kind.upload_field is None or kind.upload_purpose is None:
+            return None
+        path = self.settings.folder / str(spec.request[kind.upload_field])
+        data = path.read_bytes()
+        content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        target = await self.client.presign(
+            filename=path.name, content_type=content_type, size_bytes=len(data), purpose=kind.upload_purpose
+        )
+        await upload_bytes(self.storage, target, data)
+        return target
+
+    async def wait(self, job: StoredJob, started: float) -> StoredJob:
+        """Poll every Sume job of ours until all are terminal or the type's timeout passes."""
+        deadline = max(job.submitted_at or started, started) + self.settings.timeouts[job.kind]
+        interval = self.settings.poll_intervals[job.kind]
+        finished: dict[str, Job] = {}
+        if job.state == "timed_out":
+            job = self._move(job, "submitted", note="resumed")
+        while len(finished) < len(job.sume_ids):
+            if self.clock() >= deadline:
+                return self._move(job, "timed_out")
+            await self.sleep(interval * self.rng.uniform(0.8, 1.2))
+            interval = min(interval * 1.5, POLL_CAP.get(job.kind, DEFAULT_POLL_CAP))
+            for sume_id in job.sume_ids:
+                if sume_id not in finished:
+                    state = await self.client.job(sume_id)
+                    if state.done:
+                        finished[sume_id] = state
+        failure = next((state for state in finished.values() if state.status != "completed"), None)
+        if failure is None:
+            return self._move(job, "completed", sume_status="completed")
+        message = self.redactor.text(failure.error_message) if failure.error_message else None
+        return self._move(
+            job,
+            failure.status,
+            sume_status=failure.status,
+            error_code=failure.error_code,
+            error_message=message,
+        )
+
+    async def download(self, job: StoredJob) -> None:
+        """Fetch each result afresh (links are signed and expire) and save its outputs under our names."""
+        self.settings.downloads.mkdir(parents=True, exist_ok=True)
+        results = [(sume_id, await self.client.job_result(sume_id)) for sume_id in job.sume_ids]
+        if job.state == "completed":
+            job = self._move(job, "fetched")
+        labels = output_labels(job)
+        outputs = [(sume_id, item) for sume_id, result in results for item in primary_media(result)]
+        for index, (sume_id, item) in enumerate(outputs, start=1):
+            label = (
+                labels.get(sume_id)
+                if len(outputs) == len(labels)
+                else (str(index) if len(outputs) > 1 else None)
+            )
+            await self.save(job, sume_id, output_name(job.id, label, item.content_type), item)
+        if job.kind in DATA_KINDS or not outputs:  # an analysis or an ingest: its result is the output
+            for sume_id, result in results:
+                data = json.dumps(
+                    self.redactor.value(result.get("result", result)), indent=2, ensure_ascii=False
+                )
+                name = output_name(
+                    job.id, labels.get(sume_id) if len(results) > 1 else None, "application/json"
+                )
+                self.write(job, sume_id, name, data.encode(), "application/json")
+        self._move(job, "downloaded")
+
+    async def save(self, job: StoredJob, sume_id: str, name: str, item: Media) -> None:
+        async with self.storage.stream("GET", item.url) as response:
+            if response.status_code >= 300:
+                raise ApiError(f"download of {name} failed", status=response.status_code)
+            digest, size = hashlib.sha256(), 0
+            partial = self.settings.downloads / f".{name}.part"
+            with partial.open("wb") as handle:
+                async for block in response.aiter_bytes():
+                    digest.update(block)
+                    size += len(block)
+                    handle.write(block)
+        partial.replace(self.settings.downloads / name)
+        self.store.add_file(
+            job.key,
+            path=name,
+            sume_id=sume_id,
+            sha256=digest.hexdigest(),
+            size=size,
+            content_type=item.content_type,
+        )
+
+    def write(self, job: StoredJob, sume_id: str, name: str, data: bytes, content_type: str) -> None:
+        partial = self.settings.downloads / f".{name}.part"
+        partial.write_bytes(data)
+        partial.replace(self.settings.downloads / name)
+        sha = hashlib.sha256(data).hexdigest()
+        self.store.add_file(
+            job.key, path=name, sume_id=sume_id, sha256=sha, size=len(data), content_type=content_type
+        )
+
+
+def primary_media(result: Mapping[str, Any]) -> list[Media]:
+    """The outputs to keep: every media URL but thumbnails and previews, unless that is all there is."""
+    found = list({item.url: item for item in find_media(result)}.values())
+    primary = [item for item in found if not any(role in item.role for role in SECONDARY_ROLES)]
+    return primary or found
+
+
+def output_labels(job: StoredJob) -> dict[str, str]:
+    """A suffix per Sume job of ours: the avatar for Face Swap (one job per avatar), else its number."""
+    avatars = job.request.get("avatar_ids") if job.kind == "face_swap" else None
+    if isinstance(avatars, list) and len(avatars) == len(job.sume_ids):
+        return dict(zip(job.sume_ids, map(str, avatars), strict=True))
+    return {sume_id: str(index) for index, sume_id in enumerate(job.sume_ids, start=1)}
+
+
+def output_name(job_id: str, label: str | None, content_type: str) -> str:
+    """A file name from the manifest's job id (and avatar id) — never from the server."""
+    extension = mimetypes.guess_extension(content_type) or ".bin"
+    return f"{job_id}{'-' + label if label else ''}{extension}"

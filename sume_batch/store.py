@@ -1,0 +1,223 @@
+"""The run store: a SQLite journal (WAL) of every job's state, the one source of truth for a run.
+
+Every transition is written before it is acted on. The create intent and the job id the API
+returns are committed with `synchronous=FULL` (fsync) so they survive a crash or power loss;
+cheaper updates use `NORMAL`, which survives the process being killed. No URL is ever stored:
+result links are signed and expire, so they are fetched again when needed.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sume_batch.errors import StoreError
+
+SCHEMA_VERSION = 1
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS jobs (
+    key TEXT PRIMARY KEY,
+    id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    request TEXT NOT NULL,
+    matrix TEXT NOT NULL,
+    state TEXT NOT NULL,
+    estimate REAL,
+    reserved REAL NOT NULL DEFAULT 0,
+    required REAL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    sume_ids TEXT NOT NULL DEFAULT '[]',
+    sume_status TEXT,
+    error_code TEXT,
+    error_message TEXT,
+    request_id TEXT,
+    submitted_at REAL,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    key TEXT NOT NULL,
+    state TEXT NOT NULL,
+    at REAL NOT NULL,
+    note TEXT
+);
+CREATE TABLE IF NOT EXISTS files (
+    key TEXT NOT NULL,
+    path TEXT NOT NULL,
+    sume_id TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    bytes INTEGER NOT NULL,
+    content_type TEXT NOT NULL,
+    PRIMARY KEY (key, path)
+);
+"""
+
+# Where a job stands, and what a later `run` does with it (DESIGN.md, "A job's life").
+TERMINAL = frozenset({"downloaded", "failed", "canceled", "expired", "rejected", "skipped"})
+IN_FLIGHT = frozenset({"submitted", "completed", "fetched", "timed_out"})
+CHARGED = frozenset({"submitted", "completed", "fetched", "downloaded", "timed_out", "uncertain"})
+
+
+@dataclass(frozen=True)
+class StoredJob:
+    """One row of the store, decoded."""
+
+    key: str
+    id: str
+    kind: str
+    request: Mapping[str, Any]
+    matrix: Mapping[str, Any]
+    state: str
+    estimate: float | None
+    reserved: float
+    required: float | None
+    attempts: int
+    sume_ids: tuple[str, ...]
+    sume_status: str | None
+    error_code: str | None
+    error_message: str | None
+    request_id: str | None
+    submitted_at: float | None
+
+
+class RunStore:
+    """A campaign's run store; open one per process with `RunStore.open`."""
+
+    def __init__(self, connection: sqlite3.Connection, clock: Callable[[], float]) -> None:
+        self.db = connection
+        self.clock = clock
+
+    @classmethod
+    def open(cls, path: Path, *, clock: Callable[[], float] = time.time) -> RunStore:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(SCHEMA)
+            version = db.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()
+        except sqlite3.DatabaseError as error:
+            raise StoreError(
+                f"{path} is not a usable run store ({error}); move it aside to start afresh"
+            ) from None
+        if version is None:
+            db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        elif int(version[0]) > SCHEMA_VERSION:
+            raise StoreError(
+                f"{path} was written by a newer sume-batch (store version {version[0]}); upgrade"
+            )
+        return cls(db, clock)
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextmanager
+    def transaction(self, *, durable: bool = False) -> Iterator[sqlite3.Connection]:
+        """One atomic write; `durable` fsyncs it (for create intents and job ids)."""
+        self.db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    def add_planned(
+        self, rows: Iterable[tuple[str, str, str, Mapping[str, Any], Mapping[str, Any], float | None]]
+    ) -> int:
+        """Record planned jobs (key, id, kind, request, matrix, estimate); known keys keep their state."""
+        now = self.clock()
+        with self.transaction() as db:
+            before = db.total_changes
+            db.executemany(
+                "INSERT INTO jobs (key, id, kind, request, matrix, state, estimate, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, 'planned', ?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET id = excluded.id, estimate = excluded.estimate",
+                ((key, id_, kind, _json(req), _json(mx), est, now) for key, id_, kind, req, mx, est in rows),
+            )
+            return db.total_changes - before
+
+    def move(
+        self, key: str, state: str, *, durable: bool = False, note: str | None = None, **fields: Any
+    ) -> None:
+        """Set a job's state (and any columns given), journalled in `events`, atomically."""
+        columns = {"state": state, "updated_at": self.clock(), **fields}
+        if "sume_ids" in columns:
+            columns["sume_ids"] = json.dumps(list(columns["sume_ids"]))
+        assignments = ", ".join(f"{name} = ?" for name in columns)
+        with self.transaction(durable=durable) as db:
+            db.execute(f"UPDATE jobs SET {assignments} WHERE key = ?", (*columns.values(), key))  # noqa: S608
+            db.execute(
+                "INSERT INTO events (key, state, at, note) VALUES (?, ?, ?, ?)",
+                (key, state, columns["updated_at"], note),
+            )
+
+    def add_file(
+        self, key: str, *, path: str, sume_id: str, sha256: str, size: int, content_type: str
+    ) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?)",
+                (key, path, sume_id, sha256, size, content_type),
+            )
+
+    def files(self, key: str | None = None) -> list[dict[str, Any]]:
+        query, args = "SELECT key, path, sume_id, sha256, bytes, content_type FROM files", tuple[str, ...]()
+        if key is not None:
+            query, args = query + " WHERE key = ?", (key,)
+        names = ("key", "path", "sume_id", "sha256", "bytes", "content_type")
+        return [
+            dict(zip(names, row, strict=True)) for row in self.db.execute(query + " ORDER BY key, path", args)
+        ]
+
+    def jobs(self, keys: Iterable[str] | None = None) -> dict[str, StoredJob]:
+        rows = self.db.execute(f"SELECT {', '.join(_COLUMNS)} FROM jobs")  # noqa: S608
+        wanted = None if keys is None else set(keys)
+        return {row[0]: _decode(row) for row in rows if wanted is None or row[0] in wanted}
+
+    def job(self, key: str) -> StoredJob:
+        row = self.db.execute(f"SELECT {', '.join(_COLUMNS)} FROM jobs WHERE key = ?", (key,)).fetchone()  # noqa: S608
+        if row is None:
+            raise KeyError(key)
+        return _decode(row)
+
+    def counts(self) -> dict[str, int]:
+        return dict(
+            self.db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state ORDER BY state").fetchall()
+        )
+
+    def credits(self) -> tuple[float, float]:
+        """(reserved, of which stated by the API) over every job that may have cost credits."""
+        marks = ", ".join("?" * len(CHARGED))
+        reserved, required = self.db.execute(
+            "SELECT COALESCE(SUM(reserved), 0), COALESCE(SUM(required), 0) FROM jobs"  # noqa: S608
+            f" WHERE state IN ({marks})",
+            tuple(CHARGED),
+        ).fetchone()
+        return float(reserved), float(required)
+
+
+_COLUMNS = (
+    "key", "id", "kind", "request", "matrix", "state", "estimate", "reserved", "required", "attempts",
+    "sume_ids", "sume_status", "error_code", "error_message", "request_id", "submitted_at",
+)  # fmt: skip
+
+
+def _json(value: object) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _decode(row: tuple[Any, ...]) -> StoredJob:
+    values = dict(zip(_COLUMNS, row, strict=True))
+    values["request"] = json.loads(values["request"])
+    values["matrix"] = json.loads(values["matrix"])
+    values["sume_ids"] = tuple(json.loads(values["sume_ids"]))
+    return StoredJob(**values)
