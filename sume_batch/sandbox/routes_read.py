@@ -89,13 +89,14 @@ async def list_jobs(request: Request) -> Response:
     state, params = sandbox(request), request.query_params
     now = state.tick()
     wanted_type, wanted_status, limit, before = _job_query(params)
-    found = [
-        job
-        for job in sorted(state.jobs.values(), key=lambda j: -j.seq)
-        if (before is None or job.seq < before)
-        and (wanted_type is None or job.type == wanted_type)
-        and (wanted_status is None or _same_status(job.status_at(now), wanted_status))
-    ]
+    found: list[Job] = []
+    for job in reversed(state.jobs.values()):  # insertion order is creation order: newest last
+        if len(found) > limit:
+            break  # one past the page tells us there is more
+        if _wanted(job, before, wanted_type) and (
+            wanted_status is None or _same_status(job.status_at(now), wanted_status)
+        ):
+            found.append(job)
     page = found[:limit]
     cursor = paging.encode_cursor("jobs", page[-1].seq) if len(found) > limit else None
     urls = urls_for(request)
@@ -181,6 +182,10 @@ def _job_query(params: Any) -> tuple[str | None, str | None, int, int | None]:
     if problems:
         raise invalid(problems, "Invalid query parameter.")
     return wanted_type, wanted_status, limit, before
+
+
+def _wanted(job: Job, before: int | None, wanted_type: str | None) -> bool:
+    return (before is None or job.seq < before) and (wanted_type is None or job.type == wanted_type)
 
 
 def _same_status(status: str, wanted: str) -> bool:
