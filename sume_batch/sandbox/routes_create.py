@@ -109,14 +109,17 @@ def single(job_type: str, object_name: str, price: Callable[[dict[str, Any], San
 
 
 def check_image(fields: validate.Fields, state: SandboxState, urls: Urls) -> dict[str, Any]:
+    """`POST /images/generations` body."""
     return validate.image_params(fields, urls.base)
 
 
 def check_video(fields: validate.Fields, state: SandboxState, urls: Urls) -> dict[str, Any]:
+    """`POST /videos/generations` body."""
     return validate.video_params(fields)
 
 
 def check_ads(fields: validate.Fields, state: SandboxState, urls: Urls) -> dict[str, Any]:
+    """`POST /ads/videos` body; the avatar must have the capability its `style` needs."""
     params = validate.ads_params(fields, urls.base)
     needed = validate.AD_STYLES.get(str(params["style"]), "talking_head")
     _check_avatars(fields, "avatar_id", [params["avatar_id"]] if params["avatar_id"] else [], needed)
@@ -124,6 +127,7 @@ def check_ads(fields: validate.Fields, state: SandboxState, urls: Urls) -> dict[
 
 
 def check_face_swap(fields: validate.Fields, state: SandboxState, urls: Urls) -> dict[str, Any]:
+    """`POST /face-swap` body; the source must be a received `face_swap_source_video` upload."""
     params = validate.face_swap_params(fields)
     _check_avatars(fields, "avatar_ids", params["avatar_ids"], "face_swap")
     source = params["source_video_url"]
@@ -177,6 +181,7 @@ def plan_reference(params: dict[str, Any], state: SandboxState, urls: Urls) -> P
 
 
 def check_finalize(fields: validate.Fields, state: SandboxState, urls: Urls) -> dict[str, Any]:
+    """`POST /assets` body; the key must name an upload whose bytes arrived, finalized once."""
     params = validate.finalize_params(fields)
     upload = state.uploads.get(params["object_key"] or "")
     if params["object_key"] and (upload is None or upload.data is None):

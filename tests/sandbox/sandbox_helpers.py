@@ -50,13 +50,12 @@ class Sandbox:
         state: SandboxState = self.app.state.sandbox
         return state
 
-    def client(self, *, auth: bool = True, **kwargs: Any) -> httpx.AsyncClient:
+    def client(self, *, auth: bool = True, headers: dict[str, str] | None = None) -> httpx.AsyncClient:
         """An async client on the app; `auth=False` sends no key (for storage and introspection)."""
         return httpx.AsyncClient(
             transport=httpx.ASGITransport(app=self.app),
             base_url="http://sandbox.test/api/v1",
-            headers=AUTH if auth else {},
-            **kwargs,
+            headers={**(AUTH if auth else {}), **(headers or {})},
         )
 
 

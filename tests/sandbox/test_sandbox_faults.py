@@ -155,3 +155,19 @@ def test_every_fault_over_loopback(live: RunningSandbox) -> None:
     stats = live.stats()
     assert stats["faults"] == {"reset": 1, "drop_after_commit": 1, "server_error": 1, "garbage": 1, "slow": 1}
     assert stats["requests"]["GET /api/v1/me"]["reset"] == 1
+
+
+async def test_a_dropped_create_retried_with_its_key_gets_the_same_job_under_honour(
+    make_sandbox: Callable[..., Sandbox],
+) -> None:
+    box = make_sandbox(idempotency="honour", create_shape="job")
+    box.state.scripted_faults.append(
+        {"kind": "drop_after_commit", "method": "POST", "path": "/api/v1/images", "times": 1, "status": None}
+    )
+    async with box.client(headers={"Idempotency-Key": "intent-7"}) as client:
+        with pytest.raises(httpx.RemoteProtocolError):
+            await client.post("/images/generations", json=IMAGE)
+        retried = await client.post("/images/generations", json=IMAGE)
+    stats = box.state.stats_json()
+    assert retried.json()["job"]["id"] == stats["job_ids"][0] and len(stats["job_ids"]) == 1
+    assert retried.headers["idempotent-replayed"] == "true" and stats["credits"]["spent"] == 4
