@@ -253,10 +253,13 @@ def primary_media(result: Mapping[str, Any]) -> list[Media]:
 
 
 def output_labels(job: StoredJob) -> dict[str, str]:
-    """A suffix per Sume job of ours: the avatar for Face Swap (one job per avatar), else its number."""
+    """A file-name suffix per Sume job: the avatar for Face Swap (one job per avatar), else a number
+    when the create made several jobs; none for the usual single job."""
     avatars = job.request.get("avatar_ids") if job.kind == "face_swap" else None
     if isinstance(avatars, list) and len(avatars) == len(job.sume_ids):
         return dict(zip(job.sume_ids, map(str, avatars), strict=True))
+    if len(job.sume_ids) == 1:
+        return {}
     return {sume_id: str(index) for index, sume_id in enumerate(job.sume_ids, start=1)}
 
 

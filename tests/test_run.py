@@ -1,0 +1,156 @@
+"""run: whole campaigns over real loopback HTTP against the sandbox, as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import REPO, invoke, write
+
+from sume_batch.sandbox import SandboxConfig, running_sandbox
+
+EVERY_KIND = """\
+version: 1
+name: every-kind
+budget:
+  max_credits: {budget}
+execution:
+  concurrency: 6
+  poll_interval: {{image: 0.05, video: 0.05, ad_video: 0.05, face_swap: 0.05, reference_analysis: 0.05, asset_upload: 0.05}}
+defaults:
+  video: {{duration: 4, resolution: 480p}}
+jobs:
+  - id: "img-{{{{ n }}}}"
+    type: image
+    prompt: "Bottle number {{{{ n }}}} on a counter"
+    matrix: {{n: [1, 2, 3, 4]}}
+  - id: brand-img
+    type: image
+    prompt: On-brand lifestyle photo
+    brand_reference_images: 2
+  - {{id: clip, type: video, prompt: A slow pan}}
+  - {{id: ad, type: ad_video, avatar_id: avatar_maya01, script: "One drop, done."}}
+  - {{id: swap, type: face_swap, source_video: clip.mp4, avatar_ids: [avatar_maya01, avatar_sofia03]}}
+  - {{id: ref, type: reference_analysis, url: "https://www.tiktok.com/@glow/video/7301234567890123456"}}
+  - {{id: ingest, type: asset_upload, file: clip.mp4, title: Founder clip}}
+"""
+JOBS = 10
+
+
+def campaign(folder: Path, budget: int = 1000) -> Path:
+    shutil.copy(REPO / "tests/data/clip.mp4", folder / "clip.mp4")
+    return write(folder, EVERY_KIND.format(budget=budget))
+
+
+def run_against(config: SandboxConfig, *args: str) -> tuple[Any, dict[str, Any]]:
+    with running_sandbox(config) as server:
+        env = {"SUME_API_KEY": server.api_key, "SUME_API_BASE_URL": server.base_url}
+        result = invoke("run", "campaign.yaml", *args, env=env)
+        return result, server.stats()
+
+
+def summary(folder: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((folder / "reports/every-kind/summary.json").read_text())
+    return data
+
+
+def test_every_kind_end_to_end(workdir: Path) -> None:
+    campaign(workdir)
+    result, stats = run_against(SandboxConfig.from_profile("instant"), "--yes")
+    assert (result.code, result.err) == (0, ""), result.out
+    report = summary(workdir)
+    assert report["counts"] == {"downloaded": JOBS}
+    outputs = sorted(path.name for path in (workdir / "outputs/every-kind").iterdir())
+    assert outputs == [
+        "ad.mp4", "brand-img.png", "clip.mp4", "img-1.png", "img-2.png", "img-3.png", "img-4.png", "ingest.json",
+        "ref-1.mp4", "ref-2.mp4", "ref-3.mp4", "ref.json", "swap-avatar_maya01.mp4", "swap-avatar_sofia03.mp4",
+    ]  # fmt: skip
+    files = {job["id"]: job["files"] for job in report["jobs"]}
+    assert all(len(item["sha256"]) == 64 for job_files in files.values() for item in job_files)
+    assert stats["storage_requests_with_credentials"] == 0
+    assert sorted(stats["creates_by_idempotency_key"].values()) == [1] * JOBS
+    ref = next(job for job in report["jobs"] if job["id"] == "ref")
+    assert ref["credits_required"] > 0  # Reference Analysis states its price
+
+
+@pytest.mark.parametrize("idempotency", ["honour", "ignore"])
+@pytest.mark.parametrize("profile", ["realistic", "chaos"])
+def test_misbehaving_api_costs_one_create_per_job_and_never_leaks_the_key(
+    workdir: Path, profile: str, idempotency: str
+) -> None:
+    campaign(workdir, budget=400)
+    config = SandboxConfig.from_profile(profile, seed=3, idempotency=idempotency, speed_factor=40.0)
+    result, stats = run_against(config, "--yes")
+    report = summary(workdir)
+    assert result.code in (0, 1), result.err
+    for job in report["jobs"]:  # every job finished, or says why not
+        assert job["state"] == "downloaded" or job["error"] or job["state"] in ("uncertain", "skipped"), job
+    assert all(count == 1 for count in stats["creates_by_idempotency_key"].values())
+    assert stats["storage_requests_with_credentials"] == 0
+    assert report["credits"]["reserved"] <= 400
+    assert "sume_test_sandbox_key" not in result.out + result.err + json.dumps(report)
+
+
+def test_refused_over_budget_before_anything_is_sent(workdir: Path) -> None:
+    campaign(workdir, budget=10)
+    result, stats = run_against(SandboxConfig.from_profile("instant"), "--yes")
+    assert result.code == 3
+    assert "refused before spending: the estimate (138 credits) is over budget.max_credits (10)" in result.err
+    assert stats["creates_by_idempotency_key"] == {}
+
+
+def test_refused_over_balance(workdir: Path) -> None:
+    campaign(workdir)
+    result, stats = run_against(SandboxConfig.from_profile("instant", credits=50), "--yes")
+    assert result.code == 3
+    assert "is more than the balance (50)" in result.err
+    assert stats["creates_by_idempotency_key"] == {}
+
+
+def test_without_a_terminal_it_needs_yes(workdir: Path) -> None:
+    campaign(workdir)
+    result, stats = run_against(SandboxConfig.from_profile("instant"))
+    assert result.code == 3
+    assert "not a terminal, so pass --yes" in result.err
+    assert stats["creates_by_idempotency_key"] == {}
+
+
+def test_dry_run_shows_balance_and_capacity_and_sends_nothing(workdir: Path) -> None:
+    campaign(workdir)
+    result, stats = run_against(SandboxConfig.from_profile("instant"), "--dry-run")
+    assert result.code == 0
+    assert (
+        "balance: 10,000 credits; plan: sandbox; generation capacity: 4\nDry run: nothing was sent.\n"
+        in result.out
+    )
+    assert stats["creates_by_idempotency_key"] == {}
+
+
+def test_a_missing_key_points_at_the_sandbox(workdir: Path) -> None:
+    campaign(workdir)
+    result = invoke("run", "campaign.yaml", "--yes", env={"SUME_API_KEY": ""})
+    assert (result.code, result.err) == (
+        2,
+        "error: SUME_API_KEY is not set. Set it to your Sume API key, or add --sandbox to rehearse for free.\n",
+    )
+
+
+def test_a_second_run_reuses_everything(workdir: Path) -> None:
+    campaign(workdir)
+    with running_sandbox(SandboxConfig.from_profile("instant")) as server:
+        env = {"SUME_API_KEY": server.api_key, "SUME_API_BASE_URL": server.base_url}
+        assert invoke("run", "campaign.yaml", "--yes", env=env).code == 0
+        again = invoke("run", "campaign.yaml", "--yes", env=env)
+        stats = server.stats()
+    assert again.code == 0
+    assert sorted(stats["creates_by_idempotency_key"].values()) == [1] * JOBS
+
+
+def test_run_with_the_embedded_sandbox(workdir: Path) -> None:
+    campaign(workdir)
+    result = invoke("run", "campaign.yaml", "--sandbox", "--yes", env={"SUME_API_KEY": ""})
+    assert result.code == 0, result.out + result.err
+    assert summary(workdir)["counts"] == {"downloaded": JOBS}
