@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import cache
@@ -252,8 +253,8 @@ def build_manifest(data: Mapping[str, Any], document: Document, path: Path) -> M
         poll_intervals={
             k.name: execution.get("poll_interval", {}).get(k.name, k.poll_s) for k in KINDS.values()
         },
-        downloads=path.parent / output.get("downloads", f"outputs/{data['name']}"),
-        reports=path.parent / output.get("reports", "reports"),
+        downloads=Path(os.path.normpath(path.parent / output.get("downloads", f"outputs/{data['name']}"))),
+        reports=Path(os.path.normpath(path.parent / output.get("reports", "reports"))),
         pricing=data.get("pricing", {}),
     )
 
