@@ -79,8 +79,8 @@ def sandbox(
         echo(f"warning: serving on {host}, not loopback: other machines may reach this sandbox")
     try:
         serve(config, host, port, echo=echo)
-    except SystemExit as stopped:  # uvicorn exits when it cannot bind
-        raise UsageError(f"could not serve on {host}:{port} (is the port in use?)") from stopped
+    except OSError as error:
+        raise UsageError(f"could not serve on {host}:{port}: {error.strerror or error}") from error
     return 0
 
 

@@ -111,17 +111,8 @@ def test_plan_of_an_invalid_manifest_exits_2(workdir: Path) -> None:
     assert result.err.endswith("1 problem; nothing was sent.\n")
 
 
-def test_version_and_module_entry_point() -> None:
-    import subprocess
-    import sys
-
-    out = subprocess.run(
-        [sys.executable, "-m", "sume_batch", "--version"], capture_output=True, text=True, check=True
-    )
-    assert out.stdout == "sume-batch, version 0.1.0\n"
-
-
 def test_example_plan_runs(workdir: Path) -> None:
     result = invoke("plan", str(REPO / "manifests/video-ad-set.yaml"))
     assert result.code == 0
     assert "ad_video     4            60       240\n" in result.out
+
