@@ -307,8 +307,10 @@ def decode(response: httpx.Response) -> dict[str, Any]:
         body = response.json()
     except ValueError:
         body = None
+    request_id = response.headers.get("x-request-id")
+    if isinstance(body, dict) and request_id:
+        body.setdefault("request_id", request_id)  # the id to quote to support, header or body
     if not isinstance(body, dict):
-        request_id = response.headers.get("x-request-id")
         message = "the API answered with a body that is not a JSON object"
         raise TransportError(message, status=response.status_code, request_id=request_id)
     return body

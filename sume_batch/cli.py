@@ -13,7 +13,7 @@ import click
 
 from sume_batch import __version__, commands
 from sume_batch.errors import ManifestError, SumeBatchError
-from sume_batch.run import Options, is_interactive
+from sume_batch.run import Options, is_interactive, is_live
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -170,6 +170,7 @@ def sandbox(
     "--pricing", type=click.Path(path_type=Path, dir_okay=False), help="A YAML file of prices to use."
 )
 @click.option("--max-jobs", type=click.IntRange(min=1), help="Allow more variants than budget.max_jobs.")
+@click.option("-q", "--quiet", is_flag=True, help="Show only the plan and the final summary.")
 def run(
     *,
     file: Path,
@@ -182,6 +183,7 @@ def run(
     state_dir: Path | None,
     pricing: Path | None,
     max_jobs: int | None,
+    quiet: bool,
 ) -> int:
     """Run a campaign: plan, check the balance, ask, submit, poll, download.
 
@@ -192,7 +194,7 @@ def run(
     """
     options = Options(
         yes=yes, dry_run=dry_run, allow_unknown_prices=allow_unknown_prices, concurrency=concurrency,
-        state_dir=state_dir, interactive=is_interactive(),
+        state_dir=state_dir, interactive=is_interactive(), live=is_live(), quiet=quiet,
     )  # fmt: skip
     sandbox = sandbox_profile if use_sandbox else None
     return commands.run(

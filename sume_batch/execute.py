@@ -67,6 +67,7 @@ class Executor:
     stopped: str | None = None  # why no new job may be created (auth, credits, interrupt)
     reserved: float = 0.0
     brand_urls: tuple[str, ...] = ()
+    halt: asyncio.Event = field(default_factory=asyncio.Event)  # set by `interrupt`: stop waiting too
 
     async def run(self, jobs: Sequence[tuple[JobSpec, Price]]) -> None:
         """Take every job as far as it can go; the store says where each one ended."""
@@ -103,6 +104,22 @@ class Executor:
 
     def stop(self, why: str) -> None:
         self.stopped = self.stopped or why
+
+    def interrupt(self, why: str) -> None:
+        """Stop creating and stop waiting; creates already in flight finish so their ids are kept."""
+        self.stop(why)
+        self.halt.set()
+
+    async def _pause(self, seconds: float) -> bool:
+        """Sleep, unless interrupted first; True when interrupted."""
+        if self.halt.is_set():
+            return True
+        pause = asyncio.ensure_future(self.sleep(seconds))
+        halted = asyncio.ensure_future(self.halt.wait())
+        await asyncio.wait((pause, halted), return_when=asyncio.FIRST_COMPLETED)
+        for task in (pause, halted):
+            task.cancel()
+        return self.halt.is_set()
 
     def _move(self, job: StoredJob, state: str, *, durable: bool = False, **fields: Any) -> StoredJob:
         self.store.move(job.key, state, durable=durable, **fields)
@@ -169,7 +186,8 @@ class Executor:
         while len(finished) < len(job.sume_ids):
             if self.clock() >= deadline:
                 return self._move(job, "timed_out")
-            await self.sleep(interval * self.rng.uniform(0.8, 1.2))
+            if await self._pause(interval * self.rng.uniform(0.8, 1.2)):
+                return job  # interrupted: still submitted, so the next run polls it again
             interval = min(interval * 1.5, POLL_CAP.get(job.kind, DEFAULT_POLL_CAP))
             for sume_id in job.sume_ids:
                 if sume_id not in finished:

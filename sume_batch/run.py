@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
@@ -25,6 +26,7 @@ from sume_batch.errors import RefusedError, UsageError
 from sume_batch.execute import Executor, Settings
 from sume_batch.manifest import Manifest
 from sume_batch.plan import Plan, credits, plan_text
+from sume_batch.progress import Progress
 from sume_batch.redact import Redactor
 from sume_batch.responses import balance_of, capacity_of
 from sume_batch.store import RunStore
@@ -43,6 +45,8 @@ class Options:
     concurrency: int | None
     state_dir: Path | None
     interactive: bool  # stdin is a terminal: we may ask
+    live: bool = False  # stderr is a terminal: draw live progress
+    quiet: bool = False  # only the plan and the final summary
 
 
 @dataclass(frozen=True)
@@ -174,15 +178,55 @@ async def _execute(
         folder=manifest.folder, downloads=manifest.downloads, concurrency=concurrency,
         timeouts=manifest.timeouts, poll_intervals=manifest.poll_intervals, max_credits=manifest.max_credits,
     )  # fmt: skip
-    executor = Executor(
-        client=client, storage=storage, store=store, settings=settings, redactor=redactor, clock=time.time
-    )
-    started = time.monotonic()
-    await executor.run(plan.jobs)
+    states = {job.id: job.state for job in store.jobs(spec.key for spec, _ in plan.jobs).values()}
+    with Progress(states, echo=echo, live=options.live, quiet=options.quiet) as progress:
+        client.on_wait = progress.wait
+        executor = Executor(
+            client=client, storage=storage, store=store, settings=settings, redactor=redactor,
+            clock=time.time, on_change=progress.change,
+        )  # fmt: skip
+        started = time.monotonic()
+        signal_number = await execute_with_signals(executor, plan, echo=echo)
     summary = summarise(manifest, plan, store, elapsed=time.monotonic() - started, stopped=executor.stopped)
     path = write_summary(manifest, summary)
     echo(summary_text(summary, path, redactor))
+    if signal_number is not None:
+        echo(f"Interrupted: every job is recorded. Resume with: sume-batch run {manifest.path}")
+        return 128 + signal_number
     return 0 if summary["ok"] else 1
+
+
+async def execute_with_signals(executor: Executor, plan: Plan, *, echo: Echo) -> int | None:
+    """Run the executor; the first SIGINT/SIGTERM stops new creates, a second one stops at once.
+
+    Returns the signal number that interrupted the run, if any. Either way every transition is
+    already in the store, so the next `run` resumes from there.
+    """
+    loop, task = asyncio.get_running_loop(), asyncio.ensure_future(executor.run(plan.jobs))
+    received: list[int] = []
+
+    def on_signal(number: int) -> None:
+        received.append(number)
+        if len(received) == 1:
+            echo(
+                "Stopping: no new jobs will be created; jobs in flight are recorded."
+                " Press Ctrl-C again to force."
+            )
+            executor.interrupt(f"interrupted by {signal.Signals(number).name}")
+        else:
+            task.cancel()
+
+    for number in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(number, on_signal, number)
+    try:
+        await task
+    except asyncio.CancelledError:
+        if not received:
+            raise
+    finally:
+        for number in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(number)
+    return received[0] if received else None
 
 
 def summarise(
@@ -251,3 +295,7 @@ def summary_text(summary: Mapping[str, Any], path: Path, redactor: Redactor) -> 
 
 def is_interactive() -> bool:
     return os.isatty(0)
+
+
+def is_live() -> bool:
+    return os.isatty(2)

@@ -1,0 +1,90 @@
+"""Signals: the first SIGINT/SIGTERM stops new creates, records everything and exits 130/143."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from helpers import write
+from sume_batch.sandbox import SandboxConfig, running_sandbox
+
+CAMPAIGN = """\
+version: 1
+name: slow
+execution:
+  concurrency: 2
+  poll_interval: {image: 0.05}
+jobs:
+  - id: "img-{{ n }}"
+    type: image
+    prompt: "Bottle {{ n }}"
+    matrix: {n: [1, 2, 3, 4, 5, 6]}
+"""
+
+
+def start_run(folder: Path, base_url: str, key: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "SUME_API_KEY": key, "SUME_API_BASE_URL": base_url}
+    command = [sys.executable, "-m", "sume_batch", "run", "campaign.yaml", "--yes"]
+    return subprocess.Popen(command, cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_creates(server: object, count: int) -> None:
+    deadline = time.monotonic() + 20
+    while len(server.stats()["job_ids"]) < count:  # type: ignore[attr-defined]
+        assert time.monotonic() < deadline, "the run never created a job"
+        time.sleep(0.02)
+
+
+def states(folder: Path) -> dict[str, int]:
+    with sqlite3.connect(folder / ".sume-batch/slow.sqlite") as db:
+        return dict(db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall())
+
+
+@pytest.mark.parametrize(("number", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_first_signal_stops_new_creates_and_a_rerun_finishes(tmp_path: Path, number: int, code: int) -> None:
+    write(tmp_path, CAMPAIGN)
+    config = SandboxConfig.from_profile("instant", durations={"image_generation": 30.0})
+    with running_sandbox(config) as server:
+        process = start_run(tmp_path, server.base_url, server.api_key)
+        wait_for_creates(server, 2)
+        process.send_signal(number)
+        out, err = process.communicate(timeout=20)
+        assert process.returncode == code, err
+        assert "Resume with: sume-batch run campaign.yaml" in out
+        created = len(server.stats()["job_ids"])
+        recorded = states(tmp_path)
+        assert "submitting" not in recorded
+        assert recorded.get("submitted", 0) == created  # every job id the API issued is in the store
+        server.configure(durations={"image_generation": 0.0})
+        server.advance(60)  # the jobs created before the signal finish too
+        again = start_run(tmp_path, server.base_url, server.api_key)
+        out, err = again.communicate(timeout=30)
+        assert again.returncode == 0, out + err
+        assert sorted(server.stats()["creates_by_idempotency_key"].values()) == [1] * 6
+    assert states(tmp_path) == {"downloaded": 6}
+
+
+def test_a_second_sigint_forces_and_the_store_stays_consistent(tmp_path: Path) -> None:
+    write(tmp_path, CAMPAIGN)
+    config = SandboxConfig.from_profile("instant", durations={"image_generation": 30.0})
+    with running_sandbox(config) as server:
+        process = start_run(tmp_path, server.base_url, server.api_key)
+        wait_for_creates(server, 2)
+        process.send_signal(signal.SIGINT)
+        time.sleep(0.2)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=20)
+        assert process.returncode == 130, err
+        assert "Traceback" not in err
+        issued = set(server.stats()["job_ids"])
+    with sqlite3.connect(tmp_path / ".sume-batch/slow.sqlite") as db:
+        recorded = {job_id for (ids,) in db.execute("SELECT sume_ids FROM jobs") for job_id in json.loads(ids)}
+    assert issued <= recorded
