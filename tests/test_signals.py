@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from helpers import write
+
 from sume_batch.sandbox import SandboxConfig, running_sandbox
 
 CAMPAIGN = """\
@@ -81,7 +81,7 @@ def test_a_second_sigint_forces_and_the_store_stays_consistent(tmp_path: Path) -
         process.send_signal(signal.SIGINT)
         time.sleep(0.2)
         process.send_signal(signal.SIGINT)
-        out, err = process.communicate(timeout=20)
+        _, err = process.communicate(timeout=20)
         assert process.returncode == 130, err
         assert "Traceback" not in err
         issued = set(server.stats()["job_ids"])
