@@ -10,7 +10,9 @@ from helpers import invoke
 
 
 def test_version_and_module_entry_point() -> None:
-    out = subprocess.run([sys.executable, "-m", "sume_batch", "--version"], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "sume_batch", "--version"], capture_output=True, text=True, check=True
+    )
     assert out.stdout == "sume-batch, version 0.1.0\n"
 
 
@@ -20,7 +22,10 @@ def test_sandbox_on_a_busy_port_is_a_clear_error() -> None:
         busy.listen()
         port = busy.getsockname()[1]
         result = invoke("sandbox", "--port", str(port))
-    assert (result.code, result.err) == (2, f"error: could not serve on 127.0.0.1:{port}: Address already in use\n")
+    assert (result.code, result.err) == (
+        2,
+        f"error: could not serve on 127.0.0.1:{port}: Address already in use\n",
+    )
 
 
 def test_unknown_command_is_a_usage_error() -> None:

@@ -115,4 +115,3 @@ def test_example_plan_runs(workdir: Path) -> None:
     result = invoke("plan", str(REPO / "manifests/video-ad-set.yaml"))
     assert result.code == 0
     assert "ad_video     4            60       240\n" in result.out
-

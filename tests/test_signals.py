@@ -33,7 +33,9 @@ jobs:
 def start_run(folder: Path, base_url: str, key: str) -> subprocess.Popen[str]:
     env = {**os.environ, "SUME_API_KEY": key, "SUME_API_BASE_URL": base_url}
     command = [sys.executable, "-m", "sume_batch", "run", "campaign.yaml", "--yes"]
-    return subprocess.Popen(command, cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        command, cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def wait_for_creates(server: object, count: int) -> None:
@@ -86,5 +88,7 @@ def test_a_second_sigint_forces_and_the_store_stays_consistent(tmp_path: Path) -
         assert "Traceback" not in err
         issued = set(server.stats()["job_ids"])
     with sqlite3.connect(tmp_path / ".sume-batch/slow.sqlite") as db:
-        recorded = {job_id for (ids,) in db.execute("SELECT sume_ids FROM jobs") for job_id in json.loads(ids)}
+        recorded = {
+            job_id for (ids,) in db.execute("SELECT sume_ids FROM jobs") for job_id in json.loads(ids)
+        }
     assert issued <= recorded
