@@ -24,15 +24,14 @@ from sume_batch.api import SumeClient, upload_bytes
 from sume_batch.errors import ApiError, AuthError, InsufficientCreditsError, UncertainCreateError
 from sume_batch.expand import JobSpec
 from sume_batch.kinds import request_body
+from sume_batch.poll import Poller
 from sume_batch.pricing import Price
 from sume_batch.redact import Redactor
-from sume_batch.responses import Job, Media, find_media
+from sume_batch.responses import Media, find_media
 from sume_batch.store import RunStore, StoredJob
 
 DATA_KINDS = frozenset({"reference_analysis", "asset_upload"})  # their result JSON is an output too
 SECONDARY_ROLES = ("thumbnail", "preview", "poster")  # downloaded only when a result has nothing else
-POLL_CAP = {"image": 15.0}  # seconds between polls at most; other kinds use DEFAULT_POLL_CAP
-DEFAULT_POLL_CAP = 60.0
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Any]
@@ -68,6 +67,7 @@ class Executor:
     reserved: float = 0.0
     brand_urls: tuple[str, ...] = ()
     halt: asyncio.Event = field(default_factory=asyncio.Event)  # set by `interrupt`: stop waiting too
+    poller: Poller = field(init=False)
 
     async def run(self, jobs: Sequence[tuple[JobSpec, Price]]) -> None:
         """Take every job as far as it can go; the store says where each one ended."""
@@ -79,12 +79,18 @@ class Executor:
             )
         slots = asyncio.Semaphore(self.settings.concurrency)
         started = self.clock()
+        self.poller = Poller(self.client, self._pause)
+        polling = asyncio.ensure_future(self.poller.run())
 
         async def one(spec: JobSpec, price: Price) -> None:
             async with slots:
                 await self.advance(spec, price, started)
 
-        await asyncio.gather(*(one(spec, price) for spec, price in jobs))
+        try:
+            await asyncio.gather(*(one(spec, price) for spec, price in jobs))
+        finally:
+            self.poller.closed = True
+            polling.cancel()
 
     async def advance(self, spec: JobSpec, price: Price, started: float) -> None:
         """One job from wherever the store says it stands to as far as it can go."""
@@ -177,24 +183,23 @@ class Executor:
         return target
 
     async def wait(self, job: StoredJob, started: float) -> StoredJob:
-        """Poll every Sume job of ours until all are terminal or the type's timeout passes."""
+        """Wait (on the shared poller) until all our Sume jobs are terminal or the timeout passes."""
         deadline = max(job.submitted_at or started, started) + self.settings.timeouts[job.kind]
-        interval = self.settings.poll_intervals[job.kind]
-        finished: dict[str, Job] = {}
         if job.state == "timed_out":
             job = self._move(job, "submitted", note="resumed")
-        while len(finished) < len(job.sume_ids):
-            if self.clock() >= deadline:
-                return self._move(job, "timed_out")
-            if await self._pause(interval * self.rng.uniform(0.8, 1.2)):
-                return job  # interrupted: still submitted, so the next run polls it again
-            interval = min(interval * 1.5, POLL_CAP.get(job.kind, DEFAULT_POLL_CAP))
-            for sume_id in job.sume_ids:
-                if sume_id not in finished:
-                    state = await self.client.job(sume_id)
-                    if state.done:
-                        finished[sume_id] = state
-        failure = next((state for state in finished.values() if state.status != "completed"), None)
+        self.poller.watch(job.sume_ids, self.settings.poll_intervals[job.kind])
+        try:
+            while (final := self.poller.done(job.sume_ids)) is None:
+                if self.poller.failure is not None:
+                    raise self.poller.failure
+                if self.clock() >= deadline:
+                    return self._move(job, "timed_out")
+                if self.halt.is_set() or self.poller.closed:
+                    return job  # interrupted: still submitted, so the next run polls it again
+                await self.poller.next_round()
+        finally:
+            self.poller.forget(job.sume_ids)
+        failure = next((state for state in final if state.status != "completed"), None)
         if failure is None:
             return self._move(job, "completed", sume_status="completed")
         message = self.redactor.text(failure.error_message) if failure.error_message else None
