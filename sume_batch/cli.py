@@ -13,6 +13,7 @@ import click
 
 from sume_batch import __version__, commands
 from sume_batch.errors import ManifestError, SumeBatchError
+from sume_batch.redact import Redactor
 from sume_batch.run import Options, is_interactive, is_live
 
 
@@ -59,12 +60,27 @@ def run_cli(entry: Callable[..., Any], argv: list[str] | None, *, debug: bool) -
         return 2
     except SumeBatchError as error:
         if debug:
-            traceback.print_exc()
+            click.echo(redacted_traceback(error), err=True)
         return report_error(error)
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
         return 130
+    except Exception as error:  # a bug of ours: say so plainly, redacted, and never dump a traceback
+        if debug:
+            click.echo(redacted_traceback(error), err=True)
+        message = Redactor.from_env(os.environ).text(f"{type(error).__name__}: {error}")
+        click.echo(f"internal error: {message} (rerun with --debug for details, and report it)", err=True)
+        return INTERNAL_ERROR
     return result if isinstance(result, int) else 0
+
+
+INTERNAL_ERROR = 70  # EX_SOFTWARE: a bug, not a failed job (1) nor bad input (2)
+
+
+def redacted_traceback(error: BaseException) -> str:
+    """The --debug traceback, through the redaction gate like every other output."""
+    text = "".join(traceback.format_exception(error))
+    return Redactor.from_env(os.environ).text(text).rstrip()
 
 
 def _manifest_path() -> click.Path:

@@ -96,6 +96,9 @@ class Executor:
         """One job from wherever the store says it stands to as far as it can go."""
         try:
             job = self.store.job(spec.key)
+            if job.state == "submitting":  # the last run stopped with this create in flight
+                note = "the previous run stopped while this job's create was in flight; it may exist"
+                job = self._move(job, "uncertain", error_message=note)
             if job.state in ("planned", "reserved", "skipped"):
                 job = await self.submit(spec, price, job)
             if job.state in ("submitted", "timed_out"):

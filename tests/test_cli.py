@@ -32,3 +32,20 @@ def test_unknown_command_is_a_usage_error() -> None:
     result = invoke("launch")
     assert result.code == 2
     assert "No such command 'launch'" in result.err
+
+
+def test_an_internal_error_is_one_redacted_line_with_its_own_exit_code(monkeypatch: object) -> None:
+    from sume_batch import commands
+
+    def broken(*args: object, **kwargs: object) -> int:
+        raise RuntimeError("boom with sume_live_abcdefghijklmnop inside")
+
+    monkeypatch.setattr(commands, "validate", broken)  # type: ignore[attr-defined]
+    result = invoke("validate", "x.yaml")
+    assert result.code == 70
+    assert result.err == (
+        "internal error: RuntimeError: boom with <redacted:key> inside (rerun with --debug for details, and report it)\n"
+    )
+    debug = invoke("--debug", "validate", "x.yaml")
+    assert "Traceback (most recent call last)" in debug.err
+    assert "sume_live_abcdefghijklmnop" not in debug.err

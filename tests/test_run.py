@@ -154,3 +154,26 @@ def test_run_with_the_embedded_sandbox(workdir: Path) -> None:
     result = invoke("run", "campaign.yaml", "--sandbox", "--yes", env={"SUME_API_KEY": ""})
     assert result.code == 0, result.out + result.err
     assert summary(workdir)["counts"] == {"downloaded": JOBS}
+
+
+def test_a_create_left_in_flight_by_a_crash_becomes_uncertain_and_is_not_resent(workdir: Path) -> None:
+    import sqlite3
+
+    campaign(workdir)
+    with running_sandbox(SandboxConfig.from_profile("instant")) as server:
+        env = {"SUME_API_KEY": server.api_key, "SUME_API_BASE_URL": server.base_url}
+        assert invoke("run", "campaign.yaml", "--yes", env=env).code == 0
+        with sqlite3.connect(workdir / ".sume-batch/every-kind.sqlite") as db:  # as if killed mid-create
+            db.execute(
+                "UPDATE jobs SET state = 'submitting', sume_ids = '[]', request_id = NULL WHERE id = 'img-1'"
+            )
+        again = invoke("run", "campaign.yaml", "--yes", env=env)
+        creates = server.stats()["creates_by_idempotency_key"]
+    assert again.code == 1
+    assert (
+        "  uncertain: img-1: the previous run stopped while this job's create was in flight; it may exist\n"
+        in again.out
+    )
+    assert sorted(creates.values()) == [1] * JOBS
+    job = next(job for job in summary(workdir)["jobs"] if job["id"] == "img-1")
+    assert (job["state"], job["error"]["status"]) == ("uncertain", "uncertain")
