@@ -8,6 +8,7 @@ waiting it asks for each by id and backs off. Jobs wait on the poller, never pol
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +33,7 @@ class Poller:
     wake: asyncio.Event = field(default_factory=asyncio.Event)  # set when a job starts waiting
     requests: int = 0
     closed: bool = False
+    rng: random.Random = field(default_factory=random.Random)  # jitter, so many runs do not poll in step
     failure: BaseException | None = None  # polling gave up (retries exhausted): every waiter sees it
 
     def watch(self, sume_ids: Iterable[str], interval: float) -> None:
@@ -79,7 +81,7 @@ class Poller:
             ]
             if len(pending) >= LIST_FROM:
                 backoff = 1.0  # one request answers for all of them: keep the interval short
-            if await self.pause(min(interval * backoff, BACKOFF_CAP)):
+            if await self.pause(min(interval * backoff, BACKOFF_CAP) * self.rng.uniform(0.9, 1.1)):
                 return
             changed = await (
                 self.poll_list(pending) if len(pending) >= LIST_FROM else self.poll_each(pending)

@@ -32,6 +32,7 @@ class Progress:
     quiet: bool = False
     clock: Callable[[], float] = time.monotonic
     waiting: str = ""
+    credits: Callable[[], float] = lambda: 0.0  # credits reserved so far (the executor's ledger)
     started: float = field(default=0.0)
     finished_here: int = 0  # jobs that reached a final state during this run (for the ETA)
     last_plain: float = field(default=0.0)
@@ -76,13 +77,15 @@ class Progress:
             self.echo(self.line())
 
     def line(self) -> str:
-        """One line: `[0:42] 12/40 done · 3 submitted · ETA 1:10 · waiting: backing off 429 for 12 s`."""
+        """The status line, like `[0:42] 12/40 done · 3 submitted · 96 credits reserved · ETA 1:10`
+        followed by `· waiting: backing off 429 for 12 s` when the run waits."""
         counts = Counter(self.states.values())
         done = sum(counts[state] for state in DONE)
         parts = [f"[{_clock(self.clock() - self.started)}] {done}/{len(self.states)} done"]
         parts += [
             f"{counts[state]} {state}" for state in ORDER if counts[state] and state not in ("downloaded",)
         ]
+        parts.append(f"{self.credits():,.0f} credits reserved")
         eta = self.eta(len(self.states) - done)
         if eta is not None:
             parts.append(f"ETA {_clock(eta)}")

@@ -185,6 +185,7 @@ async def _execute(
             client=client, storage=storage, store=store, settings=settings, redactor=redactor,
             clock=time.time, on_change=progress.change,
         )  # fmt: skip
+        progress.credits = lambda: executor.reserved
         started = time.monotonic()
         signal_number = await execute_with_signals(executor, plan, echo=echo)
     summary = summarise(manifest, plan, store, elapsed=time.monotonic() - started, stopped=executor.stopped)

@@ -177,3 +177,30 @@ def test_a_create_left_in_flight_by_a_crash_becomes_uncertain_and_is_not_resent(
     assert sorted(creates.values()) == [1] * JOBS
     job = next(job for job in summary(workdir)["jobs"] if job["id"] == "img-1")
     assert (job["state"], job["error"]["status"]) == ("uncertain", "uncertain")
+
+
+@pytest.mark.parametrize(("answer", "code"), [(False, 3), (True, 0)])
+def test_on_a_terminal_it_shows_the_plan_and_asks(workdir: Path, answer: bool, code: int) -> None:
+    from sume_batch.commands import prepare
+    from sume_batch.plan import make_plan
+    from sume_batch.run import Options, run_campaign
+
+    campaign(workdir)
+    manifest, specs = prepare(workdir / "campaign.yaml")
+    options = Options(yes=False, dry_run=False, allow_unknown_prices=False, concurrency=None, state_dir=None,
+                      interactive=True)  # fmt: skip
+    questions: list[str] = []
+    lines: list[str] = []
+
+    def confirm(question: str) -> bool:
+        questions.append(question)
+        return answer
+
+    with running_sandbox(SandboxConfig.from_profile("instant")) as server:
+        env = {"SUME_API_KEY": server.api_key, "SUME_API_BASE_URL": server.base_url}
+        result = run_campaign(manifest, make_plan(manifest, specs), options=options, sandbox=None, env=env,
+                              echo=lines.append, confirm=confirm)  # fmt: skip
+        creates = len(server.stats()["creates_by_idempotency_key"])
+    assert (result, questions) == (code, ["Run 10 jobs for about 138 credits?"])
+    assert lines[0].startswith("Campaign every-kind")  # the plan is shown before the question
+    assert creates == (JOBS if answer else 0)
