@@ -83,6 +83,10 @@ def redacted_traceback(error: BaseException) -> str:
     return Redactor.from_env(os.environ).text(text).rstrip()
 
 
+# The sandbox's profiles, named here so `validate` and `plan` need not import the server stack.
+PROFILES = click.Choice(["instant", "realistic", "chaos"])
+
+
 def _manifest_path() -> click.Path:
     return click.Path(path_type=Path, dir_okay=False)
 
@@ -129,7 +133,7 @@ def plan(file: Path, as_json: bool, output: Path | None, pricing: Path | None, m
 )
 @click.option(
     "--profile",
-    type=click.Choice(["instant", "realistic", "chaos"]),
+    type=PROFILES,
     default="instant",
     show_default=True,
     help="instant: no waiting; realistic: image seconds, video minutes; chaos: every fault.",
@@ -170,7 +174,7 @@ def sandbox(
 )
 @click.option(
     "--sandbox-profile",
-    type=click.Choice(["instant", "realistic", "chaos"]),
+    type=PROFILES,
     default="instant",
     show_default=True,
     help="How the --sandbox simulator behaves.",
