@@ -5,6 +5,7 @@
     ├── ManifestError              a manifest that cannot be run; carries every Problem (exit 2)
     ├── RefusedError               refused before spending: budget, balance, price      (exit 3)
     ├── StoreError                 a run store that cannot be used as it is             (exit 2)
+    │   └── LockedError            another run holds the store's lock                    (exit 3)
     └── ApiError                   the API answered with an error envelope
         ├── AuthError              401 / 403: stop every new submission
         ├── InsufficientCreditsError  402 or `insufficient_credits`
@@ -60,6 +61,12 @@ class RefusedError(SumeBatchError):
 
 class StoreError(SumeBatchError):
     """The run store on disk cannot be used as it is: corrupt, newer than this tool, not a store."""
+
+
+class LockedError(StoreError):
+    """Another `run` is using the same store: refused before anything is sent."""
+
+    exit_code = 3
 
 
 class ApiError(SumeBatchError):

@@ -29,7 +29,7 @@ from sume_batch.plan import Plan, credits, plan_text
 from sume_batch.progress import Progress
 from sume_batch.redact import Redactor
 from sume_batch.responses import balance_of, capacity_of
-from sume_batch.store import RunStore
+from sume_batch.store import RunStore, run_lock
 
 Echo = Callable[[str], None]
 FINISHED_OK = frozenset({"downloaded"})
@@ -107,7 +107,10 @@ def run_campaign(
 ) -> int:
     """Preflight, ask, execute and summarise; returns the exit code."""
     redactor = Redactor.from_env(env)
-    with endpoint(sandbox=sandbox, env=env) as target:
+    locked = (
+        contextlib.nullcontext() if options.dry_run else run_lock(store_path(manifest, options.state_dir))
+    )
+    with locked, endpoint(sandbox=sandbox, env=env) as target:
         redactor = Redactor(api_key=target.api_key) if sandbox else redactor
         return asyncio.run(
             _run(manifest, plan, target, options=options, redactor=redactor, echo=echo, confirm=confirm)

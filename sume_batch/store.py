@@ -8,7 +8,10 @@ result links are signed and expire, so they are fetched again when needed.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import socket
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -17,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sume_batch.errors import StoreError
+from sume_batch.errors import LockedError, StoreError
 
 SCHEMA_VERSION = 1
 SCHEMA = """
@@ -221,3 +224,27 @@ def _decode(row: tuple[Any, ...]) -> StoredJob:
     values["matrix"] = json.loads(values["matrix"])
     values["sume_ids"] = tuple(json.loads(values["sume_ids"]))
     return StoredJob(**values)
+
+
+@contextmanager
+def run_lock(store: Path) -> Iterator[None]:
+    """Hold the store's lock for one run; a second run is refused at once, naming the holder.
+
+    `flock` belongs to the open file, so the kernel releases it when the holder exits or is killed:
+    a lock left by a dead process never blocks (unlike a lock file that outlives its writer).
+    """
+    store.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(store.with_name(store.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(descriptor, 200, 0).decode(errors="replace").strip() or "another process"
+            raise LockedError(
+                f"another sume-batch run is using {store} ({holder}); wait for it or stop it"
+            ) from None
+        os.ftruncate(descriptor, 0)
+        os.pwrite(descriptor, f"pid {os.getpid()} on {socket.gethostname()}".encode(), 0)
+        yield
+    finally:
+        os.close(descriptor)  # closing releases the lock

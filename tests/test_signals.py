@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -42,6 +43,13 @@ def wait_for_creates(server: object, count: int) -> None:
     deadline = time.monotonic() + 20
     while len(server.stats()["job_ids"]) < count:  # type: ignore[attr-defined]
         assert time.monotonic() < deadline, "the run never created a job"
+        time.sleep(0.02)
+
+
+def wait_until(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 20
+    while not condition():
+        assert time.monotonic() < deadline
         time.sleep(0.02)
 
 
@@ -92,3 +100,41 @@ def test_a_second_sigint_forces_and_the_store_stays_consistent(tmp_path: Path) -
             job_id for (ids,) in db.execute("SELECT sume_ids FROM jobs") for job_id in json.loads(ids)
         }
     assert issued <= recorded
+
+
+def test_a_second_run_on_the_same_store_is_refused_at_once_naming_the_holder(tmp_path: Path) -> None:
+    write(tmp_path, CAMPAIGN)
+    config = SandboxConfig.from_profile("instant", durations={"image_generation": 30.0})
+    with running_sandbox(config) as server:
+        first = start_run(tmp_path, server.base_url, server.api_key)
+        wait_for_creates(server, 1)
+        started = time.monotonic()
+        second = start_run(tmp_path, server.base_url, server.api_key)
+        _, err = second.communicate(timeout=10)
+        refused_after = time.monotonic() - started
+        first.kill()
+        first.communicate()
+    assert second.returncode == 3
+    assert refused_after < 1.0 + 0.5  # the interpreter's start-up is most of it
+    assert err == (
+        f"error: another sume-batch run is using .sume-batch/slow.sqlite (pid {first.pid} on {os.uname().nodename});"
+        " wait for it or stop it\n"
+    )
+
+
+def test_a_lock_left_by_a_killed_run_never_blocks(tmp_path: Path) -> None:
+    write(tmp_path, CAMPAIGN)
+    config = SandboxConfig.from_profile("instant", durations={"image_generation": 30.0})
+    with running_sandbox(config) as server:
+        first = start_run(tmp_path, server.base_url, server.api_key)
+        wait_for_creates(server, 2)
+        wait_until(lambda: states(tmp_path).get("submitted", 0) == 2)  # killed after the ids are stored
+        first.send_signal(signal.SIGKILL)
+        first.communicate()
+        server.configure(durations={"image_generation": 0.0})
+        server.advance(60)
+        again = start_run(tmp_path, server.base_url, server.api_key)
+        out, err = again.communicate(timeout=30)
+        creates = server.stats()["creates_by_idempotency_key"]
+    assert again.returncode == 0, out + err
+    assert sorted(creates.values()) == [1] * 6  # the killed run's jobs were resumed, not re-created
