@@ -113,14 +113,32 @@ def validate(files: tuple[Path, ...], max_jobs: int | None) -> int:
     "--pricing", type=click.Path(path_type=Path, dir_okay=False), help="A YAML file of prices to use."
 )
 @click.option("--max-jobs", type=click.IntRange(min=1), help="Allow more variants than budget.max_jobs.")
-def plan(file: Path, as_json: bool, output: Path | None, pricing: Path | None, max_jobs: int | None) -> int:
+@click.option(
+    "--state-dir", type=click.Path(path_type=Path, file_okay=False), help="Where the run store lives."
+)
+def plan(
+    *,
+    file: Path,
+    as_json: bool,
+    output: Path | None,
+    pricing: Path | None,
+    max_jobs: int | None,
+    state_dir: Path | None,
+) -> int:
     """Price a campaign before spending anything: jobs by type, credits, budget.
 
     The dry run: no credits are spent. Prices are estimates unless you give
-    your own with pricing: in the manifest or --pricing.
+    your own with pricing: in the manifest or --pricing. After a run, it also
+    says what is new, unchanged (already paid) and removed since then.
     """
     return commands.plan(
-        file, max_jobs=max_jobs, pricing=pricing, as_json=as_json, output=output, echo=click.echo
+        file,
+        max_jobs=max_jobs,
+        pricing=pricing,
+        state_dir=state_dir,
+        as_json=as_json,
+        output=output,
+        echo=click.echo,
     )
 
 

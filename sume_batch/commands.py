@@ -14,8 +14,9 @@ from pathlib import Path
 from sume_batch.errors import ManifestError, UsageError
 from sume_batch.expand import JobSpec, expand_jobs
 from sume_batch.manifest import Manifest, file_digest, load_manifest, load_pricing
-from sume_batch.plan import Plan, make_plan, plan_json, plan_text
-from sume_batch.run import Options, run_campaign
+from sume_batch.plan import Plan, diff_plan, make_plan, plan_json, plan_text
+from sume_batch.run import Options, run_campaign, store_path
+from sume_batch.store import read_states
 
 Echo = Callable[[str], None]
 
@@ -46,20 +47,24 @@ def plan(
     *,
     max_jobs: int | None,
     pricing: Path | None,
+    state_dir: Path | None,
     as_json: bool,
     output: Path | None,
     echo: Echo,
 ) -> int:
-    """Price a manifest and show (or write) the plan; exit 0 whatever the budget verdict."""
+    """Price a manifest and show (or write) the plan, with what changed since the last run; exit 0."""
     prices = load_pricing(pricing) if pricing else None
     manifest, specs = prepare(path, max_jobs=max_jobs)
     result: Plan = make_plan(manifest, specs, prices)
+    stored = read_states(store_path(manifest, state_dir))
+    diff = diff_plan(result, stored) if stored else None
+    document = {**plan_json(result), "since_last_run": diff.__dict__ if diff else None}
     if output is not None:
-        output.write_text(json.dumps(plan_json(result), indent=2, ensure_ascii=False) + "\n", "utf-8")
+        output.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", "utf-8")
     if as_json:
-        echo(json.dumps(plan_json(result), indent=2, ensure_ascii=False))
+        echo(json.dumps(document, indent=2, ensure_ascii=False))
     else:
-        echo(plan_text(result))
+        echo(plan_text(result) + (f"\n{diff.text()}" if diff else ""))
     return 0
 
 

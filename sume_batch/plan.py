@@ -186,3 +186,40 @@ def plan_json(plan: Plan) -> dict[str, Any]:
             for spec, price in plan.jobs
         ],
     }
+
+
+# Stored states, by what the next `run` does with a job in them.
+TO_SUBMIT = frozenset({"planned", "reserved", "skipped"})
+FAILED = frozenset({"failed", "canceled", "expired", "rejected"})
+
+
+@dataclass(frozen=True)
+class Diff:
+    """What changed since the last run of this campaign (from its store): like `terraform plan`."""
+
+    new: int  # never submitted: `run` submits these
+    unchanged: int  # submitted before (done, in flight or uncertain): never bought again
+    failed: int  # failed, canceled, expired or refused before: re-created only on request
+    removed: int  # in the store but no longer in the manifest
+    new_credits: float  # the estimate of what `run` would submit now
+
+    def text(self) -> str:
+        parts = [f"{self.new:,} new", f"{self.unchanged:,} unchanged (already paid)"]
+        if self.failed:
+            parts.append(f"{self.failed:,} failed before (not retried)")
+        parts.append(f"{self.removed:,} removed")
+        return f"since the last run: {', '.join(parts)}; to submit now: {credits(self.new_credits)} credits"
+
+
+def diff_plan(plan: Plan, stored: Mapping[str, str]) -> Diff:
+    """Compare the plan's job keys with the states a previous run left (key → state)."""
+    keys = {spec.key for spec, _ in plan.jobs}
+    new = [price for spec, price in plan.jobs if stored.get(spec.key, "planned") in TO_SUBMIT]
+    failed = sum(1 for spec, _ in plan.jobs if stored.get(spec.key) in FAILED)
+    return Diff(
+        new=len(new),
+        unchanged=len(plan.jobs) - len(new) - failed,
+        failed=failed,
+        removed=sum(1 for key in stored if key not in keys),
+        new_credits=sum(price.credits or 0 for price in new),
+    )

@@ -25,11 +25,11 @@ from sume_batch.api import DEFAULT_BASE_URL, SumeClient
 from sume_batch.errors import RefusedError, UsageError
 from sume_batch.execute import Executor, Settings
 from sume_batch.manifest import Manifest
-from sume_batch.plan import Plan, credits, plan_text
+from sume_batch.plan import Diff, Plan, credits, diff_plan, plan_text
 from sume_batch.progress import Progress
 from sume_batch.redact import Redactor
 from sume_batch.responses import balance_of, capacity_of
-from sume_batch.store import RunStore, run_lock
+from sume_batch.store import RunStore, read_states, run_lock
 
 Echo = Callable[[str], None]
 FINISHED_OK = frozenset({"downloaded"})
@@ -84,12 +84,13 @@ def preflight_text(account: Mapping[str, Any], balance: float | None, capacity: 
     return f"balance: {shown}; plan: {plan_name}; generation capacity: {limit}"
 
 
-def refusal(plan: Plan, balance: float | None, options: Options) -> str | None:
-    """Why `run` must not spend, or None; checked before any create."""
+def refusal(plan: Plan, diff: Diff, balance: float | None, options: Options) -> str | None:
+    """Why `run` must not spend, or None; checked before any create. The budget covers the whole
+    campaign; the balance needs to cover only what this run would submit."""
     if plan.over_budget:
         return f"the estimate ({credits(plan.total)} credits) is over budget.max_credits ({credits(plan.max_credits)})"  # noqa: E501
-    if balance is not None and plan.total > balance:
-        return f"the estimate ({credits(plan.total)} credits) is more than the balance ({credits(balance)})"
+    if balance is not None and diff.new_credits > balance:
+        return f"the estimate ({credits(diff.new_credits)} credits) is more than the balance ({credits(balance)})"  # noqa: E501
     if plan.unknown and not options.allow_unknown_prices:
         return f"{plan.unknown} job(s) have an unknown price; set pricing: or pass --allow-unknown-prices"
     return None
@@ -136,12 +137,14 @@ async def _run(
         await client.me()
         account = await client.credits()
         balance, capacity = balance_of(account), capacity_of(account)
+        diff = diff_plan(plan, read_states(store_path(manifest, options.state_dir)))
         echo(plan_text(plan))
+        echo(diff.text())
         echo(preflight_text(account, balance, capacity))
         if options.dry_run:
             echo("Dry run: nothing was sent.")
             return 0
-        reason = refusal(plan, balance, options)
+        reason = refusal(plan, diff, balance, options)
         if reason:
             raise RefusedError(f"refused before spending: {reason}")
         if not options.yes:
@@ -149,7 +152,7 @@ async def _run(
                 raise RefusedError(
                     "refused before spending: not a terminal, so pass --yes to confirm the run"
                 )
-            if not confirm(f"Run {len(plan.jobs)} jobs for about {credits(plan.total)} credits?"):
+            if not confirm(f"Submit {diff.new} jobs for about {credits(diff.new_credits)} credits?"):
                 echo("Nothing was sent.")
                 return 3
         store = RunStore.open(store_path(manifest, options.state_dir))

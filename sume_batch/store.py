@@ -8,6 +8,7 @@ result links are signed and expire, so they are fetched again when needed.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -248,3 +249,16 @@ def run_lock(store: Path) -> Iterator[None]:
         yield
     finally:
         os.close(descriptor)  # closing releases the lock
+
+
+def read_states(path: Path) -> dict[str, str]:
+    """Job key → state from a store, read-only (for `plan`); empty when there is no store yet."""
+    if not path.exists():
+        return {}
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            return dict(db.execute("SELECT key, state FROM jobs").fetchall())
+    except sqlite3.DatabaseError as error:
+        raise StoreError(
+            f"{path} is not a usable run store ({error}); move it aside to start afresh"
+        ) from None

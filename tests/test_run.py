@@ -201,6 +201,33 @@ def test_on_a_terminal_it_shows_the_plan_and_asks(workdir: Path, answer: bool, c
         result = run_campaign(manifest, make_plan(manifest, specs), options=options, sandbox=None, env=env,
                               echo=lines.append, confirm=confirm)  # fmt: skip
         creates = len(server.stats()["creates_by_idempotency_key"])
-    assert (result, questions) == (code, ["Run 10 jobs for about 138 credits?"])
+    assert (result, questions) == (code, ["Submit 10 jobs for about 138 credits?"])
     assert lines[0].startswith("Campaign every-kind")  # the plan is shown before the question
     assert creates == (JOBS if answer else 0)
+
+
+def test_an_edited_prompt_is_the_only_job_bought_again(workdir: Path) -> None:
+    path = campaign(workdir)
+    with running_sandbox(SandboxConfig.from_profile("instant")) as server:
+        env = {"SUME_API_KEY": server.api_key, "SUME_API_BASE_URL": server.base_url}
+        assert invoke("run", "campaign.yaml", "--yes", env=env).code == 0
+        assert invoke("plan", "campaign.yaml").out.endswith(
+            "since the last run: 0 new, 10 unchanged (already paid), 0 removed; to submit now: 0 credits\n"
+        )
+        path.write_text(path.read_text().replace("A slow pan", "A slow pan at dawn"))
+        assert invoke("plan", "campaign.yaml").out.endswith(
+            "since the last run: 1 new, 9 unchanged (already paid), 1 removed; to submit now: 12 credits\n"
+        )
+        again = invoke("run", "campaign.yaml", "--yes", env=env)
+        creates = server.stats()["creates_by_idempotency_key"]
+    assert again.code == 0
+    assert sorted(creates.values()) == [1] * (JOBS + 1)  # one more create: the edited video
+
+
+def test_a_finished_campaign_reruns_on_a_balance_below_its_total(workdir: Path) -> None:
+    campaign(workdir)
+    with running_sandbox(SandboxConfig.from_profile("instant", credits=300)) as server:
+        env = {"SUME_API_KEY": server.api_key, "SUME_API_BASE_URL": server.base_url}
+        assert invoke("run", "campaign.yaml", "--yes", env=env).code == 0  # 300 - 138 left
+        again = invoke("run", "campaign.yaml", "--yes", env=env)
+    assert again.code == 0, again.err  # nothing new to buy, so the balance is enough
