@@ -239,3 +239,18 @@ def run(
         file, max_jobs=max_jobs, pricing=pricing, sandbox=sandbox, options=options,
         env=os.environ, echo=click.echo, confirm=lambda question: click.confirm(question, default=False),
     )  # fmt: skip
+
+
+@cli.command()
+@click.argument("target", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+@click.option(
+    "--state-dir", type=click.Path(path_type=Path, file_okay=False), help="Where the run store lives."
+)
+def status(target: Path, as_json: bool, state_dir: Path | None) -> int:
+    """Where a campaign's runs stand: jobs per state, credits, what needs attention.
+
+    TARGET is the campaign's manifest or its run store (.sqlite). Reads the store
+    only: no request is sent, and it is safe while a run is going.
+    """
+    return commands.status(target, state_dir=state_dir, as_json=as_json, echo=click.echo)

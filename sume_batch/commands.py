@@ -16,6 +16,7 @@ from sume_batch.expand import JobSpec, expand_jobs
 from sume_batch.manifest import Manifest, file_digest, load_manifest, load_pricing
 from sume_batch.plan import Plan, diff_plan, make_plan, plan_json, plan_text
 from sume_batch.run import Options, run_campaign, store_path
+from sume_batch.status import read_status, status_text
 from sume_batch.store import read_states
 
 Echo = Callable[[str], None]
@@ -112,3 +113,11 @@ def run(
         echo=echo,
         confirm=confirm,
     )
+
+
+def status(target: Path, *, state_dir: Path | None, as_json: bool, echo: Echo) -> int:
+    """Show where a campaign's runs stand; `target` is its manifest or its store (.sqlite)."""
+    path = target if target.suffix == ".sqlite" else store_path(load_manifest(target), state_dir)
+    result = read_status(path)
+    echo(json.dumps(result, indent=2, ensure_ascii=False) if as_json else status_text(result))
+    return 0

@@ -231,3 +231,34 @@ def test_a_finished_campaign_reruns_on_a_balance_below_its_total(workdir: Path) 
         assert invoke("run", "campaign.yaml", "--yes", env=env).code == 0  # 300 - 138 left
         again = invoke("run", "campaign.yaml", "--yes", env=env)
     assert again.code == 0, again.err  # nothing new to buy, so the balance is enough
+
+
+def test_status_reads_the_store_and_says_what_the_next_run_does(workdir: Path) -> None:
+    import sqlite3
+
+    campaign(workdir)
+    missing = invoke("status", "campaign.yaml")
+    assert (missing.code, missing.err) == (
+        2,
+        "error: no run store at .sume-batch/every-kind.sqlite: this campaign has not been run yet\n",
+    )
+    with running_sandbox(SandboxConfig.from_profile("instant")) as server:
+        env = {"SUME_API_KEY": server.api_key, "SUME_API_BASE_URL": server.base_url}
+        assert invoke("run", "campaign.yaml", "--yes", env=env).code == 0
+    with sqlite3.connect(workdir / ".sume-batch/every-kind.sqlite") as db:
+        db.execute(
+            "UPDATE jobs SET state = 'failed', error_code = 'generation_failed', error_message = 'm' WHERE id = 'ad'"
+        )
+    text = invoke("status", "campaign.yaml")
+    assert (text.code, text.err) == (0, "")
+    assert text.out.splitlines()[0] == ".sume-batch/every-kind.sqlite: 10 jobs: 9 downloaded, 1 failed"
+    assert "next run: leave (retry only on request) 1, reuse 9\n" in text.out
+    assert text.out.endswith(
+        "  failed: ad [" + text.out.split("failed: ad [")[1].split("]")[0] + "]: generation_failed: m\n"
+    )
+    data = json.loads(invoke("status", ".sume-batch/every-kind.sqlite", "--json").out)
+    assert (data["object"], data["counts"], data["attention"][0]["id"]) == (
+        "status",
+        {"downloaded": 9, "failed": 1},
+        "ad",
+    )

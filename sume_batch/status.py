@@ -1,0 +1,68 @@
+"""`sume-batch status`: where a campaign's runs stand, read from its store and nothing else.
+
+It sends no request and takes no lock, so it is safe while a run is going.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections import Counter
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from sume_batch.errors import StoreError, UsageError
+from sume_batch.store import RunStore
+
+ATTENTION = ("uncertain", "failed", "canceled", "expired", "rejected", "timed_out", "skipped")
+NEXT_RUN = {  # what the next `run` does with a job in each state
+    "planned": "submit", "reserved": "submit", "skipped": "submit",
+    "submitted": "poll", "timed_out": "poll", "completed": "download", "fetched": "download",
+    "submitting": "report uncertain", "uncertain": "leave (resubmit only on request)",
+    "failed": "leave (retry only on request)", "canceled": "leave (retry only on request)",
+    "expired": "leave (retry only on request)", "rejected": "leave (retry only on request)",
+    "downloaded": "reuse",
+}  # fmt: skip
+
+
+def read_status(path: Path) -> dict[str, Any]:
+    """The status of the store at `path` as a documented object (`--json` prints it)."""
+    if not path.exists():
+        raise UsageError(f"no run store at {path}: this campaign has not been run yet")
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            store = RunStore(db, clock=lambda: 0.0)
+            jobs, (reserved, stated) = store.jobs(), store.credits()
+    except sqlite3.DatabaseError as error:
+        raise StoreError(
+            f"{path} is not a usable run store ({error}); move it aside to start afresh"
+        ) from None
+    counts = Counter(job.state for job in jobs.values())
+    attention = [
+        {"id": job.id, "state": job.state, "sume_job_ids": list(job.sume_ids), "code": job.error_code,
+         "message": job.error_message, "request_id": job.request_id}
+        for job in sorted(jobs.values(), key=lambda job: job.id) if job.state in ATTENTION
+    ]  # fmt: skip
+    next_run = Counter(NEXT_RUN.get(state, "poll") for state in counts.elements())
+    return {
+        "object": "status", "store": str(path), "jobs": len(jobs), "counts": dict(sorted(counts.items())),
+        "credits": {"reserved": reserved, "stated_by_api": stated}, "attention": attention,
+        "next_run": dict(sorted(next_run.items())),
+    }  # fmt: skip
+
+
+def status_text(status: Mapping[str, Any]) -> str:
+    counts = ", ".join(f"{count} {state}" for state, count in status["counts"].items()) or "no jobs"
+    reserved, stated = status["credits"]["reserved"], status["credits"]["stated_by_api"]
+    lines = [
+        f"{status['store']}: {status['jobs']} jobs: {counts}",
+        f"credits reserved: {reserved:,.0f} (stated by the API: {stated:,.0f})",
+        "next run: " + ", ".join(f"{action} {count}" for action, count in status["next_run"].items()),
+    ]
+    for job in status["attention"]:
+        reason = ": ".join(str(part) for part in (job["code"], job["message"]) if part)
+        ids = f" [{', '.join(job['sume_job_ids'])}]" if job["sume_job_ids"] else ""
+        request = f" (request id {job['request_id']})" if job["request_id"] else ""
+        lines.append(f"  {job['state']}: {job['id']}{ids}{': ' + reason if reason else ''}{request}")
+    return "\n".join(lines)
