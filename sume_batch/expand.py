@@ -4,11 +4,13 @@ Variants are the campaign matrix's rows × the job matrix's rows. Every string f
 template rendered in a sandbox with StrictUndefined; a field that is exactly one `{{ expression }}`
 keeps the expression's type (so `duration: "{{ seconds }}"` stays an integer). Each job gets a
 stable key: a hash of its campaign and its canonical rendered request (and the bytes of any file
-it uploads), so an unchanged variant is recognised on every later run.
+it uploads), so an unchanged variant is recognised on every later run. Identical requests (takes
+of one prompt) are separate jobs: the n-th repeat's key also hashes n.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import hashlib
 import itertools
@@ -144,6 +146,7 @@ def expand_jobs(manifest: Manifest, *, digest: Digest, max_jobs: int | None = No
     check_counts(manifest, limit)
     renderer, problems, specs = Renderer(), _Problems(str(manifest.path)), []
     owners: dict[str, tuple[JobTemplate, Row]] = {}
+    occurrences: dict[str, int] = {}
     for template in manifest.jobs:
         for row in matrix_rows(manifest.matrix, template.matrix):
             spec = expand_one(manifest, template, row, renderer=renderer, problems=problems, digest=digest)
@@ -153,6 +156,10 @@ def expand_jobs(manifest: Manifest, *, digest: Digest, max_jobs: int | None = No
                 problems.add(template, "id", _collision(spec.id, owners[spec.id], template, row))
                 continue
             owners[spec.id] = (template, row)
+            repeats = occurrences.get(spec.key, 0)
+            occurrences[spec.key] = repeats + 1
+            if repeats:  # the same request again (another take of a prompt): its own job, its own key
+                spec = dataclasses.replace(spec, key=_hash(f"{spec.key}#{repeats}"))
             specs.append(spec)
     if problems:
         raise ManifestError(problems.list())
@@ -202,7 +209,11 @@ def job_key(campaign: str, kind: Kind, request: Mapping[str, Any], file_digest: 
     canonical = json.dumps(
         [campaign, kind.name, request, file_digest], sort_keys=True, separators=(",", ":"), ensure_ascii=False
     )
-    return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+    return _hash(canonical)
+
+
+def _hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 def check_rendered(

@@ -120,3 +120,10 @@ def test_a_huge_matrix_is_refused_without_being_enumerated() -> None:
     text = HEAD + "matrix:\n" + axes + "jobs:\n  - {id: x, type: image, prompt: p}\n"
     with pytest.raises(Exception, match=r"expands to 1,000,000,000,000 variants \(a0 100 × a1 100"):
         expand(text)
+
+
+def test_identical_requests_are_separate_jobs_with_stable_keys() -> None:
+    text = HEAD + "jobs:\n  - {id: 'take-{{ n }}', type: image, prompt: same, matrix: {n: [1, 2, 3]}}\n"
+    keys = [spec.key for spec in expand(text)]
+    assert len(set(keys)) == 3
+    assert keys == [spec.key for spec in expand(text)]
