@@ -31,6 +31,7 @@ from sume_batch.errors import (
 from sume_batch.responses import Created, Job, created_job_ids, parse_job
 
 DEFAULT_BASE_URL = "https://www.sume.so/api/v1"
+MAX_RETRY_AFTER = 120.0  # seconds
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -207,16 +208,27 @@ class SumeClient:
         result: dict[str, Any] = await self._retrying(send)
         return result
 
-    async def create(self, path: str, body: Mapping[str, Any], *, idempotency_key: str) -> Created:
+    async def create(
+        self,
+        path: str,
+        body: Mapping[str, Any],
+        *,
+        idempotency_key: str,
+        before_send: Callable[[], None] | None = None,
+    ) -> Created:
         """POST a create; re-sent only when no job can have been made (connection refused, 429).
 
         Anything else that leaves the outcome unknown raises UncertainCreateError, never a retry.
+        `before_send` runs with the HTTP slot held and pacing done, just before the bytes go out:
+        the caller records its intent there, or raises to send nothing.
         """
         headers = {"Idempotency-Key": idempotency_key}
 
         async def attempt() -> Created:
             try:
-                payload = await self._request("POST", path, "create", json=body, headers=headers)
+                payload = await self._request(
+                    "POST", path, "create", json=body, headers=headers, before_send=before_send
+                )
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout):
                 raise  # the request never left: safe to send again
             except httpx.TransportError as error:
@@ -243,13 +255,23 @@ class SumeClient:
         created: Created = await self._retrying(attempt, create=True)
         return created
 
-    async def _request(self, method: str, path: str, bucket: str, **kwargs: Any) -> dict[str, Any]:
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        bucket: str,
+        *,
+        before_send: Callable[[], None] | None = None,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
         delay = self.pacer.delay(bucket)
         if delay > 0:
             self._waiting(f"pacing {bucket}s to the rate limit", delay)
             await self.sleep(delay)
         headers = {**self.headers, **kwargs.pop("headers", {})}
         async with self.gate:
+            if before_send is not None:
+                before_send()
             self.requests += 1
             response = await self.http.request(method, self.base_url + path, headers=headers, **kwargs)
         self.pacer.observe(bucket, response.headers)
@@ -282,6 +304,8 @@ class SumeClient:
     def _wait(self, state: tenacity.RetryCallState) -> float:
         error = state.outcome.exception() if state.outcome else None
         seconds = getattr(error, "retry_after", None)
+        if seconds is not None:
+            seconds = min(seconds, MAX_RETRY_AFTER)  # a day-long Retry-After must not freeze the run
         if seconds is None:  # full jitter: uniform in [0, min(cap, base × 2^n)]
             seconds = self.rng.uniform(0, min(30.0, 0.5 * 2 ** (state.attempt_number - 1)))
         why = (

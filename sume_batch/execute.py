@@ -30,12 +30,17 @@ from sume_batch.redact import Redactor
 from sume_batch.responses import Media, find_media
 from sume_batch.store import RunStore, StoredJob
 
+FINAL_REFUSALS = frozenset({400, 404, 409, 422})  # the request itself was refused: resending cannot help
 DATA_KINDS = frozenset({"reference_analysis", "asset_upload"})  # their result JSON is an output too
 SECONDARY_ROLES = ("thumbnail", "preview", "poster")  # downloaded only when a result has nothing else
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Any]
 OnChange = Callable[[str, str], None]  # (job id, new state)
+
+
+class NotSentError(Exception):
+    """A create was withheld before any byte left (the run was stopped)."""
 
 
 @dataclass(frozen=True)
@@ -140,36 +145,49 @@ class Executor:
         if self.stopped:
             return job
         if self.settings.max_credits is not None and self.reserved + cost > self.settings.max_credits:
-            return self._move(
-                job, "skipped", note=f"budget: {self.reserved + cost:g} > {self.settings.max_credits:g}"
-            )
+            note = f"budget: {self.reserved + cost:g} > {self.settings.max_credits:g}"
+            return self._move(job, "skipped", note=note)
         self.reserved += cost  # reserved before any await: no other job can take the same credits
         job = self._move(job, "reserved", reserved=cost)
+        attempt = job.attempts + 1
+
+        def about_to_send() -> None:  # the HTTP slot is held: the bytes go out right after this
+            if self.stopped:
+                raise NotSentError(self.stopped)
+            self._move(job, "submitting", durable=True, attempts=attempt)
+
         try:
             upload = await self.upload(spec)
             body = request_body(spec.kind, spec.request, brand_urls=self.brand_urls, upload=upload)
-            attempt = job.attempts + 1
-            job = self._move(job, "submitting", durable=True, attempts=attempt)
             created = await self.client.create(
-                spec.kind.path, body, idempotency_key=f"sb-{spec.key}-{attempt}"
+                spec.kind.path, body, idempotency_key=f"sb-{spec.key}-{attempt}", before_send=about_to_send
             )
         except UncertainCreateError as error:
-            return self._move(
-                job, "uncertain", error_message=self.redactor.text(str(error)), request_id=error.request_id
-            )
-        except ApiError as error:
+            message = self.redactor.text(str(error))
+            return self._move(job, "uncertain", error_message=message, request_id=error.request_id)
+        except (NotSentError, ApiError, httpx.HTTPError, OSError) as error:
             self.reserved -= cost
-            if isinstance(error, AuthError | InsufficientCreditsError):
-                self.stop(f"the API refused new jobs: {self.redactor.text(str(error))}")
-            failure: dict[str, Any] = {
-                "error_code": error.code,
-                "error_message": self.redactor.text(str(error.args[0])),
-            }
-            return self._move(job, "rejected", reserved=0, request_id=error.request_id, **failure)
+            return self._not_created(job, error)
         return self._move(
             job, "submitted", durable=True, sume_ids=created.job_ids, required=created.required_credits,
             request_id=created.request_id, submitted_at=self.clock(),
         )  # fmt: skip
+
+    def _not_created(self, job: StoredJob, error: Exception) -> StoredJob:
+        """No job was made. Final (`rejected`) only when the API refused the request itself;
+        anything that can pass — credits, auth, rate limits, a failed upload, an interrupt —
+        leaves the job `planned`, so the next run submits it."""
+        api = error if isinstance(error, ApiError) else None
+        if isinstance(error, AuthError | InsufficientCreditsError):
+            self.stop(f"the API refused new jobs: {self.redactor.text(str(error))}")
+        final = api is not None and api.status in FINAL_REFUSALS and not isinstance(error, AuthError)
+        message = str(api.args[0]) if api is not None else f"not sent: {error}"
+        fields: dict[str, Any] = {
+            "error_code": api.code if api else None,
+            "error_message": self.redactor.text(message),
+            "request_id": api.request_id if api else None,
+        }
+        return self._move(job, "rejected" if final else "planned", reserved=0, **fields)
 
     async def upload(self, spec: JobSpec) -> dict[str, Any] | None:
         """Presign and PUT the job's local file (presigns make no job and cost nothing)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -262,3 +263,70 @@ def test_status_reads_the_store_and_says_what_the_next_run_does(workdir: Path) -
         {"downloaded": 9, "failed": 1},
         "ad",
     )
+
+
+def test_a_job_refused_for_credits_is_submitted_by_the_next_run(workdir: Path) -> None:
+    # Estimated at 1 credit an image the campaign is 123 credits; the sandbox charges 4, so 134 in all:
+    # a balance of 125 passes the check and runs out mid-run.
+    write(workdir, EVERY_KIND.format(budget=1000) + "pricing:\n  image: {per_image: 1}\n")
+    with running_sandbox(SandboxConfig.from_profile("instant", credits=125)) as server:
+        env = {"SUME_API_KEY": server.api_key, "SUME_API_BASE_URL": server.base_url}
+        shutil.copy(REPO / "tests/data/clip.mp4", workdir / "clip.mp4")
+        first = invoke("run", "campaign.yaml", "--yes", "--concurrency", "1", env=env)
+        refused = [job for job in summary(workdir)["jobs"] if job["state"] == "planned"]
+        server.configure(credits=10_000)
+        second = invoke("run", "campaign.yaml", "--yes", env=env)
+        creates = server.stats()["creates_by_idempotency_key"]
+    assert first.code == 1
+    assert "Stopped early: the API refused new jobs: HTTP 402: insufficient_credits" in first.out
+    assert refused and refused[0]["error"]["code"] == "insufficient_credits"
+    assert second.code == 0, second.out
+    assert summary(workdir)["counts"] == {"downloaded": JOBS}
+    assert all(count == 1 for count in creates.values())
+
+
+def test_an_interrupt_withholds_every_create_not_yet_sent() -> None:
+    import asyncio
+    import tempfile
+
+    import httpx
+
+    from sume_batch.api import SumeClient
+    from sume_batch.commands import prepare
+    from sume_batch.execute import Executor, Settings
+    from sume_batch.plan import make_plan
+    from sume_batch.redact import Redactor
+    from sume_batch.store import RunStore
+
+    folder = Path(tempfile.mkdtemp())
+    write(
+        folder,
+        "version: 1\nname: five\njobs:\n  - {id: 'img-{{ n }}', type: image, prompt: p, matrix: {n: [1, 2, 3, 4, 5]}}\n",
+    )
+    manifest, specs = prepare(folder / "campaign.yaml")
+    plan = make_plan(manifest, specs)
+    store = RunStore.open(folder / "store.sqlite")
+    store.add_planned((spec.key, spec.id, spec.kind.name, spec.request, spec.matrix, 4.0) for spec in specs)
+    with running_sandbox(SandboxConfig.from_profile("instant")) as server:
+
+        async def main() -> None:
+            async with httpx.AsyncClient() as http, httpx.AsyncClient() as storage:
+                client = SumeClient(http, api_key=server.api_key, base_url=server.base_url, max_in_flight=1)
+                settings = Settings(folder=folder, downloads=folder / "out", concurrency=5, timeouts=manifest.timeouts,
+                                    poll_intervals=manifest.poll_intervals, max_credits=None)  # fmt: skip
+                executor = Executor(client=client, storage=storage, store=store, settings=settings,
+                                    redactor=Redactor(), clock=time.time)  # fmt: skip
+
+                def on_change(job_id: str, state: str) -> None:
+                    if state == "submitted":
+                        executor.interrupt("interrupted by SIGINT")
+
+                executor.on_change = on_change
+                await executor.run(plan.jobs)
+
+        asyncio.run(main())
+        creates = len(server.stats()["creates_by_idempotency_key"])
+    states = [job.state for job in store.jobs().values()]
+    assert "submitting" not in states and "uncertain" not in states
+    assert states.count("submitted") == creates == 1
+    assert states.count("planned") == len(states) - 1
