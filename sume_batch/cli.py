@@ -38,7 +38,7 @@ def report_error(error: SumeBatchError) -> int:
         count = len(error.problems)
         click.echo(f"{count} problem{'s' if count != 1 else ''}; nothing was sent.", err=True)
     else:
-        click.echo(f"error: {error}", err=True)
+        click.echo(f"error: {Redactor.from_env(os.environ).text(str(error))}", err=True)
     return error.exit_code
 
 

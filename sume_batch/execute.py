@@ -30,6 +30,7 @@ from sume_batch.redact import Redactor
 from sume_batch.responses import Media, find_media
 from sume_batch.store import RunStore, StoredJob
 
+DOWNLOAD_ATTEMPTS = 3
 FINAL_REFUSALS = frozenset({400, 404, 409, 422})  # the request itself was refused: resending cannot help
 DATA_KINDS = frozenset({"reference_analysis", "asset_upload"})  # their result JSON is an output too
 SECONDARY_ROLES = ("thumbnail", "preview", "poster")  # downloaded only when a result has nothing else
@@ -84,7 +85,8 @@ class Executor:
             )
         slots = asyncio.Semaphore(self.settings.concurrency)
         started = self.clock()
-        self.poller = Poller(self.client, self._pause)
+        self.poller = Poller(self.client, self._pause, halt=self.halt)
+        self.settle_in_flight()
         polling = asyncio.ensure_future(self.poller.run())
 
         async def one(spec: JobSpec, price: Price) -> None:
@@ -101,20 +103,29 @@ class Executor:
         """One job from wherever the store says it stands to as far as it can go."""
         try:
             job = self.store.job(spec.key)
-            if job.state == "submitting":  # the last run stopped with this create in flight
-                note = "the previous run stopped while this job's create was in flight; it may exist"
-                job = self._move(job, "uncertain", error_message=note)
             if job.state in ("planned", "reserved", "skipped"):
                 job = await self.submit(spec, price, job)
             if job.state in ("submitted", "timed_out"):
                 job = await self.wait(job, started)
-            if job.state in ("completed", "fetched"):
-                await self.download(job)
-        except (ApiError, httpx.HTTPError, OSError) as error:
-            # Reads exhausted their retries, or the disk failed: leave the job resumable, say why.
-            message = self.redactor.text(str(error) or type(error).__name__)
+            if job.state in ("completed", "fetched") and not self.halt.is_set():
+                try:
+                    await self.download(job)
+                except (httpx.HTTPError, ApiError, OSError) as error:  # this job's, not the run's
+                    message = self.redactor.text(f"download failed: {error}")
+                    self._move(
+                        self.store.job(spec.key), self.store.job(spec.key).state, error_message=message
+                    )
+        except Exception as error:
+            message = self.redactor.text(f"{type(error).__name__}: {error}")
             self.store.move(spec.key, self.store.job(spec.key).state, note=f"stopped: {message}")
             self.stop(f"could not continue: {message}")
+
+    def settle_in_flight(self) -> None:
+        """Creates a crashed run left in flight may exist: report them uncertain, never resend."""
+        note = "the previous run stopped while this job's create was in flight; it may exist"
+        for job in self.store.jobs().values():
+            if job.state == "submitting":
+                self._move(job, "uncertain", error_message=note)
 
     def stop(self, why: str) -> None:
         self.stopped = self.stopped or why
@@ -259,6 +270,17 @@ class Executor:
         self._move(job, "downloaded")
 
     async def save(self, job: StoredJob, sume_id: str, name: str, item: Media) -> None:
+        """Stream one output to `<name>.part`, then rename; a dropped transfer is tried again."""
+        for attempt in range(DOWNLOAD_ATTEMPTS):
+            try:
+                await self._stream(job, sume_id, name, item)
+                return
+            except (httpx.HTTPError, ApiError) as error:
+                if attempt + 1 == DOWNLOAD_ATTEMPTS or (isinstance(error, ApiError) and error.status == 403):
+                    raise  # a refused (expired) link: the next run fetches fresh links
+                await self._pause(self.rng.uniform(0, 2**attempt))
+
+    async def _stream(self, job: StoredJob, sume_id: str, name: str, item: Media) -> None:
         async with self.storage.stream("GET", item.url) as response:
             if response.status_code >= 300:
                 raise ApiError(f"download of {name} failed", status=response.status_code)
@@ -270,13 +292,9 @@ class Executor:
                     size += len(block)
                     handle.write(block)
         partial.replace(self.settings.downloads / name)
+        sha = digest.hexdigest()
         self.store.add_file(
-            job.key,
-            path=name,
-            sume_id=sume_id,
-            sha256=digest.hexdigest(),
-            size=size,
-            content_type=item.content_type,
+            job.key, path=name, sume_id=sume_id, sha256=sha, size=size, content_type=item.content_type
         )
 
     def write(self, job: StoredJob, sume_id: str, name: str, data: bytes, content_type: str) -> None:

@@ -8,14 +8,19 @@ waiting it asks for each by id and backs off. Jobs wait on the poller, never pol
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
+
 from sume_batch.api import SumeClient
+from sume_batch.errors import ApiError
 from sume_batch.responses import Job, parse_job
 
+UNKNOWN_JOB = "the API does not know this job (purged, or made by another workspace)"
 LIST_FROM = 3  # waiting jobs from which one list request beats one request per job
 PAGE = 100
 BACKOFF, BACKOFF_CAP = 1.5, 60.0
@@ -27,6 +32,7 @@ class Poller:
 
     client: SumeClient
     pause: Callable[[float], Any]  # an interruptible sleep; returns True when interrupted
+    halt: asyncio.Event = field(default_factory=asyncio.Event)  # the run's interrupt
     waiting: dict[str, float] = field(default_factory=dict)  # Sume job id → its kind's poll interval
     statuses: dict[str, Job] = field(default_factory=dict)
     tick: asyncio.Event = field(default_factory=asyncio.Event)  # set after every round of polling
@@ -52,9 +58,12 @@ class Poller:
         return [job for job in found if job is not None] if all(job and job.done for job in found) else None
 
     async def next_round(self) -> None:
-        """Wait until the poller has polled once more."""
+        """Wait until the poller has polled once more, or the run is interrupted."""
         self.tick.clear()
-        await self.tick.wait()
+        waits = [asyncio.ensure_future(self.tick.wait()), asyncio.ensure_future(self.halt.wait())]
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        for waiting in waits:
+            waiting.cancel()
 
     async def run(self) -> None:
         """Poll until closed; a failure is kept for the waiters rather than lost with this task."""
@@ -90,19 +99,41 @@ class Poller:
             self.tick.set()
 
     async def poll_each(self, pending: list[str]) -> bool:
+        """GET each job; one job's failure is that job's, never the whole run's."""
         changed = False
         for sume_id in pending:
             self.requests += 1
-            changed |= self.record(await self.client.job(sume_id))
+            try:
+                job = await self.client.job(sume_id)
+            except ApiError as error:
+                if error.status != 404:
+                    self._check_budget(error)
+                    continue  # transient for this job: try again next round
+                job = Job(sume_id, "failed", error_code="not_found", error_message=UNKNOWN_JOB)
+            except httpx.HTTPError as error:
+                self._check_budget(error)
+                continue
+            changed |= self.record(dataclasses.replace(job, id=sume_id))  # filed under the id we asked for
         return changed
+
+    def _check_budget(self, error: Exception) -> None:
+        """Reads that keep failing after the run's retries are spent mean an outage: stop the run."""
+        if self.client.budget.remaining < 0:
+            raise error
 
     async def poll_list(self, pending: list[str]) -> bool:
         """Page through `GET /jobs` (newest first) until every pending job was seen."""
         unseen, changed, cursor = set(pending), False, None
         for _ in range(len(pending) // PAGE + 2):
             self.requests += 1
-            page = await self.client.jobs(limit=PAGE, cursor=cursor)
+            try:
+                page = await self.client.jobs(limit=PAGE, cursor=cursor)
+            except (ApiError, httpx.HTTPError) as error:
+                self._check_budget(error)
+                break  # ask for the rest by id below
             for item in page.get("data") or ():
+                if not isinstance(item, Mapping):
+                    continue
                 job = parse_job(item)
                 if job.id in unseen:
                     unseen.discard(job.id)

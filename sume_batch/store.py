@@ -67,7 +67,9 @@ CREATE TABLE IF NOT EXISTS files (
 # Where a job stands, and what a later `run` does with it (DESIGN.md, "A job's life").
 TERMINAL = frozenset({"downloaded", "failed", "canceled", "expired", "rejected", "skipped"})
 IN_FLIGHT = frozenset({"submitted", "completed", "fetched", "timed_out"})
-CHARGED = frozenset({"submitted", "completed", "fetched", "downloaded", "timed_out", "uncertain"})
+CHARGED = frozenset(
+    {"submitting", "submitted", "completed", "fetched", "downloaded", "timed_out", "uncertain"}
+)
 
 
 @dataclass(frozen=True)

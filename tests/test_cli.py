@@ -49,3 +49,19 @@ def test_an_internal_error_is_one_redacted_line_with_its_own_exit_code(monkeypat
     debug = invoke("--debug", "validate", "x.yaml")
     assert "Traceback (most recent call last)" in debug.err
     assert "sume_live_abcdefghijklmnop" not in debug.err
+
+
+def test_api_errors_are_printed_through_the_redaction_gate(monkeypatch: object) -> None:
+    from sume_batch import commands
+    from sume_batch.errors import AuthError
+
+    def refused(*args: object, **kwargs: object) -> int:
+        raise AuthError(
+            "key sume_live_abcdefghijklmnop of owner@example.com revoked", status=401, request_id="req_1"
+        )
+
+    monkeypatch.setattr(commands, "validate", refused)  # type: ignore[attr-defined]
+    result = invoke("validate", "x.yaml")
+    assert (
+        result.err == "error: HTTP 401: key <redacted:key> of <redacted:email> revoked (request id req_1)\n"
+    )

@@ -330,3 +330,46 @@ def test_an_interrupt_withholds_every_create_not_yet_sent() -> None:
     assert "submitting" not in states and "uncertain" not in states
     assert states.count("submitted") == creates == 1
     assert states.count("planned") == len(states) - 1
+
+
+def test_a_job_the_api_no_longer_knows_fails_alone_and_never_blocks_the_run(workdir: Path) -> None:
+    import sqlite3
+
+    campaign(workdir)
+    with running_sandbox(SandboxConfig.from_profile("instant")) as server:
+        env = {"SUME_API_KEY": server.api_key, "SUME_API_BASE_URL": server.base_url}
+        assert invoke("run", "campaign.yaml", "--yes", env=env).code == 0
+        with sqlite3.connect(workdir / ".sume-batch/every-kind.sqlite") as db:
+            db.execute(
+                "UPDATE jobs SET state = 'timed_out', sume_ids = '[\"job_purged00000000000\"]' WHERE id = 'img-1'"
+            )
+        path = workdir / "campaign.yaml"
+        path.write_text(path.read_text().replace("n: [1, 2, 3, 4]", "n: [1, 2, 3, 4, 5, 6, 7]"))
+        again = invoke("run", "campaign.yaml", "--yes", env=env)
+    assert again.code == 1
+    counts = summary(workdir)["counts"]
+    assert counts == {"downloaded": JOBS + 2, "failed": 1}
+    assert "  failed: img-1 [job_purged00000000000]: not_found: the API does not know this job" in again.out
+
+
+def test_an_in_flight_create_of_a_removed_variant_still_counts_against_the_budget(workdir: Path) -> None:
+    import sqlite3
+
+    write(workdir, "version: 1\nname: b\nbudget: {max_credits: 12}\nexecution: {poll_interval: {image: 0.05}}\n"
+                   "jobs:\n  - {id: 'img-{{ n }}', type: image, prompt: 'p{{ n }}', matrix: {n: [1, 2, 3]}}\n")  # fmt: skip
+    with running_sandbox(SandboxConfig.from_profile("instant")) as server:
+        env = {"SUME_API_KEY": server.api_key, "SUME_API_BASE_URL": server.base_url}
+        assert invoke("run", "campaign.yaml", "--yes", env=env).code == 0
+        with sqlite3.connect(
+            workdir / ".sume-batch/b.sqlite"
+        ) as db:  # img-3's create was in flight at a crash
+            db.execute("UPDATE jobs SET state = 'submitting', sume_ids = '[]' WHERE id = 'img-3'")
+        (workdir / "campaign.yaml").write_text(
+            (workdir / "campaign.yaml").read_text().replace("[1, 2, 3]", "[1, 2, 4]")
+        )
+        again = invoke("run", "campaign.yaml", "--yes", env=env)
+        creates = server.stats()["creates_by_idempotency_key"]
+    assert len(creates) == 3  # img-4 would take the campaign to 16 credits: skipped, not bought
+    status = json.loads(invoke("status", "campaign.yaml", "--json").out)
+    assert status["counts"] == {"downloaded": 2, "skipped": 1, "uncertain": 1}
+    assert again.code == 1
