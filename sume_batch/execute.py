@@ -13,6 +13,7 @@ import hashlib
 import json
 import mimetypes
 import random
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -181,7 +182,7 @@ class Executor:
             return self._not_created(job, error)
         return self._move(
             job, "submitted", durable=True, sume_ids=created.job_ids, required=created.required_credits,
-            request_id=created.request_id, submitted_at=self.clock(),
+            request_id=created.request_id, submitted_at=self.clock(), error_code=None, error_message=None,
         )  # fmt: skip
 
     def _not_created(self, job: StoredJob, error: Exception) -> StoredJob:
@@ -231,32 +232,37 @@ class Executor:
                 await self.poller.next_round()
         finally:
             self.poller.forget(job.sume_ids)
-        failure = next((state for state in final if state.status != "completed"), None)
-        if failure is None:
+        failures = [state for state in final if state.status != "completed"]
+        if not failures:
             return self._move(job, "completed", sume_status="completed")
-        message = self.redactor.text(failure.error_message) if failure.error_message else None
-        return self._move(
-            job,
-            failure.status,
-            sume_status=failure.status,
-            error_code=failure.error_code,
-            error_message=message,
-        )
+        failure = failures[0]
+        message = self.redactor.text(failure.error_message) if failure.error_message else failure.status
+        fields: dict[str, Any] = {"sume_status": failure.status, "error_code": failure.error_code}
+        if len(failures) < len(final):  # some of a Face Swap's avatars made it: keep what was paid for
+            message = f"{len(failures)} of {len(final)} jobs {failure.status}: {message}"
+            return self._move(job, "completed", error_message=message, **fields)
+        return self._move(job, failure.status, error_message=message, **fields)
 
     async def download(self, job: StoredJob) -> None:
         """Fetch each result afresh (links are signed and expire) and save its outputs under our names."""
         self.settings.downloads.mkdir(parents=True, exist_ok=True)
-        results = [(sume_id, await self.client.job_result(sume_id)) for sume_id in job.sume_ids]
+        results = []
+        for sume_id in job.sume_ids:
+            try:
+                results.append((sume_id, await self.client.job_result(sume_id)))
+            except ApiError:
+                if not job.error_code:  # only a partly failed job has results that do not exist
+                    raise
         if job.state == "completed":
             job = self._move(job, "fetched")
         labels = output_labels(job)
         outputs = [(sume_id, item) for sume_id, result in results for item in primary_media(result)]
-        for index, (sume_id, item) in enumerate(outputs, start=1):
-            label = (
-                labels.get(sume_id)
-                if len(outputs) == len(labels)
-                else (str(index) if len(outputs) > 1 else None)
-            )
+        per_job, seen = Counter(sume_id for sume_id, _ in outputs), Counter[str]()
+        for sume_id, item in outputs:
+            seen[sume_id] += 1
+            label = labels.get(sume_id)
+            if per_job[sume_id] > 1:  # several files from one Sume job: number them
+                label = f"{label}-{seen[sume_id]}" if label else str(seen[sume_id])
             await self.save(job, sume_id, output_name(job.id, label, item.content_type), item)
         if job.kind in DATA_KINDS or not outputs:  # an analysis or an ingest: its result is the output
             for sume_id, result in results:
@@ -267,7 +273,7 @@ class Executor:
                     job.id, labels.get(sume_id) if len(results) > 1 else None, "application/json"
                 )
                 self.write(job, sume_id, name, data.encode(), "application/json")
-        self._move(job, "downloaded")
+        self._move(job, job.sume_status if job.error_code and job.sume_status else "downloaded")
 
     async def save(self, job: StoredJob, sume_id: str, name: str, item: Media) -> None:
         """Stream one output to `<name>.part`, then rename; a dropped transfer is tried again."""

@@ -373,3 +373,22 @@ def test_an_in_flight_create_of_a_removed_variant_still_counts_against_the_budge
     status = json.loads(invoke("status", "campaign.yaml", "--json").out)
     assert status["counts"] == {"downloaded": 2, "skipped": 1, "uncertain": 1}
     assert again.code == 1
+
+
+def test_a_face_swap_with_one_failed_avatar_keeps_the_others(workdir: Path) -> None:
+    shutil.copy(REPO / "tests/data/clip.mp4", workdir / "clip.mp4")
+    write(workdir, "version: 1\nname: fs\nexecution: {poll_interval: {face_swap: 0.05}}\njobs:\n"
+                   "  - {id: swap, type: face_swap, source_video: clip.mp4, avatar_ids: [avatar_maya01, avatar_sofia03]}\n")  # fmt: skip
+    for seed in range(40):  # find a seed where exactly one of the two jobs fails
+        config = SandboxConfig.from_profile("instant", seed=seed, faults={"job_failed": 0.5})
+        with running_sandbox(config) as server:
+            env = {"SUME_API_KEY": server.api_key, "SUME_API_BASE_URL": server.base_url}
+            result = invoke("run", "campaign.yaml", "--yes", "--state-dir", f"state{seed}", env=env)
+        job = json.loads((workdir / "reports/fs/summary.json").read_text())["jobs"][0]
+        if job["state"] == "failed" and job["files"]:
+            break
+    else:
+        pytest.fail("no seed gave one failed and one completed avatar")
+    assert result.code == 1
+    assert len(job["files"]) == 1 and job["files"][0]["path"].startswith("swap-avatar_")
+    assert job["error"]["message"].startswith("1 of 2 jobs failed: ")
