@@ -23,7 +23,7 @@ from typing import Any
 
 from sume_batch.errors import LockedError, StoreError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS jobs (
@@ -43,6 +43,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     error_message TEXT,
     request_id TEXT,
     submitted_at REAL,
+    intent_at REAL,
+    settled_at REAL,
+    candidates TEXT NOT NULL DEFAULT '[]',
     updated_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state);
@@ -63,6 +66,34 @@ CREATE TABLE IF NOT EXISTS files (
     PRIMARY KEY (key, path)
 );
 """
+
+# Each migration takes a store from the version before it to its own: never edit one, add one.
+MIGRATIONS: dict[int, str] = {
+    2: """
+    ALTER TABLE jobs ADD COLUMN intent_at REAL;
+    ALTER TABLE jobs ADD COLUMN settled_at REAL;
+    ALTER TABLE jobs ADD COLUMN candidates TEXT NOT NULL DEFAULT '[]';
+    """,
+}
+
+
+def _version(db: sqlite3.Connection) -> int | None:
+    try:
+        row = db.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()
+    except sqlite3.OperationalError:
+        return None
+    return int(row[0]) if row else None
+
+
+def migrate(db: sqlite3.Connection, version: int) -> None:
+    """Bring a store from `version` to SCHEMA_VERSION, one migration per transaction."""
+    for target in range(version + 1, SCHEMA_VERSION + 1):
+        db.execute("BEGIN IMMEDIATE")
+        for statement in filter(str.strip, MIGRATIONS[target].split(";")):
+            db.execute(statement)
+        db.execute("UPDATE meta SET value = ? WHERE name = 'schema_version'", (str(target),))
+        db.execute("COMMIT")
+
 
 # Where a job stands, and what a later `run` does with it (DESIGN.md, "A job's life").
 TERMINAL = frozenset({"downloaded", "failed", "canceled", "expired", "rejected", "skipped"})
@@ -92,6 +123,9 @@ class StoredJob:
     error_message: str | None
     request_id: str | None
     submitted_at: float | None
+    intent_at: float | None  # when the create was about to be sent
+    settled_at: float | None  # when its outcome became unknown (or the crash's latest possible time)
+    candidates: tuple[str, ...]  # ids an uncertain create may have made, when more than one fit
 
 
 class RunStore:
@@ -103,22 +137,34 @@ class RunStore:
 
     @classmethod
     def open(cls, path: Path, *, clock: Callable[[], float] = time.time) -> RunStore:
+        """Open (or create) the store at `path`, checked and migrated to this version's schema.
+
+        A damaged store is an error that names the file, never a silent fresh start: a fresh
+        store would forget which jobs were paid for, and the next run would buy them again.
+        """
         path.parent.mkdir(parents=True, exist_ok=True)
+        fresh = not path.exists() or path.stat().st_size == 0
         try:
             db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            if not fresh and db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
+                raise sqlite3.DatabaseError("its integrity check failed")
             db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(SCHEMA)
-            version = db.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()
+            version = _version(db) if not fresh else None
+            if fresh:
+                db.executescript(SCHEMA)
+                db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            elif version is None:
+                raise sqlite3.DatabaseError("it has no schema version")
+            elif version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"{path} was written by a newer sume-batch (store version {version}); upgrade"
+                )
+            else:
+                migrate(db, version)
         except sqlite3.DatabaseError as error:
             raise StoreError(
                 f"{path} is not a usable run store ({error}); move it aside to start afresh"
             ) from None
-        if version is None:
-            db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-        elif int(version[0]) > SCHEMA_VERSION:
-            raise StoreError(
-                f"{path} was written by a newer sume-batch (store version {version[0]}); upgrade"
-            )
         return cls(db, clock)
 
     def close(self) -> None:
@@ -156,8 +202,9 @@ class RunStore:
     ) -> None:
         """Set a job's state (and any columns given), journalled in `events`, atomically."""
         columns = {"state": state, "updated_at": self.clock(), **fields}
-        if "sume_ids" in columns:
-            columns["sume_ids"] = json.dumps(list(columns["sume_ids"]))
+        for name in ("sume_ids", "candidates"):
+            if name in columns:
+                columns[name] = json.dumps(list(columns[name]))
         assignments = ", ".join(f"{name} = ?" for name in columns)
         with self.transaction(durable=durable) as db:
             db.execute(f"UPDATE jobs SET {assignments} WHERE key = ?", (*columns.values(), key))  # noqa: S608
@@ -214,6 +261,7 @@ class RunStore:
 _COLUMNS = (
     "key", "id", "kind", "request", "matrix", "state", "estimate", "reserved", "required", "attempts",
     "sume_ids", "sume_status", "error_code", "error_message", "request_id", "submitted_at",
+    "intent_at", "settled_at", "candidates",
 )  # fmt: skip
 
 
@@ -226,6 +274,7 @@ def _decode(row: tuple[Any, ...]) -> StoredJob:
     values["request"] = json.loads(values["request"])
     values["matrix"] = json.loads(values["matrix"])
     values["sume_ids"] = tuple(json.loads(values["sume_ids"]))
+    values["candidates"] = tuple(json.loads(values["candidates"]))
     return StoredJob(**values)
 
 
