@@ -27,6 +27,7 @@ from sume_batch.expand import JobSpec
 from sume_batch.kinds import request_body
 from sume_batch.poll import Poller
 from sume_batch.pricing import Price
+from sume_batch.reconcile import reconcile
 from sume_batch.redact import Redactor
 from sume_batch.responses import Media, find_media
 from sume_batch.store import RunStore, StoredJob
@@ -95,7 +96,10 @@ class Executor:
                 await self.advance(spec, price, started)
 
         try:
+            await self.reconcile()  # creates whose answers earlier runs lost
             await asyncio.gather(*(one(spec, price) for spec, price in jobs))
+            adopted = set(await self.reconcile())  # and those this run lost
+            await asyncio.gather(*(one(spec, price) for spec, price in jobs if spec.key in adopted))
         finally:
             self.poller.closed = True
             polling.cancel()
@@ -120,6 +124,19 @@ class Executor:
             message = self.redactor.text(f"{type(error).__name__}: {error}")
             self.store.move(spec.key, self.store.job(spec.key).state, note=f"stopped: {message}")
             self.stop(f"could not continue: {message}")
+
+    async def reconcile(self) -> list[str]:
+        """Look for the jobs uncertain creates may have made (see `reconcile`); adopted ones go on."""
+        if self.halt.is_set():
+            return []
+        try:
+            adopted = await reconcile(self.client, self.store)
+        except (ApiError, httpx.HTTPError) as error:  # they stay uncertain; the next run tries again
+            self.stop(f"could not reconcile uncertain creates: {self.redactor.text(str(error))}")
+            return []
+        for key in adopted:
+            self.on_change(self.store.job(key).id, "submitted")
+        return adopted
 
     def settle_in_flight(self) -> None:
         """Creates a crashed run left in flight may exist: report them uncertain, never resend."""
@@ -166,7 +183,7 @@ class Executor:
         def about_to_send() -> None:  # the HTTP slot is held: the bytes go out right after this
             if self.stopped:
                 raise NotSentError(self.stopped)
-            self._move(job, "submitting", durable=True, attempts=attempt)
+            self._move(job, "submitting", durable=True, attempts=attempt, intent_at=self.clock())
 
         try:
             upload = await self.upload(spec)
@@ -176,7 +193,12 @@ class Executor:
             )
         except UncertainCreateError as error:
             message = self.redactor.text(str(error))
-            return self._move(job, "uncertain", error_message=message, request_id=error.request_id)
+            fields: dict[str, Any] = {
+                "error_message": message,
+                "request_id": error.request_id,
+                "settled_at": self.clock(),
+            }
+            return self._move(job, "uncertain", **fields)
         except (NotSentError, ApiError, httpx.HTTPError, OSError) as error:
             self.reserved -= cost
             return self._not_created(job, error)

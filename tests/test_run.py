@@ -158,54 +158,46 @@ def test_run_with_the_embedded_sandbox(workdir: Path) -> None:
     assert summary(workdir)["counts"] == {"downloaded": JOBS}
 
 
-def test_a_create_left_in_flight_by_a_crash_becomes_uncertain_and_is_not_resent(workdir: Path) -> None:
+def test_a_create_left_in_flight_by_a_crash_is_found_and_adopted_not_resent(workdir: Path) -> None:
     import sqlite3
 
     campaign(workdir)
     with running_sandbox(SandboxConfig.from_profile("instant")) as server:
         env = {"SUME_API_KEY": server.api_key, "SUME_API_BASE_URL": server.base_url}
         assert invoke("run", "campaign.yaml", "--yes", env=env).code == 0
-        with sqlite3.connect(workdir / ".sume-batch/every-kind.sqlite") as db:  # as if killed mid-create
+        with sqlite3.connect(
+            workdir / ".sume-batch/every-kind.sqlite"
+        ) as db:  # killed with its answer unrecorded
             db.execute(
                 "UPDATE jobs SET state = 'submitting', sume_ids = '[]', request_id = NULL WHERE id = 'img-1'"
             )
+            db.execute("DELETE FROM files WHERE key = (SELECT key FROM jobs WHERE id = 'img-1')")
+        again = invoke("run", "campaign.yaml", "--yes", env=env)
+        creates = server.stats()["creates_by_idempotency_key"]
+    assert again.code == 0, again.out
+    assert sorted(creates.values()) == [1] * JOBS  # found in GET /jobs, never created again
+    job = next(job for job in summary(workdir)["jobs"] if job["id"] == "img-1")
+    assert (job["state"], len(job["sume_job_ids"]), len(job["files"])) == ("downloaded", 1, 1)
+
+
+def test_a_create_that_never_reached_the_api_stays_uncertain_with_its_reason(workdir: Path) -> None:
+    import sqlite3
+
+    campaign(workdir)
+    with running_sandbox(SandboxConfig.from_profile("instant")) as server:
+        env = {"SUME_API_KEY": server.api_key, "SUME_API_BASE_URL": server.base_url}
+        assert invoke("run", "campaign.yaml", "--yes", env=env).code == 0
+        with sqlite3.connect(workdir / ".sume-batch/every-kind.sqlite") as db:  # its intent was long ago
+            db.execute("UPDATE jobs SET state = 'submitting', sume_ids = '[]', request_id = NULL, "
+                       "intent_at = intent_at - 3600 WHERE id = 'img-1'")  # fmt: skip
         again = invoke("run", "campaign.yaml", "--yes", env=env)
         creates = server.stats()["creates_by_idempotency_key"]
     assert again.code == 1
+    assert sorted(creates.values()) == [1] * JOBS
     assert (
-        "  uncertain: img-1: the previous run stopped while this job's create was in flight; it may exist\n"
+        "  uncertain: img-1: the create's answer was lost and no unrecorded job of its type was found in its time window\n"
         in again.out
     )
-    assert sorted(creates.values()) == [1] * JOBS
-    job = next(job for job in summary(workdir)["jobs"] if job["id"] == "img-1")
-    assert (job["state"], job["error"]["status"]) == ("uncertain", "uncertain")
-
-
-@pytest.mark.parametrize(("answer", "code"), [(False, 3), (True, 0)])
-def test_on_a_terminal_it_shows_the_plan_and_asks(workdir: Path, answer: bool, code: int) -> None:
-    from sume_batch.commands import prepare
-    from sume_batch.plan import make_plan
-    from sume_batch.run import Options, run_campaign
-
-    campaign(workdir)
-    manifest, specs = prepare(workdir / "campaign.yaml")
-    options = Options(yes=False, dry_run=False, allow_unknown_prices=False, concurrency=None, state_dir=None,
-                      interactive=True)  # fmt: skip
-    questions: list[str] = []
-    lines: list[str] = []
-
-    def confirm(question: str) -> bool:
-        questions.append(question)
-        return answer
-
-    with running_sandbox(SandboxConfig.from_profile("instant")) as server:
-        env = {"SUME_API_KEY": server.api_key, "SUME_API_BASE_URL": server.base_url}
-        result = run_campaign(manifest, make_plan(manifest, specs), options=options, sandbox=None, env=env,
-                              echo=lines.append, confirm=confirm)  # fmt: skip
-        creates = len(server.stats()["creates_by_idempotency_key"])
-    assert (result, questions) == (code, ["Submit 10 jobs for about 138 credits?"])
-    assert lines[0].startswith("Campaign every-kind")  # the plan is shown before the question
-    assert creates == (JOBS if answer else 0)
 
 
 def test_an_edited_prompt_is_the_only_job_bought_again(workdir: Path) -> None:
@@ -371,7 +363,7 @@ def test_an_in_flight_create_of_a_removed_variant_still_counts_against_the_budge
         creates = server.stats()["creates_by_idempotency_key"]
     assert len(creates) == 3  # img-4 would take the campaign to 16 credits: skipped, not bought
     status = json.loads(invoke("status", "campaign.yaml", "--json").out)
-    assert status["counts"] == {"downloaded": 2, "skipped": 1, "uncertain": 1}
+    assert status["counts"] == {"downloaded": 2, "skipped": 1, "submitted": 1}  # img-3 found and adopted
     assert again.code == 1
 
 
