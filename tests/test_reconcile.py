@@ -1,0 +1,70 @@
+"""reconcile: which listed job an uncertain create made — adopt only an exact, unshared match."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from sume_batch.reconcile import decide, match
+from sume_batch.store import StoredJob
+
+T = 1_800_000_000.0  # the intent time of job "a"
+
+
+def job(
+    key: str, *, kind: str = "image", intent: float = T, settled: float | None = T + 1, avatars: int = 0
+) -> StoredJob:
+    request: dict[str, Any] = {"avatar_ids": [f"av{n}" for n in range(avatars)]} if avatars else {}
+    return StoredJob(key, key, kind, request, {}, "uncertain", None, 0, None, 1, (), None, None, None, None, None,
+                     intent, settled, ())  # fmt: skip
+
+
+def listed(sume_id: str, at: float, type_: str = "image_generation") -> dict[str, Any]:
+    stamp = datetime.fromtimestamp(at, UTC).isoformat().replace("+00:00", "Z")
+    return {"id": sume_id, "type": type_, "created_at": stamp, "status": "queued"}
+
+
+@pytest.mark.parametrize(
+    ("jobs", "items", "known", "adopted", "ambiguous"),
+    [
+        ([job("a")], [listed("j1", T + 0.5)], set(), {"a": ["j1"]}, {}),
+        ([job("a")], [listed("j1", T + 0.5)], {"j1"}, {}, {"a": []}),  # recorded by another job
+        ([job("a")], [listed("j1", T + 0.5, "video_generation")], set(), {}, {"a": []}),  # another type
+        ([job("a")], [listed("j1", T - 60)], set(), {}, {"a": []}),  # before the intent
+        ([job("a")], [listed("j1", T + 0.5), listed("j2", T + 0.7)], set(), {}, {"a": ["j1", "j2"]}),
+        (
+            [job("a"), job("b", intent=T + 0.2)],
+            [listed("j1", T + 0.5)],
+            set(),
+            {},
+            {"a": ["j1"], "b": ["j1"]},
+        ),
+        (
+            [job("a", kind="face_swap", avatars=2)],
+            [listed("j1", T + 0.5, "face_swap"), listed("j2", T + 0.5, "face_swap")],
+            set(),
+            {"a": ["j1", "j2"]},
+            {},
+        ),  # one create, one job per avatar
+        (
+            [job("a", settled=None)],
+            [listed("j1", T + 30)],
+            set(),
+            {"a": ["j1"]},
+            {},
+        ),  # a crash: up to 60 s later
+        (
+            [job("a")],
+            [{"id": "j1", "type": "image_generation"}],
+            set(),
+            {},
+            {"a": []},
+        ),  # no created_at: no match
+    ],
+    ids=["one", "known", "other-type", "too-early", "two", "shared", "face-swap", "crash-window", "no-time"],
+)
+def test_decide(jobs: list[StoredJob], items: list[dict[str, Any]], known: set[str], adopted: dict[str, list[str]],
+                ambiguous: dict[str, list[str]]) -> None:  # fmt: skip
+    assert decide(jobs, match(jobs, items, known)) == (adopted, ambiguous)
