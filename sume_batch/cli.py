@@ -13,6 +13,7 @@ import click
 
 from sume_batch import __version__, commands
 from sume_batch.errors import ManifestError, SumeBatchError
+from sume_batch.plan import Selection
 from sume_batch.redact import Redactor
 from sume_batch.run import Options, is_interactive, is_live
 
@@ -83,6 +84,33 @@ def redacted_traceback(error: BaseException) -> str:
     return Redactor.from_env(os.environ).text(text).rstrip()
 
 
+def selection_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The flags that choose which jobs `plan` prices and `run` touches."""
+    options = [
+        click.option(
+            "--only", multiple=True, metavar="GLOB|AXIS=VALUE", help="Only these jobs (repeatable)."
+        ),
+        click.option(
+            "--retry-failed", is_flag=True, help="Create failed, canceled, expired and refused jobs again."
+        ),
+        click.option(
+            "--resubmit-uncertain", is_flag=True, help="Create uncertain jobs again (they may exist)."
+        ),
+        click.option("--regenerate", is_flag=True, help="Create every selected job again, done or not."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def make_selection(
+    only: tuple[str, ...], retry_failed: bool, resubmit_uncertain: bool, regenerate: bool
+) -> Selection:
+    return Selection(
+        only=only, retry_failed=retry_failed, resubmit_uncertain=resubmit_uncertain, regenerate=regenerate
+    )
+
+
 # The sandbox's profiles, named here so `validate` and `plan` need not import the server stack.
 PROFILES = click.Choice(["instant", "realistic", "chaos"])
 
@@ -116,6 +144,7 @@ def validate(files: tuple[Path, ...], max_jobs: int | None) -> int:
 @click.option(
     "--state-dir", type=click.Path(path_type=Path, file_okay=False), help="Where the run store lives."
 )
+@selection_options
 def plan(
     *,
     file: Path,
@@ -124,6 +153,10 @@ def plan(
     pricing: Path | None,
     max_jobs: int | None,
     state_dir: Path | None,
+    only: tuple[str, ...],
+    retry_failed: bool,
+    resubmit_uncertain: bool,
+    regenerate: bool,
 ) -> int:
     """Price a campaign before spending anything: jobs by type, credits, budget.
 
@@ -136,6 +169,7 @@ def plan(
         max_jobs=max_jobs,
         pricing=pricing,
         state_dir=state_dir,
+        selection=make_selection(only, retry_failed, resubmit_uncertain, regenerate),
         as_json=as_json,
         output=output,
         echo=click.echo,
@@ -209,6 +243,7 @@ def sandbox(
 )
 @click.option("--max-jobs", type=click.IntRange(min=1), help="Allow more variants than budget.max_jobs.")
 @click.option("-q", "--quiet", is_flag=True, help="Show only the plan and the final summary.")
+@selection_options
 def run(
     *,
     file: Path,
@@ -222,6 +257,10 @@ def run(
     pricing: Path | None,
     max_jobs: int | None,
     quiet: bool,
+    only: tuple[str, ...],
+    retry_failed: bool,
+    resubmit_uncertain: bool,
+    regenerate: bool,
 ) -> int:
     """Run a campaign: plan, check the balance, ask, submit, poll, download.
 
@@ -233,6 +272,7 @@ def run(
     options = Options(
         yes=yes, dry_run=dry_run, allow_unknown_prices=allow_unknown_prices, concurrency=concurrency,
         state_dir=state_dir, interactive=is_interactive(), live=is_live(), quiet=quiet,
+        selection=make_selection(only, retry_failed, resubmit_uncertain, regenerate),
     )  # fmt: skip
     sandbox = sandbox_profile if use_sandbox else None
     return commands.run(

@@ -14,7 +14,7 @@ from pathlib import Path
 from sume_batch.errors import ManifestError, UsageError
 from sume_batch.expand import JobSpec, expand_jobs
 from sume_batch.manifest import Manifest, file_digest, load_manifest, load_pricing
-from sume_batch.plan import Plan, diff_plan, make_plan, plan_json, plan_text
+from sume_batch.plan import Plan, Selection, diff_plan, make_plan, plan_json, plan_text, restrict
 from sume_batch.run import Options, run_campaign, store_path
 from sume_batch.status import read_status, status_text
 from sume_batch.store import read_states
@@ -49,6 +49,7 @@ def plan(
     max_jobs: int | None,
     pricing: Path | None,
     state_dir: Path | None,
+    selection: Selection,
     as_json: bool,
     output: Path | None,
     echo: Echo,
@@ -56,9 +57,9 @@ def plan(
     """Price a manifest and show (or write) the plan, with what changed since the last run; exit 0."""
     prices = load_pricing(pricing) if pricing else None
     manifest, specs = prepare(path, max_jobs=max_jobs)
-    result: Plan = make_plan(manifest, specs, prices)
+    result: Plan = restrict(make_plan(manifest, specs, prices), selection)
     stored = read_states(store_path(manifest, state_dir))
-    diff = diff_plan(result, stored) if stored else None
+    diff = diff_plan(result, stored, selection.again()) if stored else None
     document = {**plan_json(result), "since_last_run": diff.__dict__ if diff else None}
     if output is not None:
         output.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", "utf-8")
@@ -106,7 +107,7 @@ def run(
     manifest, specs = prepare(path, max_jobs=max_jobs)
     return run_campaign(
         manifest,
-        make_plan(manifest, specs, prices),
+        restrict(make_plan(manifest, specs, prices), options.selection),
         options=options,
         sandbox=sandbox,
         env=env,

@@ -6,6 +6,8 @@ says plainly which figures are our estimates and which prices are unknown.
 
 from __future__ import annotations
 
+import dataclasses
+import fnmatch
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -206,16 +208,18 @@ class Diff:
     def text(self) -> str:
         parts = [f"{self.new:,} new", f"{self.unchanged:,} unchanged (already paid)"]
         if self.failed:
-            parts.append(f"{self.failed:,} failed before (not retried)")
+            parts.append(f"{self.failed:,} failed before (not retried; --retry-failed)")
         parts.append(f"{self.removed:,} removed")
         return f"since the last run: {', '.join(parts)}; to submit now: {credits(self.new_credits)} credits"
 
 
-def diff_plan(plan: Plan, stored: Mapping[str, str]) -> Diff:
-    """Compare the plan's job keys with the states a previous run left (key → state)."""
+def diff_plan(plan: Plan, stored: Mapping[str, str], again: frozenset[str] = frozenset()) -> Diff:
+    """Compare the plan's job keys with the states a previous run left (key → state); jobs in
+    the `again` states (the --retry-failed and similar flags) are bought again."""
     keys = {spec.key for spec, _ in plan.jobs}
-    new = [price for spec, price in plan.jobs if stored.get(spec.key, "planned") in TO_SUBMIT]
-    failed = sum(1 for spec, _ in plan.jobs if stored.get(spec.key) in FAILED)
+    submit = TO_SUBMIT | again
+    new = [price for spec, price in plan.jobs if stored.get(spec.key, "planned") in submit]
+    failed = sum(1 for spec, _ in plan.jobs if stored.get(spec.key) in FAILED - again)
     return Diff(
         new=len(new),
         unchanged=len(plan.jobs) - len(new) - failed,
@@ -223,3 +227,38 @@ def diff_plan(plan: Plan, stored: Mapping[str, str]) -> Diff:
         removed=sum(1 for key in stored if key not in keys),
         new_credits=sum(price.credits or 0 for price in new),
     )
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which jobs a run touches and which finished ones it buys again (the run/plan flags)."""
+
+    only: tuple[str, ...] = ()  # job id globs, or axis=value
+    retry_failed: bool = False
+    resubmit_uncertain: bool = False
+    regenerate: bool = False
+
+    def again(self) -> frozenset[str]:
+        """Stored states whose jobs are created anew."""
+        if self.regenerate:
+            return frozenset({"downloaded", "completed", "fetched", "uncertain", "timed_out"} | FAILED)
+        return (FAILED if self.retry_failed else frozenset()) | (
+            frozenset({"uncertain"}) if self.resubmit_uncertain else frozenset()
+        )
+
+    def selects(self, spec: JobSpec) -> bool:
+        return not self.only or any(_selected(spec, pattern) for pattern in self.only)
+
+
+def _selected(spec: JobSpec, pattern: str) -> bool:
+    axis, equals, value = pattern.partition("=")
+    if equals and axis in spec.matrix:
+        return _label(spec.matrix[axis]) == value
+    return fnmatch.fnmatchcase(spec.id, pattern)
+
+
+def restrict(plan: Plan, selection: Selection) -> Plan:
+    """The plan of only the selected jobs, with its totals worked out again."""
+    jobs = tuple((spec, price) for spec, price in plan.jobs if selection.selects(spec))
+    specs = [spec for spec, _ in jobs]
+    return dataclasses.replace(plan, jobs=jobs, types=type_totals(jobs), axes=axis_counts(specs))

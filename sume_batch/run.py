@@ -14,7 +14,7 @@ import signal
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from sume_batch.api import DEFAULT_BASE_URL, SumeClient
 from sume_batch.errors import RefusedError, UsageError
 from sume_batch.execute import Executor, Settings
 from sume_batch.manifest import Manifest
-from sume_batch.plan import Diff, Plan, credits, diff_plan, plan_text
+from sume_batch.plan import Diff, Plan, Selection, credits, diff_plan, plan_text
 from sume_batch.progress import Progress
 from sume_batch.redact import Redactor
 from sume_batch.responses import balance_of, capacity_of
@@ -47,6 +47,7 @@ class Options:
     interactive: bool  # stdin is a terminal: we may ask
     live: bool = False  # stderr is a terminal: draw live progress
     quiet: bool = False  # only the plan and the final summary
+    selection: Selection = field(default_factory=Selection)
 
 
 @dataclass(frozen=True)
@@ -137,7 +138,9 @@ async def _run(
         await client.me()
         account = await client.credits()
         balance, capacity = balance_of(account), capacity_of(account)
-        diff = diff_plan(plan, read_states(store_path(manifest, options.state_dir)))
+        diff = diff_plan(
+            plan, read_states(store_path(manifest, options.state_dir)), options.selection.again()
+        )
         echo(plan_text(plan))
         echo(diff.text())
         echo(preflight_text(account, balance, capacity))
@@ -175,6 +178,7 @@ async def _execute(
     redactor: Redactor,
     echo: Echo,
 ) -> int:
+    start_again(store, plan, options.selection)
     store.add_planned(
         (spec.key, spec.id, spec.kind.name, spec.request, spec.matrix, price.credits)
         for spec, price in plan.jobs
@@ -234,6 +238,19 @@ async def execute_with_signals(executor: Executor, plan: Plan, *, echo: Echo) ->
         for number in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(number)
     return received[0] if received else None
+
+
+def start_again(store: RunStore, plan: Plan, selection: Selection) -> None:
+    """Reset the jobs the flags buy again to `planned`; their old job ids stay in the journal."""
+    again = selection.again()
+    if not again:
+        return
+    flag = "--regenerate" if selection.regenerate else "--retry-failed / --resubmit-uncertain"
+    for job in store.jobs(spec.key for spec, _ in plan.jobs).values():
+        if job.state in again:
+            note = f"{flag}: was {job.state} as {', '.join(job.sume_ids) or 'no job id'}"
+            store.move(job.key, "planned", note=note, sume_ids=[], candidates=[], error_code=None,
+                       error_message=None, sume_status=None, reserved=0)  # fmt: skip
 
 
 def summarise(

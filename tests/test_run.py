@@ -384,3 +384,47 @@ def test_a_face_swap_with_one_failed_avatar_keeps_the_others(workdir: Path) -> N
     assert result.code == 1
     assert len(job["files"]) == 1 and job["files"][0]["path"].startswith("swap-avatar_")
     assert job["error"]["message"].startswith("1 of 2 jobs failed: ")
+
+
+def test_retry_failed_is_priced_by_plan_and_buys_only_the_failed_job_again(workdir: Path) -> None:
+    import sqlite3
+
+    campaign(workdir)
+    with running_sandbox(SandboxConfig.from_profile("instant")) as server:
+        env = {"SUME_API_KEY": server.api_key, "SUME_API_BASE_URL": server.base_url}
+        assert invoke("run", "campaign.yaml", "--yes", env=env).code == 0
+        with sqlite3.connect(workdir / ".sume-batch/every-kind.sqlite") as db:
+            db.execute("UPDATE jobs SET state = 'failed', error_code = 'generation_failed' WHERE id = 'clip'")
+            (old_id,) = json.loads(db.execute("SELECT sume_ids FROM jobs WHERE id = 'clip'").fetchone()[0])
+        assert invoke("plan", "campaign.yaml").out.endswith(
+            "0 new, 9 unchanged (already paid), 1 failed before (not retried; --retry-failed), 0 removed;"
+            " to submit now: 0 credits\n"
+        )
+        assert invoke("plan", "campaign.yaml", "--retry-failed").out.endswith(
+            "since the last run: 1 new, 9 unchanged (already paid), 0 removed; to submit now: 12 credits\n"
+        )
+        again = invoke("run", "campaign.yaml", "--yes", "--retry-failed", env=env)
+        creates = server.stats()["creates_by_idempotency_key"]
+    assert again.code == 0
+    assert len(creates) == JOBS + 1  # the failed video, once more
+    with sqlite3.connect(workdir / ".sume-batch/every-kind.sqlite") as db:
+        notes = [note for (note,) in db.execute("SELECT note FROM events WHERE note LIKE '--retry-failed%'")]
+    assert notes == [f"--retry-failed / --resubmit-uncertain: was failed as {old_id}"]  # the old id is kept
+
+
+@pytest.mark.parametrize(("only", "ids"), [("img-*", 4), ("n=2", 1), ("swap", 1), ("nothing*", 0)])
+def test_only_selects_by_id_glob_or_matrix_value(workdir: Path, only: str, ids: int) -> None:
+    campaign(workdir)
+    plan = json.loads(invoke("plan", "campaign.yaml", "--only", only, "--json").out)
+    assert len(plan["jobs"]) == ids
+
+
+def test_regenerate_buys_everything_again(workdir: Path) -> None:
+    campaign(workdir)
+    with running_sandbox(SandboxConfig.from_profile("instant")) as server:
+        env = {"SUME_API_KEY": server.api_key, "SUME_API_BASE_URL": server.base_url}
+        assert invoke("run", "campaign.yaml", "--yes", env=env).code == 0
+        again = invoke("run", "campaign.yaml", "--yes", "--regenerate", "--only", "img-*", env=env)
+        creates = server.stats()["creates_by_idempotency_key"]
+    assert again.code == 0
+    assert len(creates) == JOBS + 4
