@@ -1,0 +1,96 @@
+"""Never pay twice, never lose a job: a chaos campaign killed with SIGKILL again and again.
+
+The runner is killed at random moments (five times), then run to the end. The sandbox's own
+counters must show one create per job key, and every job id it issued must be in the store.
+tests/perf/bench_kills.py runs the same with 50 kills.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import write
+
+from sume_batch.sandbox import SandboxConfig, running_sandbox
+
+CAMPAIGN = """\
+version: 1
+name: chaos
+budget: {max_jobs: 1000}
+execution:
+  concurrency: 12
+  poll_interval: {image: 0.1}
+jobs:
+  - id: "img-{{ n }}"
+    type: image
+    prompt: "Bottle {{ n }} on a counter"
+    matrix: {n: [%s]}
+""" % ", ".join(str(n) for n in range(200))
+
+
+def chaos(seed: int, idempotency: str) -> SandboxConfig:
+    return SandboxConfig.from_profile(
+        "chaos", seed=seed, idempotency=idempotency, capacity=16,
+        rate_limits={"reads_per_minute": 100_000, "creates_per_minute": 100_000},
+    )  # fmt: skip
+
+
+def start(folder: Path, server: Any, *, capture: bool) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "SUME_API_KEY": server.api_key, "SUME_API_BASE_URL": server.base_url}
+    command = [sys.executable, "-m", "sume_batch", "run", "campaign.yaml", "--yes", "--quiet"]
+    stderr = subprocess.PIPE if capture else subprocess.DEVNULL
+    return subprocess.Popen(command, cwd=folder, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+
+
+def kill_and_finish(folder: Path, server: Any, *, kills: int, seed: int) -> list[int]:
+    """Kill the runner `kills` times at random moments, then let runs finish; return exit codes."""
+    rng, codes = random.Random(seed), []
+    for _ in range(kills):
+        process = start(folder, server, capture=False)
+        time.sleep(rng.uniform(0.4, 1.5))
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    for _ in range(3):  # a finishing run may stop early on an outage of the chaos profile; go again
+        process = start(folder, server, capture=True)
+        _, err = process.communicate(timeout=120)
+        codes.append(process.returncode)
+        assert b"Traceback" not in err, err.decode()
+        if process.returncode == 0:
+            break
+    return codes
+
+
+def check(folder: Path, stats: dict[str, Any]) -> None:
+    assert stats["creates_by_idempotency_key"] and all(
+        n == 1 for n in stats["creates_by_idempotency_key"].values()
+    )
+    with sqlite3.connect(folder / ".sume-batch/chaos.sqlite") as db:
+        rows = db.execute("SELECT id, state, sume_ids, candidates, error_message FROM jobs").fetchall()
+    stored = {
+        sume_id for _, _, ids, candidates, _ in rows for sume_id in json.loads(ids) + json.loads(candidates)
+    }
+    missing = set(stats["job_ids"]) - stored
+    assert not missing, f"job ids the sandbox issued but the store lost: {sorted(missing)}"
+    for job_id, state, _, _, reason in rows:  # each finished, or says why not
+        assert state == "downloaded" or reason, (job_id, state)
+    assert len(rows) == 200
+
+
+@pytest.mark.parametrize("idempotency", ["honour", "ignore"])
+def test_sigkill_at_random_moments_never_pays_twice_or_loses_a_job(tmp_path: Path, idempotency: str) -> None:
+    write(tmp_path, CAMPAIGN)
+    with running_sandbox(chaos(seed=11, idempotency=idempotency)) as server:
+        codes = kill_and_finish(tmp_path, server, kills=5, seed=5)
+        stats = server.stats()
+    assert codes[-1] in (0, 1)
+    check(tmp_path, stats)
