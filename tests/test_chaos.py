@@ -34,8 +34,8 @@ jobs:
   - id: "img-{{ n }}"
     type: image
     prompt: "Bottle {{ n }} on a counter"
-    matrix: {n: [%s]}
-""" % ", ".join(str(n) for n in range(200))
+    matrix: {n: [NUMBERS]}
+""".replace("NUMBERS", ", ".join(str(n) for n in range(200)))
 
 
 def chaos(seed: int, idempotency: str) -> SandboxConfig:

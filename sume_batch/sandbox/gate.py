@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from starlette.datastructures import Headers
+from starlette.requests import ClientDisconnect
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -50,6 +51,8 @@ class Gate:
                 await self._guard(scope, receive, send_with_headers, extra)
             else:
                 await self.app(scope, receive, send_with_headers)
+        except ClientDisconnect:  # the client went away mid-request (killed, timed out): nobody to answer
+            outcome["status"] = "client_disconnected"
         finally:
             if not scope["path"].startswith(INTROSPECTION_PREFIX):
                 self.state.stats.record_request(route_label(scope), scope.get(FATE_KEY, outcome["status"]))
