@@ -141,9 +141,12 @@ class Executor:
     def settle_in_flight(self) -> None:
         """Creates a crashed run left in flight may exist: report them uncertain, never resend."""
         note = "the previous run stopped while this job's create was in flight; it may exist"
+        crashed = self.store.last_event_at()  # the dead run's last write: its creates left before that
         for job in self.store.jobs().values():
             if job.state == "submitting":
-                self._move(job, "uncertain", error_message=note)
+                self._move(
+                    job, "uncertain", error_message=note, settled_at=crashed + 1.0 if crashed else None
+                )
 
     def stop(self, why: str) -> None:
         self.stopped = self.stopped or why

@@ -19,16 +19,32 @@ from sume_batch.api import SumeClient
 from sume_batch.kinds import KINDS
 from sume_batch.store import RunStore, StoredJob
 
-MARGIN_S = 5.0  # clock skew between us and the API's `created_at`
+MARGIN_S = 5.0  # skew between our clock and the API's `created_at`, until measured
+SLACK_S = 0.1  # beyond the measured spread of skew plus latency
 CRASH_WINDOW_S = 60.0  # a crashed run's create was made at most this long after its intent
 PAGE, MAX_PAGES = 100, 50
 
+Offsets = tuple[float, float]  # the least and the most `created_at - intent_at` seen
 
-def window(job: StoredJob) -> tuple[float, float]:
-    """When the job's create can have been made, by our clock, with a margin for skew."""
+
+def window(job: StoredJob, offsets: Offsets = (-MARGIN_S, MARGIN_S)) -> tuple[float, float]:
+    """When the job's create can have been made, on the API's clock."""
     intent = job.intent_at or 0.0
     settled = job.settled_at if job.settled_at is not None else intent + CRASH_WINDOW_S
-    return intent - MARGIN_S, settled + MARGIN_S
+    return intent + offsets[0], settled + offsets[1]
+
+
+def measure(jobs: Iterable[StoredJob], listed: Iterable[Mapping[str, Any]]) -> Offsets:
+    """Skew plus latency, from the creates whose answers did arrive: `created_at - intent_at`."""
+    made = {str(item.get("id")): created_at(item) for item in listed}
+    samples = [
+        when - job.intent_at
+        for job in jobs
+        if job.intent_at and job.sume_ids and (when := made.get(job.sume_ids[0])) is not None
+    ]
+    if not samples:
+        return -MARGIN_S, MARGIN_S
+    return min(samples) - SLACK_S, max(samples) + SLACK_S
 
 
 def expected(job: StoredJob) -> int:
@@ -45,7 +61,10 @@ def created_at(item: Mapping[str, Any]) -> float | None:
 
 
 def match(
-    jobs: Sequence[StoredJob], listed: Iterable[Mapping[str, Any]], known: set[str]
+    jobs: Sequence[StoredJob],
+    listed: Iterable[Mapping[str, Any]],
+    known: set[str],
+    offsets: Offsets = (-MARGIN_S, MARGIN_S),
 ) -> dict[str, list[str]]:
     """Job key → the unknown ids of its type created inside its window."""
     found: dict[str, list[str]] = {job.key: [] for job in jobs}
@@ -54,7 +73,7 @@ def match(
         if when is None or not sume_id or sume_id in known:
             continue
         for job in jobs:
-            start, end = window(job)
+            start, end = window(job, offsets)
             if item.get("type") == KINDS[job.kind].api_type and start <= when <= end:
                 found[job.key].append(sume_id)
     return found
@@ -101,7 +120,8 @@ async def reconcile(client: SumeClient, store: RunStore) -> list[str]:
     for api_type in sorted({KINDS[job.kind].api_type for job in uncertain}):
         since = min(window(job)[0] for job in uncertain if KINDS[job.kind].api_type == api_type)
         listed += await list_since(client, api_type, since)
-    adopted, ambiguous = decide(uncertain, match(uncertain, listed, known))
+    offsets = measure(everything, listed)
+    adopted, ambiguous = decide(uncertain, match(uncertain, listed, known, offsets))
     for key, ids in adopted.items():
         job = store.job(key)
         store.move(key, "submitted", durable=True, sume_ids=ids, submitted_at=job.intent_at, candidates=[],

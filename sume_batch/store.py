@@ -242,6 +242,11 @@ class RunStore:
             raise KeyError(key)
         return _decode(row)
 
+    def last_event_at(self) -> float | None:
+        """When the store was last written (after a crash: about when the writer died)."""
+        row = self.db.execute("SELECT MAX(at) FROM events").fetchone()
+        return float(row[0]) if row and row[0] is not None else None
+
     def counts(self) -> dict[str, int]:
         return dict(
             self.db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state ORDER BY state").fetchall()
