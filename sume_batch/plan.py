@@ -75,15 +75,19 @@ def make_plan(manifest: Manifest, specs: Sequence[JobSpec], prices: Mapping[str,
 
 
 def type_totals(jobs: Sequence[tuple[JobSpec, Price]]) -> tuple[TypeTotal, ...]:
+    """One line per job type, in the order of KINDS, from a single pass over the jobs."""
+    known: dict[str, list[float]] = {}
+    counts: Counter[str] = Counter()
+    for spec, price in jobs:
+        counts[spec.kind.name] += 1
+        if price.credits is not None:
+            known.setdefault(spec.kind.name, []).append(price.credits)
     lines = []
     for kind in KINDS:
-        known = [
-            price.credits for spec, price in jobs if spec.kind.name == kind and price.credits is not None
-        ]
-        count = sum(1 for spec, _ in jobs if spec.kind.name == kind)
-        if count:
-            low, high = (min(known), max(known)) if known else (None, None)
-            lines.append(TypeTotal(kind, count, low, high, sum(known), count - len(known)))
+        if counts[kind]:
+            prices = known.get(kind, [])
+            low, high = (min(prices), max(prices)) if prices else (None, None)
+            lines.append(TypeTotal(kind, counts[kind], low, high, sum(prices), counts[kind] - len(prices)))
     return tuple(lines)
 
 
@@ -259,6 +263,8 @@ def _selected(spec: JobSpec, pattern: str) -> bool:
 
 def restrict(plan: Plan, selection: Selection) -> Plan:
     """The plan of only the selected jobs, with its totals worked out again."""
+    if not selection.only:
+        return plan
     jobs = tuple((spec, price) for spec, price in plan.jobs if selection.selects(spec))
     specs = [spec for spec, _ in jobs]
     return dataclasses.replace(plan, jobs=jobs, types=type_totals(jobs), axes=axis_counts(specs))
