@@ -243,6 +243,11 @@ def sandbox(
 )
 @click.option("--max-jobs", type=click.IntRange(min=1), help="Allow more variants than budget.max_jobs.")
 @click.option("-q", "--quiet", is_flag=True, help="Show only the plan and the final summary.")
+@click.option(
+    "--idempotency-honoured",
+    is_flag=True,
+    help="The API honours Idempotency-Key (v1 documents none): re-send uncertain creates with their key.",
+)
 @selection_options
 def run(
     *,
@@ -257,6 +262,7 @@ def run(
     pricing: Path | None,
     max_jobs: int | None,
     quiet: bool,
+    idempotency_honoured: bool,
     only: tuple[str, ...],
     retry_failed: bool,
     resubmit_uncertain: bool,
@@ -273,6 +279,7 @@ def run(
         yes=yes, dry_run=dry_run, allow_unknown_prices=allow_unknown_prices, concurrency=concurrency,
         state_dir=state_dir, interactive=is_interactive(), live=is_live(), quiet=quiet,
         selection=make_selection(only, retry_failed, resubmit_uncertain, regenerate),
+        idempotency_honoured=idempotency_honoured,
     )  # fmt: skip
     sandbox = sandbox_profile if use_sandbox else None
     return commands.run(

@@ -74,6 +74,8 @@ class Executor:
     stopped: str | None = None  # why no new job may be created (auth, credits, interrupt)
     reserved: float = 0.0
     brand_urls: tuple[str, ...] = ()
+    idempotency_honoured: bool = False  # the API is known to honour Idempotency-Key (v1 documents none)
+    same_key: set[str] = field(default_factory=set)  # uncertain jobs re-sent with their lost create's key
     halt: asyncio.Event = field(default_factory=asyncio.Event)  # set by `interrupt`: stop waiting too
     poller: Poller = field(init=False)
 
@@ -97,6 +99,7 @@ class Executor:
 
         try:
             await self.reconcile()  # creates whose answers earlier runs lost
+            self.resend_uncertain(jobs)
             await asyncio.gather(*(one(spec, price) for spec, price in jobs))
             adopted = set(await self.reconcile())  # and those this run lost
             await asyncio.gather(*(one(spec, price) for spec, price in jobs if spec.key in adopted))
@@ -137,6 +140,21 @@ class Executor:
         for key in adopted:
             self.on_change(self.store.job(key).id, "submitted")
         return adopted
+
+    def resend_uncertain(self, jobs: Sequence[tuple[JobSpec, Price]]) -> None:
+        """Where the API honours Idempotency-Key, send a lost create again with its own key: the API
+        answers with the job it made, or makes it now. Not for uploads: their bodies cannot be
+        reproduced byte for byte (new upload references), and a changed body under one key is refused."""
+        if not self.idempotency_honoured:
+            return
+        stored = self.store.jobs(spec.key for spec, _ in jobs)
+        for spec, _ in jobs:
+            job = stored[spec.key]
+            if job.state == "uncertain" and job.attempts and spec.kind.upload_field is None:
+                self.same_key.add(spec.key)
+                self._move(
+                    job, "planned", note="re-sent with the same Idempotency-Key (--idempotency-honoured)"
+                )
 
     def settle_in_flight(self) -> None:
         """Creates a crashed run left in flight may exist: report them uncertain, never resend."""
@@ -181,7 +199,7 @@ class Executor:
             return self._move(job, "skipped", note=note)
         self.reserved += cost  # reserved before any await: no other job can take the same credits
         job = self._move(job, "reserved", reserved=cost)
-        attempt = job.attempts + 1
+        attempt = job.attempts if spec.key in self.same_key else job.attempts + 1
 
         def about_to_send() -> None:  # the HTTP slot is held: the bytes go out right after this
             if self.stopped:

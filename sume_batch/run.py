@@ -48,6 +48,7 @@ class Options:
     live: bool = False  # stderr is a terminal: draw live progress
     quiet: bool = False  # only the plan and the final summary
     selection: Selection = field(default_factory=Selection)
+    idempotency_honoured: bool = False
 
 
 @dataclass(frozen=True)
@@ -193,7 +194,7 @@ async def _execute(
         client.on_wait = progress.wait
         executor = Executor(
             client=client, storage=storage, store=store, settings=settings, redactor=redactor,
-            clock=time.time, on_change=progress.change,
+            clock=time.time, on_change=progress.change, idempotency_honoured=options.idempotency_honoured,
         )  # fmt: skip
         progress.credits = lambda: executor.reserved
         started = time.monotonic()

@@ -431,3 +431,19 @@ def test_regenerate_buys_everything_again(workdir: Path) -> None:
         creates = server.stats()["creates_by_idempotency_key"]
     assert again.code == 0
     assert len(creates) == JOBS + 4
+
+
+def test_where_idempotency_is_honoured_a_lost_create_is_sent_again_with_its_key(workdir: Path) -> None:
+    write(workdir, "version: 1\nname: idem\nexecution: {concurrency: 4, poll_interval: {image: 0.05}}\n"
+                   "jobs:\n  - {id: 'img-{{ n }}', type: image, prompt: 'p{{ n }}', matrix: {n: [1, 2, 3, 4, 5, 6]}}\n")  # fmt: skip
+    config = SandboxConfig.from_profile("instant", idempotency="honour", faults={"drop_after_commit": 1.0})
+    with running_sandbox(config) as server:
+        env = {"SUME_API_KEY": server.api_key, "SUME_API_BASE_URL": server.base_url}
+        lost = invoke("run", "campaign.yaml", "--yes", env=env)
+        server.configure(faults={"drop_after_commit": 0.0})
+        again = invoke("run", "campaign.yaml", "--yes", "--idempotency-honoured", env=env)
+        stats = server.stats()
+    assert lost.code == 1  # every answer was dropped: uncertain (or adopted, where unambiguous)
+    assert again.code == 0, again.out
+    assert sorted(stats["creates_by_idempotency_key"].values()) == [1] * 6  # the replays made nothing new
+    assert json.loads((workdir / "reports/idem/summary.json").read_text())["counts"] == {"downloaded": 6}
