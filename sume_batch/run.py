@@ -15,6 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -259,6 +260,8 @@ def summarise(
 ) -> dict[str, Any]:
     """Every job of the plan, where it stands, and the totals (until the reports issue lands)."""
     rows = store.jobs(spec.key for spec, _ in plan.jobs)
+    made = store.downloaded_at()
+    this_run = time.time() - elapsed
     files: dict[str, list[dict[str, Any]]] = {}
     for item in store.files():
         files.setdefault(item["key"], []).append(
@@ -269,6 +272,7 @@ def summarise(
             "id": job.id, "key": job.key, "type": job.kind, "state": job.state, "matrix": job.matrix,
             "credits_estimate": job.estimate, "credits_required": job.required, "attempts": job.attempts,
             "sume_job_ids": list(job.sume_ids), "error": _failure(job), "files": files.get(job.key, []),
+            "provenance": _provenance(made.get(job.key), this_run),
         }
         for job in (rows[spec.key] for spec, _ in plan.jobs)
     ]  # fmt: skip
@@ -280,6 +284,14 @@ def summarise(
         "credits": {"estimated": plan.total, "reserved": reserved, "stated_by_api": required},
         "counts": counts, "ok": set(counts) <= FINISHED_OK, "jobs": jobs,
     }  # fmt: skip
+
+
+def _provenance(downloaded_at: float | None, run_started: float) -> dict[str, Any] | None:
+    """When the outputs were made, and whether this run reused them rather than buying them."""
+    if downloaded_at is None:
+        return None
+    made = datetime.fromtimestamp(downloaded_at, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return {"downloaded_at": made, "reused": downloaded_at < run_started}
 
 
 def _failure(job: Any) -> dict[str, Any] | None:

@@ -242,6 +242,11 @@ class RunStore:
             raise KeyError(key)
         return _decode(row)
 
+    def downloaded_at(self) -> dict[str, float]:
+        """Job key → when its outputs were last downloaded (from the journal)."""
+        rows = self.db.execute("SELECT key, MAX(at) FROM events WHERE state = 'downloaded' GROUP BY key")
+        return {key: float(at) for key, at in rows}
+
     def last_event_at(self) -> float | None:
         """When the store was last written (after a crash: about when the writer died)."""
         row = self.db.execute("SELECT MAX(at) FROM events").fetchone()

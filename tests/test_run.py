@@ -145,10 +145,17 @@ def test_a_second_run_reuses_everything(workdir: Path) -> None:
     with running_sandbox(SandboxConfig.from_profile("instant")) as server:
         env = {"SUME_API_KEY": server.api_key, "SUME_API_BASE_URL": server.base_url}
         assert invoke("run", "campaign.yaml", "--yes", env=env).code == 0
+        first = summary(workdir)["jobs"]
         again = invoke("run", "campaign.yaml", "--yes", env=env)
         stats = server.stats()
     assert again.code == 0
     assert sorted(stats["creates_by_idempotency_key"].values()) == [1] * JOBS
+    assert {job["provenance"]["reused"] for job in first} == {False}
+    reused = summary(workdir)["jobs"]
+    assert {job["provenance"]["reused"] for job in reused} == {True}  # provenance: made by the first run
+    assert [job["provenance"]["downloaded_at"] for job in reused] == [
+        job["provenance"]["downloaded_at"] for job in first
+    ]
 
 
 def test_run_with_the_embedded_sandbox(workdir: Path) -> None:
