@@ -5,15 +5,13 @@ It sends no request and takes no lock, so it is safe while a run is going.
 
 from __future__ import annotations
 
-import contextlib
-import sqlite3
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from sume_batch.errors import StoreError, UsageError
-from sume_batch.store import RunStore
+from sume_batch.errors import UsageError
+from sume_batch.store import reading
 
 ATTENTION = ("uncertain", "failed", "canceled", "expired", "rejected", "timed_out", "skipped")
 NEXT_RUN = {  # what the next `run` does with a job in each state
@@ -30,14 +28,8 @@ def read_status(path: Path) -> dict[str, Any]:
     """The status of the store at `path` as a documented object (`--json` prints it)."""
     if not path.exists():
         raise UsageError(f"no run store at {path}: this campaign has not been run yet")
-    try:
-        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
-            store = RunStore(db, clock=lambda: 0.0)
-            jobs, (reserved, stated) = store.jobs(), store.credits()
-    except sqlite3.DatabaseError as error:
-        raise StoreError(
-            f"{path} is not a usable run store ({error}); move it aside to start afresh"
-        ) from None
+    with reading(path) as store:
+        jobs, (reserved, stated) = store.jobs(), store.credits()
     counts = Counter(job.state for job in jobs.values())
     attention = [
         {"id": job.id, "state": job.state, "sume_job_ids": list(job.sume_ids), "code": job.error_code,

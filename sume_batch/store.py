@@ -312,14 +312,21 @@ def run_lock(store: Path) -> Iterator[None]:
         os.close(descriptor)  # closing releases the lock
 
 
-def read_states(path: Path) -> dict[str, str]:
-    """Job key → state from a store, read-only (for `plan`); empty when there is no store yet."""
-    if not path.exists():
-        return {}
+@contextmanager
+def reading(path: Path) -> Iterator[RunStore]:
+    """The store at `path`, read-only (for `plan` and `status`: no lock, no write, safe during a run)."""
     try:
         with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
-            return dict(db.execute("SELECT key, state FROM jobs").fetchall())
+            yield RunStore(db, clock=time.time)
     except sqlite3.DatabaseError as error:
         raise StoreError(
             f"{path} is not a usable run store ({error}); move it aside to start afresh"
         ) from None
+
+
+def read_states(path: Path) -> dict[str, str]:
+    """Job key → state from a store, read-only; empty when there is no store yet."""
+    if not path.exists():
+        return {}
+    with reading(path) as store:
+        return dict(store.db.execute("SELECT key, state FROM jobs").fetchall())
