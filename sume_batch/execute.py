@@ -119,10 +119,9 @@ class Executor:
                 try:
                     await self.download(job)
                 except (httpx.HTTPError, ApiError, OSError) as error:  # this job's, not the run's
+                    current = self.store.job(spec.key)  # stays completed/fetched: the next run downloads it
                     message = self.redactor.text(f"download failed: {error}")
-                    self._move(
-                        self.store.job(spec.key), self.store.job(spec.key).state, error_message=message
-                    )
+                    self._move(current, current.state, error_message=message)
         except Exception as error:
             message = self.redactor.text(f"{type(error).__name__}: {error}")
             self.store.move(spec.key, self.store.job(spec.key).state, note=f"stopped: {message}")

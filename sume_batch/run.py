@@ -30,7 +30,7 @@ from sume_batch.plan import Diff, Plan, Selection, credits, diff_plan, plan_text
 from sume_batch.progress import Progress
 from sume_batch.redact import Redactor
 from sume_batch.responses import balance_of, capacity_of
-from sume_batch.store import RunStore, read_states, run_lock
+from sume_batch.store import RunStore, StoredJob, read_states, run_lock
 
 Echo = Callable[[str], None]
 FINISHED_OK = frozenset({"downloaded"})
@@ -294,7 +294,7 @@ def _provenance(downloaded_at: float | None, run_started: float) -> dict[str, An
     return {"downloaded_at": made, "reused": downloaded_at < run_started}
 
 
-def _failure(job: Any) -> dict[str, Any] | None:
+def _failure(job: StoredJob) -> dict[str, Any] | None:
     if job.state in FINISHED_OK or not (job.error_code or job.error_message):
         return None
     return {

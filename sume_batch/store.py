@@ -162,9 +162,7 @@ class RunStore:
             else:
                 migrate(db, version)
         except sqlite3.DatabaseError as error:
-            raise StoreError(
-                f"{path} is not a usable run store ({error}); move it aside to start afresh"
-            ) from None
+            raise unusable(path, error) from None
         return cls(db, clock)
 
     def close(self) -> None:
@@ -312,6 +310,11 @@ def run_lock(store: Path) -> Iterator[None]:
         os.close(descriptor)  # closing releases the lock
 
 
+def unusable(path: Path, error: Exception) -> StoreError:
+    """The one message for a store that cannot be used: name it, and never start afresh silently."""
+    return StoreError(f"{path} is not a usable run store ({error}); move it aside to start afresh")
+
+
 @contextmanager
 def reading(path: Path) -> Iterator[RunStore]:
     """The store at `path`, read-only (for `plan` and `status`: no lock, no write, safe during a run)."""
@@ -319,9 +322,7 @@ def reading(path: Path) -> Iterator[RunStore]:
         with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
             yield RunStore(db, clock=time.time)
     except sqlite3.DatabaseError as error:
-        raise StoreError(
-            f"{path} is not a usable run store ({error}); move it aside to start afresh"
-        ) from None
+        raise unusable(path, error) from None
 
 
 def read_states(path: Path) -> dict[str, str]:
