@@ -25,6 +25,7 @@ class Kind:
     poll_s: float  # first poll interval; it backs off from here
     upload_purpose: str | None = None  # a local file is uploaded first with this presign purpose
     upload_field: str | None = None  # the manifest field naming that local file
+    prompt_field: str | None = None  # the field reports show as the job's prompt
 
 
 KINDS: dict[str, Kind] = {
@@ -46,6 +47,7 @@ KINDS: dict[str, Kind] = {
             required=("prompt",),
             timeout_s=600,  # Sume's CLI `--wait` default for images
             poll_s=2,
+            prompt_field="prompt",
         ),
         Kind(
             name="video",
@@ -55,6 +57,7 @@ KINDS: dict[str, Kind] = {
             required=("prompt",),
             timeout_s=1800,  # Sume's CLI `--wait` default for videos
             poll_s=10,
+            prompt_field="prompt",
         ),
         Kind(
             name="ad_video",
@@ -64,6 +67,7 @@ KINDS: dict[str, Kind] = {
             required=("avatar_id", "script"),
             timeout_s=1800,
             poll_s=10,
+            prompt_field="script",
         ),
         Kind(
             name="face_swap",

@@ -8,32 +8,41 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
+import logging
 import os
 import signal
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from sume_batch import __version__
 from sume_batch.api import DEFAULT_BASE_URL, SumeClient
 from sume_batch.errors import RefusedError, UsageError
 from sume_batch.execute import Executor, Settings
-from sume_batch.manifest import Manifest
+from sume_batch.manifest import Manifest, file_digest
 from sume_batch.plan import Diff, Plan, Selection, credits, diff_plan, plan_text
 from sume_batch.progress import Progress
-from sume_batch.redact import Redactor
+from sume_batch.redact import Redactor, attach_redaction
+from sume_batch.report import (
+    FILE_NAMES,
+    PENDING_WORDS,
+    Source,
+    build_report,
+    git_revision,
+    point_latest,
+    run_folder_name,
+    write_reports,
+)  # fmt: skip
 from sume_batch.responses import balance_of, capacity_of
-from sume_batch.store import RunStore, StoredJob, read_states, run_lock
+from sume_batch.store import RunStore, read_states, run_lock
 
 Echo = Callable[[str], None]
 FINISHED_OK = frozenset({"downloaded"})
+SHOWN_PROBLEMS = 20  # jobs listed at the end of a run; the report lists them all
 
 
 @dataclass(frozen=True)
@@ -56,6 +65,10 @@ class Options:
 class Endpoint:
     base_url: str
     api_key: str
+    sandbox: str | None = None  # the simulator's profile, when this is a rehearsal
+
+    def describe(self) -> str:
+        return f"the sandbox ({self.sandbox} profile)" if self.sandbox else f"the Sume API at {self.base_url}"
 
 
 @contextlib.contextmanager
@@ -65,7 +78,7 @@ def endpoint(*, sandbox: str | None, env: Mapping[str, str]) -> Iterator[Endpoin
         from sume_batch.sandbox import SandboxConfig, running_sandbox  # noqa: PLC0415 - only for --sandbox
 
         with running_sandbox(SandboxConfig.from_profile(sandbox)) as server:
-            yield Endpoint(server.base_url, server.api_key)
+            yield Endpoint(server.base_url, server.api_key, sandbox=sandbox)
         return
     key = env.get("SUME_API_KEY", "").strip()
     if not key:
@@ -162,8 +175,10 @@ async def _run(
                 return 3
         store = RunStore.open(store_path(manifest, options.state_dir))
         try:
-            return await _execute(manifest, plan, client, storage, store, capacity=capacity, options=options,
-                                  redactor=redactor, echo=echo)  # fmt: skip
+            return await _execute(
+                manifest, plan, client, storage, store, target=target, balance=balance, capacity=capacity,
+                options=options, redactor=redactor, echo=echo,
+            )  # fmt: skip
         finally:
             store.close()
 
@@ -175,38 +190,127 @@ async def _execute(
     storage: httpx.AsyncClient,
     store: RunStore,
     *,
+    target: Endpoint,
+    balance: float | None,
     capacity: int | None,
     options: Options,
     redactor: Redactor,
     echo: Echo,
 ) -> int:
     start_again(store, plan, options.selection)
-    store.add_planned(
-        (spec.key, spec.id, spec.kind.name, spec.request, spec.matrix, price.credits)
-        for spec, price in plan.jobs
+    record = store.begin_run(run_info(manifest, plan, target=target, balance=balance, options=options))
+    folder = manifest.reports / manifest.name / run_folder_name(record)
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = (
+        (spec.key, spec.id, spec.kind.name, redacted_request(spec.request, redactor), spec.matrix, c.credits)
+        for spec, c in plan.jobs
     )
+    store.add_planned(rows, run=record.seq)
     concurrency = min(options.concurrency or manifest.concurrency, capacity or 1_000_000)
     settings = Settings(
         folder=manifest.folder, downloads=manifest.downloads, concurrency=concurrency,
         timeouts=manifest.timeouts, poll_intervals=manifest.poll_intervals, max_credits=manifest.max_credits,
     )  # fmt: skip
     states = {job.id: job.state for job in store.jobs(spec.key for spec, _ in plan.jobs).values()}
-    with Progress(states, echo=echo, live=options.live, quiet=options.quiet) as progress:
+    with (
+        run_log(folder / "run.log", redactor) as log,
+        Progress(states, echo=echo, live=options.live, quiet=options.quiet) as progress,
+    ):
+        log.info("run %d of %s: %d jobs, %s", record.seq, manifest.name, len(plan.jobs), target.describe())
+
+        def changed(job_id: str, state: str) -> None:
+            progress.change(job_id, state)
+            log.info("%s: %s", job_id, state)
+
         client.on_wait = progress.wait
         executor = Executor(
             client=client, storage=storage, store=store, settings=settings, redactor=redactor,
-            clock=time.time, on_change=progress.change, idempotency_honoured=options.idempotency_honoured,
+            clock=time.time, on_change=changed, idempotency_honoured=options.idempotency_honoured,
         )  # fmt: skip
         progress.credits = lambda: executor.reserved
-        started = time.monotonic()
         signal_number = await execute_with_signals(executor, plan, echo=echo)
-    summary = summarise(manifest, plan, store, elapsed=time.monotonic() - started, stopped=executor.stopped)
-    path = write_summary(manifest, summary)
-    echo(summary_text(summary, path, redactor))
+        counts = Counter(job.state for job in store.plan_of(record.seq))
+        code = 128 + signal_number if signal_number is not None else 0 if set(counts) <= FINISHED_OK else 1
+        outcome = {
+            "stopped": executor.stopped, "interrupted": signal_number is not None, "exit_code": code,
+            "balance_after": await balance_after(client, balance),
+        }  # fmt: skip
+        store.end_run(record.seq, outcome)
+        log.info("run %d ended: %s", record.seq, ", ".join(f"{n} {state}" for state, n in counts.items()))
+    records = store.runs()
+    source = Source(campaign=manifest.name, downloads=manifest.downloads, folder=folder, run=records[-1])
+    document = build_report(store, source, redactor=redactor, now=time.time())
+    write_reports(document, folder)
+    point_latest(folder)
+    echo(summary_text(document, folder / FILE_NAMES["html"]))
     if signal_number is not None:
         echo(f"Interrupted: every job is recorded. Resume with: sume-batch run {manifest.path}")
-        return 128 + signal_number
-    return 0 if summary["ok"] else 1
+    return code
+
+
+def run_info(
+    manifest: Manifest, plan: Plan, *, target: Endpoint, balance: float | None, options: Options
+) -> dict[str, Any]:
+    """What a run's reports say about its start: the manifest it ran, where its files go, the balance."""
+    commit, dirty = git_revision(manifest.path)
+    flags = [f"--only {pattern}" for pattern in options.selection.only] + [
+        flag for flag, chosen in (
+            ("--retry-failed", options.selection.retry_failed),
+            ("--resubmit-uncertain", options.selection.resubmit_uncertain),
+            ("--regenerate", options.selection.regenerate),
+        ) if chosen
+    ]  # fmt: skip
+    return {
+        "campaign": manifest.name,
+        "manifest": {"path": str(manifest.path), "sha256": file_digest(manifest.path), "git_commit": commit,
+                     "git_dirty": dirty},
+        "downloads": str(manifest.downloads.resolve()),
+        "reports": str(manifest.reports.resolve()),
+        "sandbox": target.sandbox,
+        "selection": flags,
+        "estimated": plan.total,
+        "balance_before": balance,
+    }  # fmt: skip
+
+
+def redacted_request(request: Mapping[str, Any], redactor: Redactor) -> dict[str, Any]:
+    """The request as the store keeps it: a prompt holding a key or an email must not land on disk.
+
+    Only reports read the stored request (job keys are hashed from the unredacted one, and creates
+    are sent from the manifest), so nothing is lost."""
+    value = redactor.value(request)
+    return value if isinstance(value, dict) else {}
+
+
+async def balance_after(client: SumeClient, before: float | None) -> float | None:
+    """The balance at the end, for the report's balance change; unknown if it cannot be read quickly."""
+    if before is None:
+        return None
+    try:
+        return balance_of(await asyncio.wait_for(client.credits(), timeout=15))
+    except Exception:
+        return None
+
+
+@contextlib.contextmanager
+def run_log(path: Path, redactor: Redactor) -> Iterator[logging.Logger]:
+    """The run's log file (our transitions and httpx's request lines), every record redacted."""
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    loggers = [logging.getLogger("sume_batch"), logging.getLogger("httpx")]
+    gate = attach_redaction(redactor, loggers=loggers, handlers=[handler])
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.INFO)
+        logger.addHandler(handler)
+    try:
+        yield loggers[0]
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.removeHandler(handler)
+            logger.removeFilter(gate)
+            logger.setLevel(level)
+        handler.close()
 
 
 async def execute_with_signals(executor: Executor, plan: Plan, *, echo: Echo) -> int | None:
@@ -255,78 +359,23 @@ def start_again(store: RunStore, plan: Plan, selection: Selection) -> None:
                        error_message=None, sume_status=None, reserved=0)  # fmt: skip
 
 
-def summarise(
-    manifest: Manifest, plan: Plan, store: RunStore, *, elapsed: float, stopped: str | None
-) -> dict[str, Any]:
-    """Every job of the plan, where it stands, and the totals (until the reports issue lands)."""
-    rows = store.jobs(spec.key for spec, _ in plan.jobs)
-    made = store.downloaded_at()
-    this_run = time.time() - elapsed
-    files: dict[str, list[dict[str, Any]]] = {}
-    for item in store.files():
-        files.setdefault(item["key"], []).append(
-            {k: item[k] for k in ("path", "sha256", "bytes", "content_type")}
-        )
-    jobs = [
-        {
-            "id": job.id, "key": job.key, "type": job.kind, "state": job.state, "matrix": job.matrix,
-            "credits_estimate": job.estimate, "credits_required": job.required, "attempts": job.attempts,
-            "sume_job_ids": list(job.sume_ids), "error": _failure(job), "files": files.get(job.key, []),
-            "provenance": _provenance(made.get(job.key), this_run),
-        }
-        for job in (rows[spec.key] for spec, _ in plan.jobs)
-    ]  # fmt: skip
-    reserved, required = store.credits()
-    counts = dict(Counter(row.state for row in rows.values()))
-    return {
-        "object": "run_summary", "tool": f"sume-batch {__version__}", "campaign": manifest.name,
-        "manifest": str(manifest.path), "elapsed_seconds": round(elapsed, 3), "stopped": stopped,
-        "credits": {"estimated": plan.total, "reserved": reserved, "stated_by_api": required},
-        "counts": counts, "ok": set(counts) <= FINISHED_OK, "jobs": jobs,
-    }  # fmt: skip
-
-
-def _provenance(downloaded_at: float | None, run_started: float) -> dict[str, Any] | None:
-    """When the outputs were made, and whether this run reused them rather than buying them."""
-    if downloaded_at is None:
-        return None
-    made = datetime.fromtimestamp(downloaded_at, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-    return {"downloaded_at": made, "reused": downloaded_at < run_started}
-
-
-def _failure(job: StoredJob) -> dict[str, Any] | None:
-    if job.state in FINISHED_OK or not (job.error_code or job.error_message):
-        return None
-    return {
-        "status": job.state,
-        "code": job.error_code,
-        "message": job.error_message,
-        "request_id": job.request_id,
-    }
-
-
-def write_summary(manifest: Manifest, summary: Mapping[str, Any]) -> Path:
-    folder = manifest.reports / manifest.name
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "summary.json"
-    partial = folder / ".summary.json.part"
-    partial.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", "utf-8")
-    partial.replace(path)
-    return path
-
-
-def summary_text(summary: Mapping[str, Any], path: Path, redactor: Redactor) -> str:
-    counts = ", ".join(f"{count} {state}" for state, count in sorted(summary["counts"].items()))
-    lines = [f"Done in {summary['elapsed_seconds']:.1f} s: {counts}. Summary: {path}"]
-    if summary["stopped"]:
-        lines.append(f"Stopped early: {redactor.text(summary['stopped'])}")
-    for job in summary["jobs"]:
-        if job["error"] or job["state"] not in FINISHED_OK:
-            error = job["error"] or {}
-            reason = ": ".join(str(part) for part in (error.get("code"), error.get("message")) if part)
-            request = f" (request id {error['request_id']})" if error.get("request_id") else ""
-            sume = f" [{', '.join(job['sume_job_ids'])}]" if job["sume_job_ids"] else ""
-            lines.append(f"  {job['state']}: {job['id']}{sume}{': ' + reason if reason else ''}{request}")
+def summary_text(document: Mapping[str, Any], path: Path) -> str:
+    """The end-of-run lines: counts, where the report is, and every job that needs attention."""
+    counts = ", ".join(f"{count} {state}" for state, count in document["counts"].items()) or "no jobs"
+    elapsed = document["run"]["duration_seconds"]
+    lines = [f"Done in {elapsed or 0:.1f} s: {counts}. Report: {path}"]
+    if document["run"]["stopped"]:
+        lines.append(f"Stopped early: {document['run']['stopped']}")
+    attention = [job for job in document["jobs"] if job["failure"] is not None or not job["ok"]]
+    for job in attention[:SHOWN_PROBLEMS]:
+        failure = job["failure"] or {}
+        reason = ": ".join(part for part in (failure.get("code"), failure.get("message")) if part)
+        reason = reason or PENDING_WORDS.get(job["status"], job["status"])
+        request = f" (request id {failure['request_id']})" if failure.get("request_id") else ""
+        sume = f" [{', '.join(job['sume_job_ids'])}]" if job["sume_job_ids"] else ""
+        lines.append(f"  {job['status']}: {job['id']}{sume}: {reason}{request}")
+    if len(attention) > SHOWN_PROBLEMS:
+        lines.append(f"  ... and {len(attention) - SHOWN_PROBLEMS:,} more in the report")
     return "\n".join(lines)
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from sume_batch.errors import LockedError, StoreError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS jobs (
@@ -46,7 +46,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     intent_at REAL,
     settled_at REAL,
     candidates TEXT NOT NULL DEFAULT '[]',
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL,
+    run INTEGER
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state);
 CREATE TABLE IF NOT EXISTS events (
@@ -65,6 +66,13 @@ CREATE TABLE IF NOT EXISTS files (
     content_type TEXT NOT NULL,
     PRIMARY KEY (key, path)
 );
+CREATE TABLE IF NOT EXISTS runs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    started_at REAL NOT NULL,
+    ended_at REAL,
+    info TEXT NOT NULL,
+    outcome TEXT NOT NULL DEFAULT '{}'
+);
 """
 
 # Each migration takes a store from the version before it to its own: never edit one, add one.
@@ -73,6 +81,16 @@ MIGRATIONS: dict[int, str] = {
     ALTER TABLE jobs ADD COLUMN intent_at REAL;
     ALTER TABLE jobs ADD COLUMN settled_at REAL;
     ALTER TABLE jobs ADD COLUMN candidates TEXT NOT NULL DEFAULT '[]';
+    """,
+    3: """
+    ALTER TABLE jobs ADD COLUMN run INTEGER;
+    CREATE TABLE runs (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        started_at REAL NOT NULL,
+        ended_at REAL,
+        info TEXT NOT NULL,
+        outcome TEXT NOT NULL DEFAULT '{}'
+    );
     """,
 }
 
@@ -128,6 +146,17 @@ class StoredJob:
     candidates: tuple[str, ...]  # ids an uncertain create may have made, when more than one fit
 
 
+@dataclass(frozen=True)
+class RunRecord:
+    """One `run` of a campaign as the store remembers it."""
+
+    seq: int
+    started_at: float
+    ended_at: float | None  # None: still going, or killed before it could say
+    info: Mapping[str, Any]  # what was known at the start: campaign, manifest, folders, plan, balance
+    outcome: Mapping[str, Any]  # what was known at the end: stopped, exit code, balance
+
+
 class RunStore:
     """A campaign's run store; open one per process with `RunStore.open`."""
 
@@ -181,19 +210,70 @@ class RunStore:
         self.db.execute("COMMIT")
 
     def add_planned(
-        self, rows: Iterable[tuple[str, str, str, Mapping[str, Any], Mapping[str, Any], float | None]]
+        self,
+        rows: Iterable[tuple[str, str, str, Mapping[str, Any], Mapping[str, Any], float | None]],
+        *,
+        run: int | None = None,
     ) -> int:
-        """Record planned jobs (key, id, kind, request, matrix, estimate); known keys keep their state."""
+        """Record planned jobs (key, id, kind, request, matrix, estimate); known keys keep their state.
+
+        `run` marks them as the plan of that run (see `begin_run`): a run's report covers its plan.
+        """
         now = self.clock()
         with self.transaction() as db:
             before = db.total_changes
             db.executemany(
-                "INSERT INTO jobs (key, id, kind, request, matrix, state, estimate, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, 'planned', ?, ?)"
-                " ON CONFLICT (key) DO UPDATE SET id = excluded.id, estimate = excluded.estimate",
-                ((key, id_, kind, _json(req), _json(mx), est, now) for key, id_, kind, req, mx, est in rows),
+                "INSERT INTO jobs (key, id, kind, request, matrix, state, estimate, updated_at, run)"
+                " VALUES (?, ?, ?, ?, ?, 'planned', ?, ?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET id = excluded.id, estimate = excluded.estimate,"
+                " run = COALESCE(excluded.run, run)",
+                (
+                    (key, id_, kind, _json(req), _json(mx), est, now, run)
+                    for key, id_, kind, req, mx, est in rows
+                ),
             )
             return db.total_changes - before
+
+    def begin_run(self, info: Mapping[str, Any]) -> RunRecord:
+        """Record that a run starts, with what the reports say about it (campaign, manifest, folders)."""
+        now = self.clock()
+        with self.transaction(durable=True) as db:
+            cursor = db.execute("INSERT INTO runs (started_at, info) VALUES (?, ?)", (now, _json(info)))
+        return RunRecord(
+            seq=int(cursor.lastrowid or 0), started_at=now, ended_at=None, info=dict(info), outcome={}
+        )
+
+    def end_run(self, seq: int, outcome: Mapping[str, Any]) -> None:
+        """Record how a run ended (stopped why, exit code, balance after)."""
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE runs SET ended_at = ?, outcome = ? WHERE seq = ?", (self.clock(), _json(outcome), seq)
+            )
+
+    def runs(self) -> list[RunRecord]:
+        """Every run recorded, oldest first (stores older than version 3 recorded none)."""
+        rows = self.db.execute("SELECT seq, started_at, ended_at, info, outcome FROM runs ORDER BY seq")
+        return [
+            RunRecord(seq, started, ended, json.loads(info), json.loads(outcome))
+            for seq, started, ended, info, outcome in rows
+        ]
+
+    def plan_of(self, run: int | None) -> list[StoredJob]:
+        """The jobs a run planned, in plan order; every job when `run` is None."""
+        query = f"SELECT {', '.join(_COLUMNS)} FROM jobs"  # noqa: S608
+        rows = (
+            self.db.execute(query + " ORDER BY rowid")
+            if run is None
+            else self.db.execute(query + " WHERE run = ? ORDER BY rowid", (run,))
+        )
+        return [_decode(row) for row in rows]
+
+    def moments(self) -> dict[str, dict[str, float]]:
+        """Job key → state → when the job last entered it (from the journal), for reports' timings."""
+        found: dict[str, dict[str, float]] = {}
+        for key, state, at in self.db.execute("SELECT key, state, MAX(at) FROM events GROUP BY key, state"):
+            found.setdefault(key, {})[state] = float(at)
+        return found
 
     def move(
         self, key: str, state: str, *, durable: bool = False, note: str | None = None, **fields: Any

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import textwrap
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
+from typing import Any
+from xml.etree import ElementTree
 
+import jsonschema
 from click.testing import CliRunner
 
 from sume_batch.cli import cli, run_cli
@@ -32,3 +37,27 @@ def write(folder: Path, text: str, name: str = "campaign.yaml") -> Path:
     path = folder / name
     path.write_text(textwrap.dedent(text).lstrip("\n"), "utf-8")
     return path
+
+
+@cache
+def report_schema() -> jsonschema.Draft202012Validator:
+    schema = json.loads((REPO / "schemas/report.schema.json").read_text())
+    return jsonschema.Draft202012Validator(schema)
+
+
+def read_report(folder: Path, campaign: str) -> dict[str, Any]:
+    """The latest report.json of a campaign run in `folder`, checked: it validates against its schema,
+    junit.xml parses and agrees with it case by case, and report.html is there beside them."""
+    latest = folder / "reports" / campaign / "latest"
+    report: dict[str, Any] = json.loads((latest / "report.json").read_text())
+    problems = [f"{error.json_path}: {error.message}" for error in report_schema().iter_errors(report)]
+    assert not problems, problems
+    suites = ElementTree.parse(latest / "junit.xml").getroot()
+    cases = suites.findall("./testsuite/testcase")
+    failed = [job for job in report["jobs"] if job["failure"] is not None]
+    skipped = [job for job in report["jobs"] if job["failure"] is None and not job["ok"]]
+    assert (int(suites.get("tests", -1)), len(cases)) == (len(report["jobs"]), len(report["jobs"]))
+    assert int(suites.get("failures", -1)) == len(failed) == len(suites.findall("./testsuite/testcase/failure"))
+    assert int(suites.get("skipped", -1)) == len(skipped) == len(suites.findall("./testsuite/testcase/skipped"))
+    assert (latest / "report.html").read_text().startswith("<!doctype html>")
+    return report

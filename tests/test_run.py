@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import REPO, invoke, write
+from helpers import REPO, invoke, read_report, write
 
 from sume_batch.sandbox import SandboxConfig, running_sandbox
 
@@ -55,8 +55,7 @@ def run_against(config: SandboxConfig, *args: str) -> tuple[Any, dict[str, Any]]
 
 
 def summary(folder: Path) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((folder / "reports/every-kind/summary.json").read_text())
-    return data
+    return read_report(folder, "every-kind")
 
 
 def test_every_kind_end_to_end(workdir: Path) -> None:
@@ -75,7 +74,7 @@ def test_every_kind_end_to_end(workdir: Path) -> None:
     assert stats["storage_requests_with_credentials"] == 0
     assert sorted(stats["creates_by_idempotency_key"].values()) == [1] * JOBS
     ref = next(job for job in report["jobs"] if job["id"] == "ref")
-    assert ref["credits_required"] > 0  # Reference Analysis states its price
+    assert ref["credits"]["stated_by_api"] > 0  # Reference Analysis states its price
 
 
 @pytest.mark.parametrize("idempotency", ["honour", "ignore"])
@@ -89,7 +88,7 @@ def test_misbehaving_api_costs_one_create_per_job_and_never_leaks_the_key(
     report = summary(workdir)
     assert result.code in (0, 1), result.err
     for job in report["jobs"]:  # every job finished, or says why not
-        assert job["state"] == "downloaded" or job["error"] or job["state"] in ("uncertain", "skipped"), job
+        assert job["status"] == "downloaded" or job["failure"] or job["status"] in ("uncertain", "skipped"), job
     assert all(count == 1 for count in stats["creates_by_idempotency_key"].values())
     assert stats["storage_requests_with_credentials"] == 0
     assert report["credits"]["reserved"] <= 400
@@ -184,7 +183,7 @@ def test_a_create_left_in_flight_by_a_crash_is_found_and_adopted_not_resent(work
     assert again.code == 0, again.out
     assert sorted(creates.values()) == [1] * JOBS  # found in GET /jobs, never created again
     job = next(job for job in summary(workdir)["jobs"] if job["id"] == "img-1")
-    assert (job["state"], len(job["sume_job_ids"]), len(job["files"])) == ("downloaded", 1, 1)
+    assert (job["status"], len(job["sume_job_ids"]), len(job["files"])) == ("downloaded", 1, 1)
 
 
 def test_a_create_that_never_reached_the_api_stays_uncertain_with_its_reason(workdir: Path) -> None:
@@ -275,13 +274,13 @@ def test_a_job_refused_for_credits_is_submitted_by_the_next_run(workdir: Path) -
         env = {"SUME_API_KEY": server.api_key, "SUME_API_BASE_URL": server.base_url}
         shutil.copy(REPO / "tests/data/clip.mp4", workdir / "clip.mp4")
         first = invoke("run", "campaign.yaml", "--yes", "--concurrency", "1", env=env)
-        refused = [job for job in summary(workdir)["jobs"] if job["state"] == "planned"]
+        refused = [job for job in summary(workdir)["jobs"] if job["status"] == "planned"]
         server.configure(credits=10_000)
         second = invoke("run", "campaign.yaml", "--yes", env=env)
         creates = server.stats()["creates_by_idempotency_key"]
     assert first.code == 1
     assert "Stopped early: the API refused new jobs: HTTP 402: insufficient_credits" in first.out
-    assert refused and refused[0]["error"]["code"] == "insufficient_credits"
+    assert refused and refused[0]["failure"]["code"] == "insufficient_credits"
     assert second.code == 0, second.out
     assert summary(workdir)["counts"] == {"downloaded": JOBS}
     assert all(count == 1 for count in creates.values())
@@ -386,14 +385,14 @@ def test_a_face_swap_with_one_failed_avatar_keeps_the_others(workdir: Path) -> N
         with running_sandbox(config) as server:
             env = {"SUME_API_KEY": server.api_key, "SUME_API_BASE_URL": server.base_url}
             result = invoke("run", "campaign.yaml", "--yes", "--state-dir", f"state{seed}", env=env)
-        job = json.loads((workdir / "reports/fs/summary.json").read_text())["jobs"][0]
-        if job["state"] == "failed" and job["files"]:
+        job = read_report(workdir, "fs")["jobs"][0]
+        if job["status"] == "failed" and job["files"]:
             break
     else:
         pytest.fail("no seed gave one failed and one completed avatar")
     assert result.code == 1
-    assert len(job["files"]) == 1 and job["files"][0]["path"].startswith("swap-avatar_")
-    assert job["error"]["message"].startswith("1 of 2 jobs failed: ")
+    assert len(job["files"]) == 1 and Path(job["files"][0]["path"]).name.startswith("swap-avatar_")
+    assert job["failure"]["message"].startswith("1 of 2 jobs failed: ")
 
 
 def test_retry_failed_is_priced_by_plan_and_buys_only_the_failed_job_again(workdir: Path) -> None:
@@ -453,4 +452,4 @@ def test_where_idempotency_is_honoured_a_lost_create_is_sent_again_with_its_key(
     assert lost.code == 1  # every answer was dropped: uncertain (or adopted, where unambiguous)
     assert again.code == 0, again.out
     assert sorted(stats["creates_by_idempotency_key"].values()) == [1] * 6  # the replays made nothing new
-    assert json.loads((workdir / "reports/idem/summary.json").read_text())["counts"] == {"downloaded": 6}
+    assert read_report(workdir, "idem")["counts"] == {"downloaded": 6}
