@@ -15,6 +15,7 @@ from sume_batch import __version__, commands
 from sume_batch.errors import ManifestError, SumeBatchError
 from sume_batch.plan import Selection
 from sume_batch.redact import Redactor
+from sume_batch.report import FORMATS
 from sume_batch.run import Options, is_interactive, is_live
 
 
@@ -301,3 +302,36 @@ def status(target: Path, as_json: bool, state_dir: Path | None) -> int:
     only: no request is sent, and it is safe while a run is going.
     """
     return commands.status(target, state_dir=state_dir, as_json=as_json, echo=click.echo)
+
+
+def _formats(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple[str, ...]:
+    """`--format html,json` and `--format html --format json` alike; every format when none is given."""
+    chosen = tuple(part.strip() for value in values for part in value.split(",") if part.strip())
+    unknown = sorted(set(chosen) - set(FORMATS))
+    if unknown:
+        raise click.BadParameter(f"unknown format {', '.join(unknown)} (choose from {', '.join(FORMATS)})")
+    return chosen or FORMATS
+
+
+@cli.command()
+@click.argument("target", type=click.Path(path_type=Path, dir_okay=False))
+@click.option(
+    "--format", "formats", multiple=True, callback=_formats, metavar="html,json,junit",
+    help="Which reports to write (default: all three).",
+)  # fmt: skip
+@click.option(
+    "-o", "--output", type=click.Path(path_type=Path, file_okay=False),
+    help="Write them here instead of the run's report folder.",
+)  # fmt: skip
+@click.option(
+    "--state-dir", type=click.Path(path_type=Path, file_okay=False), help="Where the run store lives."
+)
+def report(target: Path, formats: tuple[str, ...], output: Path | None, state_dir: Path | None) -> int:
+    """Write the latest run's reports again, from its store: report.html, report.json, junit.xml.
+
+    TARGET is the campaign's manifest or its run store (.sqlite). No request is sent;
+    it is safe while a run is going (that report is marked partial).
+    """
+    return commands.report(
+        target, state_dir=state_dir, formats=formats, output=output, env=os.environ, echo=click.echo
+    )

@@ -7,6 +7,7 @@ arguments and an `echo` for output, so tests call them directly.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Mapping, Sequence
 from functools import cache
 from pathlib import Path
@@ -15,9 +16,11 @@ from sume_batch.errors import ManifestError, UsageError
 from sume_batch.expand import JobSpec, expand_jobs
 from sume_batch.manifest import Manifest, file_digest, load_manifest, load_pricing
 from sume_batch.plan import Plan, Selection, diff_plan, make_plan, plan_json, plan_text, restrict
+from sume_batch.redact import Redactor
+from sume_batch.report import Source, build_report, point_latest, run_folder_name, write_reports
 from sume_batch.run import Options, run_campaign, store_path
 from sume_batch.status import read_status, status_text
-from sume_batch.store import read_states
+from sume_batch.store import RunRecord, read_states, reading, require_current
 
 Echo = Callable[[str], None]
 
@@ -122,3 +125,53 @@ def status(target: Path, *, state_dir: Path | None, as_json: bool, echo: Echo) -
     result = read_status(path)
     echo(json.dumps(result, indent=2, ensure_ascii=False) if as_json else status_text(result))
     return 0
+
+
+def report(
+    target: Path,
+    *,
+    state_dir: Path | None,
+    formats: Sequence[str],
+    output: Path | None,
+    env: Mapping[str, str],
+    echo: Echo,
+) -> int:
+    """(Re)write the latest run's reports from its store; `target` is the manifest or the store (.sqlite).
+
+    Read-only on the store, so it is safe while a run is going (that report is marked partial).
+    Reports go to the run's own folder (and `latest` points there) unless `output` is given.
+    """
+    manifest = None if target.suffix == ".sqlite" else load_manifest(target)
+    path = target if manifest is None else store_path(manifest, state_dir)
+    if not path.exists():
+        raise UsageError(f"no run store at {path}: this campaign has not been run yet")
+    with reading(path) as store:
+        require_current(store, path)
+        runs = store.runs()
+        source = report_source(runs[-1] if runs else None, manifest, output)
+        document = build_report(store, source, redactor=Redactor.from_env(env), now=time.time())
+    written = write_reports(document, source.folder, formats)
+    if output is None:
+        point_latest(source.folder)
+    for path in written.values():
+        echo(f"wrote {path}")
+    return 0
+
+
+def report_source(run: RunRecord | None, manifest: Manifest | None, output: Path | None) -> Source:
+    """Whose report and where it goes: the manifest's folders when it is given (they may have moved
+    since), else those the run recorded."""
+    if manifest is not None:
+        campaign, downloads, reports = manifest.name, manifest.downloads, manifest.reports
+    elif run is not None:
+        campaign, downloads = str(run.info["campaign"]), Path(str(run.info["downloads"]))
+        reports = Path(str(run.info["reports"]))
+    else:
+        raise UsageError("this store records no run yet: give the campaign's manifest instead")
+    if output is not None:
+        folder = output
+    elif run is not None:
+        folder = reports / campaign / run_folder_name(run)
+    else:
+        raise UsageError("this store records no run yet: pass --output DIR to write a report anyway")
+    return Source(campaign=campaign, downloads=downloads, folder=folder, run=run)

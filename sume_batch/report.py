@@ -36,7 +36,7 @@ from sume_batch import __version__
 from sume_batch.errors import UsageError
 from sume_batch.kinds import KINDS
 from sume_batch.redact import Redactor
-from sume_batch.store import RunRecord, RunStore, StoredJob
+from sume_batch.store import CHARGED, RunRecord, RunStore, StoredJob
 
 FORMATS = ("html", "json", "junit")
 FILE_NAMES = {"html": "report.html", "json": "report.json", "junit": "junit.xml"}
@@ -123,7 +123,7 @@ def build_report(
     info = dict(run.info) if run else {}
     outcome = dict(run.outcome) if run else {}
     before, after = info.get("balance_before"), outcome.get("balance_after")
-    charged = [entry for entry in entries if entry["credits"]["reserved"]]
+    charged = [entry for entry in entries if entry["status"] in CHARGED]  # as the store counts them
     document: dict[str, Any] = {
         "object": "report",
         "schema_version": REPORT_SCHEMA_VERSION,

@@ -405,6 +405,16 @@ def reading(path: Path) -> Iterator[RunStore]:
         raise unusable(path, error) from None
 
 
+def require_current(store: RunStore, path: Path) -> None:
+    """Refuse, clearly, a store at an older schema version that a read-only command cannot migrate."""
+    version = _version(store.db)
+    if version is not None and version < SCHEMA_VERSION:
+        raise StoreError(
+            f"{path} was written by an older sume-batch (store version {version}); "
+            "`sume-batch run` on its manifest upgrades it"
+        )
+
+
 def read_states(path: Path) -> dict[str, str]:
     """Job key → state from a store, read-only; empty when there is no store yet."""
     if not path.exists():

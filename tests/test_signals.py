@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from helpers import write
+from helpers import read_report, write
 
 from sume_batch.sandbox import SandboxConfig, running_sandbox
 
@@ -73,6 +73,10 @@ def test_first_signal_stops_new_creates_and_a_rerun_finishes(tmp_path: Path, num
         recorded = states(tmp_path)
         assert "submitting" not in recorded
         assert recorded.get("submitted", 0) == created  # every job id the API issued is in the store
+        partial = read_report(tmp_path, "slow")  # the reports are written after an interrupt, marked
+        assert partial["run"]["partial"] and partial["run"]["stopped"] == f"interrupted by {signal.Signals(number).name}"
+        assert partial["run"]["exit_code"] == code and not partial["ok"]
+        assert 'id="partial"' in (tmp_path / "reports/slow/latest/report.html").read_text()
         server.configure(durations={"image_generation": 0.0})
         server.advance(60)  # the jobs created before the signal finish too
         again = start_run(tmp_path, server.base_url, server.api_key)
@@ -80,6 +84,9 @@ def test_first_signal_stops_new_creates_and_a_rerun_finishes(tmp_path: Path, num
         assert again.returncode == 0, out + err
         assert sorted(server.stats()["creates_by_idempotency_key"].values()) == [1] * 6
     assert states(tmp_path) == {"downloaded": 6}
+    final = read_report(tmp_path, "slow")
+    assert (final["run"]["number"], final["run"]["partial"], final["ok"]) == (2, False, True)
+    assert (tmp_path / "reports/slow/latest").readlink().name == final["run"]["id"]
 
 
 def test_a_second_sigint_forces_and_the_store_stays_consistent(tmp_path: Path) -> None:

@@ -92,6 +92,9 @@ class SandboxConfig:
     media_url_ttl: int = 3600  # seconds a signed media URL stays valid
     upload_url_ttl: int = 900
     strict_unknown_fields: bool = False  # unknown body fields: ignored and counted, or refused with 400
+    # Job objects echo their request (`input`) and failure messages and details quote it, as some APIs
+    # do (v1 documents neither): whatever a prompt holds comes back in every place a client reads.
+    echo_input: bool = False
 
     def __post_init__(self) -> None:
         problems = config_problems(self)

@@ -29,14 +29,22 @@ _ENDINGS = {
 }
 
 
-def failure_error(outcome: str, rng: random.Random, *, leaky: bool) -> dict[str, Any] | None:
-    """The sanitized `error` a job ending in `outcome` shows; None for `completed`."""
+def failure_error(
+    outcome: str, rng: random.Random, *, leaky: bool, echo: dict[str, Any] | None = None
+) -> dict[str, Any] | None:
+    """The `error` a job ending in `outcome` shows; None for `completed`. With `echo` (the job's
+    request), the message quotes its prompt and the details carry the whole request."""
     if outcome == "completed":
         return None
     code, message = rng.choice(_FAILURES) if outcome == "failed" else _ENDINGS[outcome]
     error: dict[str, Any] = {"code": code, "message": message}
+    if echo is not None:
+        quoted = echo.get("prompt") or echo.get("script")
+        error["message"] = f"{message} Request: {quoted!r}" if quoted else message
+        error["details"] = {"request": echo}
     if leaky and outcome == "failed":
         error["details"] = {
+            **error.get("details", {}),
             "provider": "upstream-video-x",
             "provider_response": {
                 "status": 500,

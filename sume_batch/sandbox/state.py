@@ -160,7 +160,12 @@ class SandboxState:
             price=order.price,
             params=order.params,
             signed_media=rng.random() < self.config.signed_media_rate,
-            error=results.failure_error(outcome, rng, leaky=rng.random() < faults.leaky_error),
+            error=results.failure_error(
+                outcome,
+                rng,
+                leaky=rng.random() < faults.leaky_error,
+                echo=order.params if self.config.echo_input else None,
+            ),
             uses_capacity=order.type != "asset_ingest",
             links=dict(order.links),
         )
@@ -182,7 +187,9 @@ class SandboxState:
         """The job object (README table); `status` overrides the computed one (create answers say queued)."""
         shown = status or job.status_at(now)
         done = shown == "completed"
+        echo = {"input": job.params} if self.config.echo_input else {}
         return {
+            **echo,
             "id": job.id,
             "object": "job",
             "type": job.type,

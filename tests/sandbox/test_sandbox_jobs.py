@@ -112,6 +112,23 @@ async def test_failed_jobs_carry_a_sanitized_error_and_sometimes_a_planted_leak(
         assert result.json()["error"]["details"] == {"job_id": job["id"], "status": "failed"}
 
 
+async def test_echo_input_returns_the_request_in_job_objects_results_and_failures(
+    make_sandbox: Callable[..., Sandbox],
+) -> None:
+    box = make_sandbox("instant", echo_input=True, faults={"job_failed": 0.5, "leaky_error": 0.0}, seed=4)
+    body = {**IMAGE, "prompt": "a bottle, mail ops@brand.example"}
+    async with box.client() as client:
+        jobs = [(await client.get(f"/jobs/{await create(client, body=body)}")).json() for _ in range(8)]
+        assert all(job["input"]["prompt"] == body["prompt"] for job in jobs)
+        failed = [job for job in jobs if job["status"] == "failed"]
+        done = [job for job in jobs if job["status"] == "completed"]
+        assert failed and done
+        assert all(job["error"]["message"].endswith(f"Request: {body['prompt']!r}") for job in failed)
+        assert all(job["error"]["details"]["request"]["prompt"] == body["prompt"] for job in failed)
+        result = (await client.get(f"/jobs/{done[0]['id']}/result")).json()
+        assert result["input"]["prompt"] == body["prompt"] and result["result"]["images"]
+
+
 @pytest.mark.parametrize(
     ("faults", "statuses"),
     [({"job_expired": 1.0}, {"expired"}), ({"job_canceled": 1.0}, {"canceled", "cancelled"})],
