@@ -34,13 +34,14 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 def report_error(error: SumeBatchError) -> int:
     """Print an expected error for a person and return its exit code."""
+    redactor = Redactor.from_env(os.environ)
     if isinstance(error, ManifestError):
-        for problem in error.problems:
-            click.echo(str(problem), err=True)
+        for problem in error.problems:  # a value quoted from the manifest may hold a key or an email
+            click.echo(redactor.text(str(problem)), err=True)
         count = len(error.problems)
         click.echo(f"{count} problem{'s' if count != 1 else ''}; nothing was sent.", err=True)
     else:
-        click.echo(f"error: {Redactor.from_env(os.environ).text(str(error))}", err=True)
+        click.echo(f"error: {redactor.text(str(error))}", err=True)
     return error.exit_code
 
 

@@ -132,7 +132,7 @@ CASES: list[tuple[str, str, list[str]]] = [
         HEAD + "jobs:\n  - {id: a, type: reference_analysis, url: 'https://www.youtube.com/watch?v=x'}\n",
         [
             "campaign.yaml:4:44: jobs[0].url: must be a public TikTok video (https://www.tiktok.com/@user/video/123)"
-            " or Instagram Reel (https://www.instagram.com/reel/CODE/) URL, got 'https://www.youtube.com/watch?v=x'"
+            " or Instagram Reel (https://www.instagram.com/reel/CODE/) URL, got 'https://www.youtube.com/watch?<redacted>'"
         ],
     ),
     (
