@@ -23,6 +23,7 @@ MARK: Final = "<redacted>"
 # A configured secret shorter than this is ignored: hiding "abc" would shred prose; real keys are long.
 MIN_SECRET_LENGTH: Final = 8
 MAX_MESSAGE_LENGTH: Final = 500
+MAX_KEPT_KEYS: Final = 4096
 
 # Fields whose value is secret by nature: the key is kept, the value replaced by MARK (sume-api.md §7, §12).
 MASKED_FIELDS: Final = frozenset({
@@ -72,6 +73,10 @@ _SHORT_TEXT: Final = 1000  # below this, one regex scan is cheaper than finding 
 _FIELD_HINTS: Final = ("authorization", "key", "token", "secret", "_id", "-id", "upload")
 _FIELD_KINDS: Final = {"workspace_id": "id", "user_id": "id", "api_key_id": "id", "apikey_id": "id",
                        "object_key": "object-key", "upload_url": "url"}  # fmt: skip
+
+
+_PLAIN: Final = frozenset({bool, int, float})
+_KEEP, _MASK, _DROP = object(), object(), object()  # what `value` does with a mapping key's value
 
 
 def _mark(kind: str) -> str:
@@ -182,6 +187,7 @@ class Redactor:
     keep_request_ids: bool = True
     _literals: re.Pattern[str] | None = field(init=False, repr=False, compare=False, default=None)
     _markers: dict[str, str] = field(init=False, repr=False, compare=False, default_factory=dict)
+    _keys: dict[str, tuple[str, object]] = field(init=False, repr=False, compare=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         markers: dict[str, str] = {}
@@ -231,22 +237,41 @@ class Redactor:
 
     def value(self, obj: object) -> Json:
         """A redacted deep copy of JSON-like data: secret fields masked, payloads dropped, text redacted."""
-        if isinstance(obj, str):
-            return self.text(obj)
-        if obj is None or isinstance(obj, bool | int | float):
-            return obj
+        kind = type(obj)
+        if kind is str:
+            return self.text(obj)  # type: ignore[arg-type]
+        if obj is None or kind in _PLAIN:
+            return obj  # type: ignore[return-value]
         if isinstance(obj, Mapping):
             copy: dict[str, Json] = {}
             for key, item in obj.items():
-                name = str(key)
-                norm = name.strip().lower().replace("-", "_")
-                if norm not in DROPPED_FIELDS:
-                    masked = norm in MASKED_FIELDS and item is not None
-                    copy[self.text(name)] = MARK if masked else self.value(item)
+                name, rule = self._key(str(key))
+                if rule is _DROP:
+                    continue
+                if rule is _MASK and item is not None:
+                    copy[name] = MARK
+                elif item is None or type(item) in _PLAIN:  # most values: no call needed
+                    copy[name] = item
+                else:
+                    copy[name] = self.value(item)
             return copy
         if isinstance(obj, list | tuple):
             return [self.value(item) for item in obj]
+        if isinstance(obj, str | bool | int | float):  # subclasses of the plain types
+            return self.text(obj) if isinstance(obj, str) else obj
         return self.text(str(obj))
+
+    def _key(self, name: str) -> tuple[str, object]:
+        """A mapping key redacted, and what to do with its value (keep, mask, drop). The same few keys
+        recur in every record, so the answers are kept."""
+        known = self._keys.get(name)
+        if known is None:
+            norm = name.strip().lower().replace("-", "_")
+            rule = _DROP if norm in DROPPED_FIELDS else _MASK if norm in MASKED_FIELDS else _KEEP
+            known = (self.text(name), rule)
+            if len(self._keys) < MAX_KEPT_KEYS:
+                self._keys[name] = known
+        return known
 
     def error(
         self, error: ApiError | Mapping[str, object], *, job_id: str | None = None, status: str | None = None

@@ -20,15 +20,15 @@ import json
 import os
 import re
 import subprocess
-import xml.etree.ElementTree as ET
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from xml.sax.saxutils import escape, quoteattr
 
 import jinja2
 
@@ -105,17 +105,22 @@ def build_report(
     for item in store.files():
         files.setdefault(item["key"], []).append(item)
     starts = [other.started_at for other in store.runs()]
+    downloads = Path(os.path.relpath(source.downloads, source.folder)).as_posix()
     entries = [
-        _job_entry(
-            job,
-            moments=moments.get(job.key, {}),
-            files=files.get(job.key, ()),
-            source=source,
-            run_starts=starts,
-            redactor=redactor,
+        _gated(
+            redactor,
+            _job_entry(
+                job,
+                moments=moments.get(job.key, {}),
+                files=files.get(job.key, ()),
+                downloads=downloads,
+                run=run,
+                run_starts=starts,
+                redactor=redactor,
+            ),
         )
         for job in jobs
-    ]
+    ]  # each job passes the redaction gate as it is made, so no second copy of them all is held
     counts = Counter(entry["status"] for entry in entries)
     by_type: dict[str, Counter[str]] = {}
     for entry in entries:
@@ -145,10 +150,14 @@ def build_report(
         "counts": _ordered(counts),
         "types": {kind: _ordered(states) for kind, states in sorted(by_type.items())},
         "axes": _axes(entries),
-        "jobs": entries,
     }
     document["ok"] = not document["run"]["partial"] and set(counts) <= OK
-    gated = redactor.value(document)  # the one gate every report passes, whatever the store holds
+    return {**_gated(redactor, document), "jobs": entries}
+
+
+def _gated(redactor: Redactor, value: Mapping[str, Any]) -> dict[str, Any]:
+    """The redaction gate every part of a report passes, whatever the store holds."""
+    gated = redactor.value(value)
     assert isinstance(gated, dict)
     return gated
 
@@ -189,7 +198,8 @@ def _job_entry(
     *,
     moments: Mapping[str, float],
     files: Iterable[Mapping[str, Any]],
-    source: Source,
+    downloads: str,
+    run: RunRecord | None,
     run_starts: Sequence[float],
     redactor: Redactor,
 ) -> dict[str, Any]:
@@ -225,15 +235,15 @@ def _job_entry(
         "candidates": list(job.candidates),
         "failure": failure.as_dict() if failure else None,
         "credits": {"estimated": job.estimate, "reserved": job.reserved, "stated_by_api": job.required},
-        "files": [_file_entry(item, source) for item in files],
-        "provenance": _provenance(downloaded, source.run, run_starts),
+        "files": [_file_entry(item, downloads) for item in files],
+        "provenance": _provenance(downloaded, run, run_starts),
     }
 
 
-def _file_entry(item: Mapping[str, Any], source: Source) -> dict[str, Any]:
-    """An output file, its path relative to the report's folder (so the HTML gallery opens it from disk)."""
-    path = Path(os.path.relpath(source.downloads / item["path"], source.folder)).as_posix()
+def _file_entry(item: Mapping[str, Any], downloads: str) -> dict[str, Any]:
+    """An output file; `downloads` is the outputs' folder relative to the report's, for the gallery."""
     names = ("sha256", "bytes", "content_type")
+    path = f"{downloads}/{item['path']}"
     return {"path": path, **{name: item[name] for name in names}, "sume_job_id": item["sume_id"]}
 
 
@@ -292,7 +302,7 @@ def write_reports(
     if unknown:
         raise UsageError(f"unknown report format(s) {', '.join(unknown)}: choose from {', '.join(FORMATS)}")
     folder.mkdir(parents=True, exist_ok=True)
-    render = {"json": report_json, "html": report_html, "junit": report_junit}
+    render = {"json": json_chunks, "html": html_chunks, "junit": junit_chunks}
     written = {}
     for name in FORMATS:
         if name in formats:
@@ -314,18 +324,34 @@ def point_latest(folder: Path) -> Path:
     return link
 
 
-def _write(path: Path, text: str) -> Path:
+def _write(path: Path, chunks: Iterable[str]) -> Path:
+    """Stream the chunks to a temporary name, then rename: a reader sees the old file or the new one."""
     partial = path.with_name(f".{path.name}.part")
-    partial.write_text(text, "utf-8")
+    with partial.open("w", encoding="utf-8") as handle:
+        handle.writelines(chunks)
     partial.replace(path)
     return path
 
 
+def json_chunks(document: Mapping[str, Any]) -> Iterator[str]:
+    """Indented JSON, one line per job: readable, grep-friendly, and written by the C encoder."""
+    head = {key: value for key, value in document.items() if key != "jobs"}
+    text = json.dumps(head, indent=2, ensure_ascii=False)
+    yield text[:-2] + ',\n  "jobs": ['
+    for n, job in enumerate(document.get("jobs", ())):
+        yield ("\n    " if n == 0 else ",\n    ") + json.dumps(job, ensure_ascii=False)
+    yield "\n  ]\n}\n" if document.get("jobs") else "]\n}\n"
+
+
 def report_json(document: Mapping[str, Any]) -> str:
-    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+    return "".join(json_chunks(document))
 
 
 def report_junit(document: Mapping[str, Any]) -> str:
+    return "".join(junit_chunks(document))
+
+
+def junit_chunks(document: Mapping[str, Any]) -> Iterator[str]:
     """JUnit XML: one test suite per job type, one test case per job.
 
     classname is `<campaign>.<type>` and the name is the job id with its matrix values, so CI
@@ -335,41 +361,50 @@ def report_junit(document: Mapping[str, Any]) -> str:
     are skipped.
     """
     campaign = document["campaign"]
-    suites = ET.Element("testsuites", name=_xml(f"sume-batch {campaign}"))
-    totals = Counter[str]()
-    for kind in document["types"]:
-        jobs = [job for job in document["jobs"] if job["type"] == kind]
-        suite = ET.SubElement(suites, "testsuite", name=_xml(f"{campaign}.{kind}"))
-        counts = Counter[str]()
+    by_type: dict[str, list[Mapping[str, Any]]] = {kind: [] for kind in document["types"]}
+    for job in document["jobs"]:
+        by_type.setdefault(job["type"], []).append(job)
+    tallies = {kind: _tally(jobs) for kind, jobs in by_type.items()}
+    yield '<?xml version="1.0" encoding="UTF-8"?>\n'
+    yield f"<testsuites{_attributes(name=f'sume-batch {campaign}', **_tally(document['jobs']))}>\n"
+    for kind, jobs in by_type.items():
+        yield f"  <testsuite{_attributes(name=f'{campaign}.{kind}', **tallies[kind])}>\n"
         for job in jobs:
-            case = ET.SubElement(
-                suite, "testcase", classname=_xml(f"{campaign}.{kind}"), name=_xml(case_name(job)),
-                time=f"{job['timings']['seconds'] or 0:.3f}",
-            )  # fmt: skip
-            if job["matrix"]:
-                properties = ET.SubElement(case, "properties")
-                for axis, value in job["matrix"].items():
-                    ET.SubElement(
-                        properties, "property", name=_xml(f"matrix.{axis}"), value=_xml(show(value))
-                    )
-            counts["tests"] += 1
-            counts["time"] += job["timings"]["seconds"] or 0
-            if job["failure"] is not None:
-                failure = job["failure"]
-                text = failure_text(job)
-                element = ET.SubElement(
-                    case, "failure", type=_xml(failure["status"] or job["status"]), message=_xml(text)
-                )
-                element.text = _xml(text)
-                counts["failures"] += 1
-            elif not job["ok"]:
-                ET.SubElement(case, "skipped", message=_xml(PENDING_WORDS.get(job["status"], job["status"])))
-                counts["skipped"] += 1
-        _counts(suite, counts)
-        totals.update(counts)
-    _counts(suites, totals)
-    ET.indent(suites)
-    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"
+            yield _case(f"{campaign}.{kind}", job)
+        yield "  </testsuite>\n"
+    yield "</testsuites>\n"
+
+
+def _case(classname: str, job: Mapping[str, Any]) -> str:
+    seconds = f"{job['timings']['seconds'] or 0:.3f}"
+    inner = []
+    if job["matrix"]:
+        properties = "".join(
+            f"        <property{_attributes(name=f'matrix.{axis}', value=show(value))}/>\n"
+            for axis, value in job["matrix"].items()
+        )
+        inner.append(f"      <properties>\n{properties}      </properties>\n")
+    if job["failure"] is not None:
+        text = failure_text(job)
+        kind = job["failure"]["status"] or job["status"]
+        inner.append(f"      <failure{_attributes(type=kind, message=text)}>{escape(_xml(text))}</failure>\n")
+    elif not job["ok"]:
+        reason = PENDING_WORDS.get(job["status"], job["status"])
+        inner.append(f"      <skipped{_attributes(message=reason)}/>\n")
+    head = f"    <testcase{_attributes(classname=classname, name=case_name(job), time=seconds)}"
+    return f"{head}>\n{''.join(inner)}    </testcase>\n" if inner else f"{head}/>\n"
+
+
+def _tally(jobs: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+    failures = sum(1 for job in jobs if job["failure"] is not None)
+    skipped = sum(1 for job in jobs if job["failure"] is None and not job["ok"])
+    seconds = sum(job["timings"]["seconds"] or 0 for job in jobs)
+    return {"tests": str(len(jobs)), "failures": str(failures), "errors": "0", "skipped": str(skipped),
+            "time": f"{seconds:.3f}"}  # fmt: skip
+
+
+def _attributes(**values: str) -> str:
+    return "".join(f" {name}={quoteattr(_xml(value))}" for name, value in values.items())
 
 
 def case_name(job: Mapping[str, Any]) -> str:
@@ -394,12 +429,6 @@ def failure_text(job: Mapping[str, Any]) -> str:
     return text
 
 
-def _counts(element: ET.Element, counts: Counter[str]) -> None:
-    for name in ("tests", "failures", "errors", "skipped"):
-        element.set(name, str(int(counts[name])))
-    element.set("time", f"{counts['time']:.3f}")
-
-
 def _xml(text: str) -> str:
     """Text XML 1.0 can hold (control characters are not allowed even escaped)."""
     return _XML_ILLEGAL.sub("\N{REPLACEMENT CHARACTER}", text)
@@ -412,6 +441,10 @@ CHART_WIDTH = 560  # px of the longest bar
 
 
 def report_html(document: Mapping[str, Any]) -> str:
+    return "".join(html_chunks(document))
+
+
+def html_chunks(document: Mapping[str, Any]) -> Iterator[str]:
     """One self-contained page: inline CSS and script (allowed by hash in its CSP), no network."""
     template = _templates().get_template("report.html.j2")
     script = _asset("report.js")
@@ -419,7 +452,7 @@ def report_html(document: Mapping[str, Any]) -> str:
     jobs = document["jobs"]
     failures = [job for job in jobs if job["failure"] is not None]
     axes = list(document["axes"])
-    return template.render(
+    return template.generate(
         report=document,
         jobs=jobs,
         failures=failures,
