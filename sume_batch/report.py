@@ -90,13 +90,11 @@ def _git(*args: str, cwd: Path) -> str:
     return done.stdout.strip()
 
 
-def build_report(
-    store: RunStore, source: Source, *, redactor: Redactor, now: float, live: bool = False
-) -> dict[str, Any]:
+def build_report(store: RunStore, source: Source, *, redactor: Redactor, now: float) -> dict[str, Any]:
     """The report document (report.json) of `source.run`, from the store.
 
-    `live` says the run is still going (the report is written at its end or after an interrupt,
-    and `sume-batch report` may be run at any time); an unfinished run is marked partial.
+    `run` writes it at its end (or after an interrupt); `sume-batch report` may write it at any time,
+    so a run that has recorded no end (still going, or killed) is marked partial.
     """
     run = source.run
     jobs = store.plan_of(run.seq if run else None)
@@ -137,7 +135,7 @@ def build_report(
         "campaign": source.campaign,
         "manifest": info.get("manifest")
         or {"path": None, "sha256": None, "git_commit": None, "git_dirty": None},
-        "run": _run_entry(run, live=live),
+        "run": _run_entry(run),
         "credits": {
             "estimated": sum(entry["credits"]["estimated"] or 0 for entry in entries),
             "unknown_estimates": sum(1 for entry in entries if entry["credits"]["estimated"] is None),
@@ -168,17 +166,15 @@ def _total(values: Iterable[float | None]) -> float | None:
     return sum(known) if known else None
 
 
-def _run_entry(run: RunRecord | None, *, live: bool) -> dict[str, Any]:
+def _run_entry(run: RunRecord | None) -> dict[str, Any]:
     if run is None:
         return {"id": None, "number": None, "started_at": None, "ended_at": None, "duration_seconds": None,
-                "sandbox": None, "partial": True, "stopped": "no run was recorded (an older store)",
+                "sandbox": None, "partial": True, "stopped": "the store records no run",
                 "exit_code": None, "selection": []}  # fmt: skip
-    ended = None if live else run.ended_at
+    ended = run.ended_at
     stopped = run.outcome.get("stopped")
     if ended is None:
-        stopped = (
-            "the run is still going" if live else "the run recorded no end: still going, or it was killed"
-        )
+        stopped = "the run recorded no end: still going, or it was killed"
     return {
         "id": run_folder_name(run),
         "number": run.seq,
