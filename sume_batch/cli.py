@@ -174,6 +174,7 @@ def plan(
         selection=make_selection(only, retry_failed, resubmit_uncertain, regenerate),
         as_json=as_json,
         output=output,
+        env=os.environ,
         echo=click.echo,
     )
 

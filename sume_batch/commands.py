@@ -20,7 +20,7 @@ from sume_batch.redact import Redactor
 from sume_batch.report import Source, build_report, point_latest, run_folder_name, write_reports
 from sume_batch.run import Options, run_campaign, store_path
 from sume_batch.status import read_status, status_text
-from sume_batch.store import RunRecord, read_states, reading, require_current
+from sume_batch.store import RunRecord, read_states, reading
 
 Echo = Callable[[str], None]
 
@@ -55,9 +55,14 @@ def plan(
     selection: Selection,
     as_json: bool,
     output: Path | None,
+    env: Mapping[str, str],
     echo: Echo,
 ) -> int:
-    """Price a manifest and show (or write) the plan, with what changed since the last run; exit 0."""
+    """Price a manifest and show (or write) the plan, with what changed since the last run; exit 0.
+
+    Both pass the redaction gate as names (keys, emails, signed URLs: a matrix value may hold one);
+    its markers hold no quote or backslash, so the JSON stays valid."""
+    gate = Redactor.from_env(env).name
     prices = load_pricing(pricing) if pricing else None
     manifest, specs = prepare(path, max_jobs=max_jobs)
     result: Plan = restrict(make_plan(manifest, specs, prices), selection)
@@ -65,11 +70,11 @@ def plan(
     diff = diff_plan(result, stored, selection.again()) if stored else None
     document = {**plan_json(result), "since_last_run": diff.__dict__ if diff else None}
     if output is not None:
-        output.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", "utf-8")
+        output.write_text(gate(json.dumps(document, indent=2, ensure_ascii=False)) + "\n", "utf-8")
     if as_json:
-        echo(json.dumps(document, indent=2, ensure_ascii=False))
+        echo(gate(json.dumps(document, indent=2, ensure_ascii=False)))
     else:
-        echo(plan_text(result) + (f"\n{diff.text()}" if diff else ""))
+        echo(gate(plan_text(result) + (f"\n{diff.text()}" if diff else "")))
     return 0
 
 
@@ -146,15 +151,21 @@ def report(
     if not path.exists():
         raise UsageError(f"no run store at {path}: this campaign has not been run yet")
     with reading(path) as store:
-        require_current(store, path)
         runs = store.runs()
         source = report_source(runs[-1] if runs else None, manifest, output)
         document = build_report(store, source, redactor=Redactor.from_env(env), now=time.time())
-    written = write_reports(document, source.folder, formats)
-    if output is None:
-        point_latest(source.folder)
+    try:
+        written = write_reports(document, source.folder, formats)
+    except OSError as error:
+        raise UsageError(f"cannot write reports to {source.folder}: {error.strerror or error}") from None
     for path in written.values():
         echo(f"wrote {path}")
+    if output is None:
+        try:
+            point_latest(source.folder)
+        except OSError as error:
+            reason = error.strerror or error
+            raise UsageError(f"could not point latest at {source.folder}: {reason}") from None
     return 0
 
 

@@ -279,7 +279,9 @@ class Executor:
             return self._move(job, "completed", sume_status="completed")
         failure = failures[0]
         message = self.redactor.text(failure.error_message) if failure.error_message else failure.status
-        fields: dict[str, Any] = {"sume_status": failure.status, "error_code": failure.error_code}
+        fields: dict[str, Any] = {
+            "sume_status": failure.status, "error_code": failure.error_code, "error_job_id": failure.id,
+        }  # fmt: skip
         if len(failures) < len(final):  # some of a Face Swap's avatars made it: keep what was paid for
             message = f"{len(failures)} of {len(final)} jobs {failure.status}: {message}"
             return self._move(job, "completed", error_message=message, **fields)

@@ -205,8 +205,10 @@ class Redactor:
         """A redactor for the key in `SUME_API_KEY` of the given environment (possibly unset)."""
         return cls(api_key=env.get("SUME_API_KEY", ""), keep_request_ids=keep_request_ids)
 
-    def text(self, s: str) -> str:
-        """The text with every secret replaced by its marker; ordinary prose and plain URLs pass unchanged."""
+    def text(self, s: str, *, ids: bool = True) -> str:
+        """The text with every secret replaced by its marker; ordinary prose and plain URLs pass unchanged.
+
+        `ids=False` leaves out the workspace/user/key-id guess (see `name`)."""
         if "://" in s:  # first: a query holds signatures, and markers inside it would cut the URL short
             s = _sub_words(_URL, _redact_url, s, "://")
         if self._literals is not None:
@@ -225,11 +227,19 @@ class Redactor:
             s = _sub_words(_EMAIL, _mark("email"), s, "@")
         if "uploads/" in s:
             s = _sub_words(_OBJECT_KEY, _redact_object_key, s, "uploads/")
-        if "_" in s:
+        return self._ids(s, ids=ids) if "_" in s else s
+
+    def _ids(self, s: str, *, ids: bool) -> str:
+        if ids:
             s = _sub_words(_ID, _redact_id, s, "_")
-            if not self.keep_request_ids:
-                s = _sub_words(_REQUEST_ID, _mark("request-id"), s, "req_")
+        if not self.keep_request_ids:
+            s = _sub_words(_REQUEST_ID, _mark("request-id"), s, "req_")
         return s
+
+    def name(self, s: str) -> str:
+        """A name people chose (a job id, a matrix axis or value, a file or folder): every secret but
+        the id guess, which would take `key_visual_01` or `user_content_2024` for an API-key or user id."""
+        return self.text(s, ids=False)
 
     def url(self, u: str) -> str:
         """A URL fit to print as a download source: origin and path, query and fragment redacted."""

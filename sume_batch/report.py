@@ -28,12 +28,12 @@ from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 from xml.sax.saxutils import escape, quoteattr
 
 import jinja2
 
 from sume_batch import __version__
-from sume_batch.errors import UsageError
 from sume_batch.kinds import KINDS
 from sume_batch.redact import Redactor
 from sume_batch.store import CHARGED, RunRecord, RunStore, StoredJob
@@ -105,20 +105,17 @@ def build_report(store: RunStore, source: Source, *, redactor: Redactor, now: fl
     starts = [other.started_at for other in store.runs()]
     downloads = Path(os.path.relpath(source.downloads, source.folder)).as_posix()
     entries = [
-        _gated(
-            redactor,
-            _job_entry(
-                job,
-                moments=moments.get(job.key, {}),
-                files=files.get(job.key, ()),
-                downloads=downloads,
-                run=run,
-                run_starts=starts,
-                redactor=redactor,
-            ),
+        _job_entry(
+            job,
+            moments=moments.get(job.key, {}),
+            files=files.get(job.key, ()),
+            downloads=downloads,
+            run=run,
+            run_starts=starts,
+            redactor=redactor,
         )
         for job in jobs
-    ]  # each job passes the redaction gate as it is made, so no second copy of them all is held
+    ]
     counts = Counter(entry["status"] for entry in entries)
     by_type: dict[str, Counter[str]] = {}
     for entry in entries:
@@ -126,20 +123,29 @@ def build_report(store: RunStore, source: Source, *, redactor: Redactor, now: fl
     info = dict(run.info) if run else {}
     outcome = dict(run.outcome) if run else {}
     before, after = info.get("balance_before"), outcome.get("balance_after")
-    charged = [entry for entry in entries if entry["status"] in CHARGED]  # as the store counts them
-    document: dict[str, Any] = {
+    charged = [entry for entry in entries if _charged(entry)]
+    sent = [entry for entry in charged if entry["sent_this_run"]]
+    manifest = info.get("manifest") or {}
+    run_entry = _run_entry(run, redactor)
+    return {
         "object": "report",
         "schema_version": REPORT_SCHEMA_VERSION,
         "tool": f"sume-batch {__version__}",
         "generated_at": _iso(now),
-        "campaign": source.campaign,
-        "manifest": info.get("manifest")
-        or {"path": None, "sha256": None, "git_commit": None, "git_dirty": None},
-        "run": _run_entry(run),
+        "campaign": redactor.name(source.campaign),
+        "manifest": {
+            "path": redactor.name(str(manifest["path"])) if manifest.get("path") else None,
+            "sha256": manifest.get("sha256"),
+            "git_commit": manifest.get("git_commit"),
+            "git_dirty": manifest.get("git_dirty"),
+        },
+        "run": run_entry,
         "credits": {
             "estimated": sum(entry["credits"]["estimated"] or 0 for entry in entries),
             "unknown_estimates": sum(1 for entry in entries if entry["credits"]["estimated"] is None),
             "reserved": sum(entry["credits"]["reserved"] for entry in charged),
+            "reserved_this_run": sum(entry["credits"]["reserved"] for entry in sent),
+            "submitted_this_run": len(sent),
             "stated_by_api": _total(entry["credits"]["stated_by_api"] for entry in charged),
             "balance_before": before,
             "balance_after": after,
@@ -148,16 +154,15 @@ def build_report(store: RunStore, source: Source, *, redactor: Redactor, now: fl
         "counts": _ordered(counts),
         "types": {kind: _ordered(states) for kind, states in sorted(by_type.items())},
         "axes": _axes(entries),
+        "ok": not run_entry["partial"] and set(counts) <= OK,
+        "jobs": entries,
     }
-    document["ok"] = not document["run"]["partial"] and set(counts) <= OK
-    return {**_gated(redactor, document), "jobs": entries}
 
 
-def _gated(redactor: Redactor, value: Mapping[str, Any]) -> dict[str, Any]:
-    """The redaction gate every part of a report passes, whatever the store holds."""
-    gated = redactor.value(value)
-    assert isinstance(gated, dict)
-    return gated
+def _charged(entry: Mapping[str, Any]) -> bool:
+    """Whether a job may have cost credits: as the store counts them, plus a Face Swap whose other
+    avatars failed but whose files were made (paid for)."""
+    return entry["status"] in CHARGED or (entry["status"] == "failed" and bool(entry["files"]))
 
 
 def _total(values: Iterable[float | None]) -> float | None:
@@ -166,13 +171,13 @@ def _total(values: Iterable[float | None]) -> float | None:
     return sum(known) if known else None
 
 
-def _run_entry(run: RunRecord | None) -> dict[str, Any]:
+def _run_entry(run: RunRecord | None, redactor: Redactor) -> dict[str, Any]:
     if run is None:
         return {"id": None, "number": None, "started_at": None, "ended_at": None, "duration_seconds": None,
                 "sandbox": None, "partial": True, "stopped": "the store records no run",
                 "exit_code": None, "selection": []}  # fmt: skip
     ended = run.ended_at
-    stopped = run.outcome.get("stopped")
+    stopped = redactor.text(str(run.outcome["stopped"])) if run.outcome.get("stopped") else None
     if ended is None:
         stopped = "the run recorded no end: still going, or it was killed"
     return {
@@ -185,7 +190,7 @@ def _run_entry(run: RunRecord | None) -> dict[str, Any]:
         "partial": ended is None or bool(run.outcome.get("interrupted")),
         "stopped": stopped,
         "exit_code": run.outcome.get("exit_code"),
-        "selection": list(run.info.get("selection", [])),
+        "selection": [redactor.name(str(flag)) for flag in run.info.get("selection", [])],
     }
 
 
@@ -199,25 +204,28 @@ def _job_entry(
     run_starts: Sequence[float],
     redactor: Redactor,
 ) -> dict[str, Any]:
-    """One job of the report, as the schema's `job`."""
+    """One job of the report, as the schema's `job`, through the redaction gate: free text (prompt,
+    request, error) as text, names people chose (id, matrix, files) as names."""
     kind = KINDS.get(job.kind)
     prompt = job.request.get(kind.prompt_field) if kind and kind.prompt_field else None
     submitted = job.submitted_at or moments.get("submitted")
     finished = _finished_at(job.state, moments)
     failed = job.state in FAILED or (job.state not in OK and bool(job.error_code or job.error_message))
+    failed_id = job.error_job_id or (job.sume_ids[0] if len(job.sume_ids) == 1 else None)
     failure = redactor.failure(
-        job_id=job.sume_ids[0] if job.sume_ids else None, status=job.state,
-        code=job.error_code, message=job.error_message or PENDING_WORDS.get(job.state, job.state),
-        request_id=job.request_id,
+        job_id=failed_id, status=job.state, code=job.error_code,
+        message=job.error_message or PENDING_WORDS.get(job.state, job.state), request_id=job.request_id,
     ) if failed else None  # fmt: skip
     downloaded = moments.get("downloaded")
+    sent = moments.get("submitting")
+    matrix = {redactor.name(str(axis)): _matrix_value(value, redactor) for axis, value in job.matrix.items()}
     return {
-        "id": job.id,
+        "id": redactor.name(job.id),
         "key": job.key,
         "type": job.kind,
-        "matrix": dict(job.matrix),
-        "prompt": str(prompt) if prompt is not None else None,
-        "request": dict(job.request),
+        "matrix": matrix,
+        "prompt": redactor.text(str(prompt)) if prompt is not None else None,
+        "request": redactor.value(dict(job.request)),
         "status": job.state,
         "ok": job.state in OK and not failed,
         "attempts": job.attempts,
@@ -227,19 +235,24 @@ def _job_entry(
             "seconds": round(finished - submitted, 3) if finished and submitted else None,
         },
         "sume_job_ids": list(job.sume_ids),
-        "request_ids": [job.request_id] if job.request_id else [],
+        "request_ids": [redactor.text(job.request_id)] if job.request_id else [],
         "candidates": list(job.candidates),
         "failure": failure.as_dict() if failure else None,
         "credits": {"estimated": job.estimate, "reserved": job.reserved, "stated_by_api": job.required},
-        "files": [_file_entry(item, downloads) for item in files],
+        "sent_this_run": run is not None and sent is not None and sent >= run.started_at,
+        "files": [_file_entry(item, downloads, redactor) for item in files],
         "provenance": _provenance(downloaded, run, run_starts),
     }
 
 
-def _file_entry(item: Mapping[str, Any], downloads: str) -> dict[str, Any]:
+def _matrix_value(value: object, redactor: Redactor) -> Any:
+    return redactor.name(value) if isinstance(value, str) else redactor.value(value)
+
+
+def _file_entry(item: Mapping[str, Any], downloads: str, redactor: Redactor) -> dict[str, Any]:
     """An output file; `downloads` is the outputs' folder relative to the report's, for the gallery."""
     names = ("sha256", "bytes", "content_type")
-    path = f"{downloads}/{item['path']}"
+    path = redactor.name(f"{downloads}/{item['path']}")
     return {"path": path, **{name: item[name] for name in names}, "sume_job_id": item["sume_id"]}
 
 
@@ -293,10 +306,7 @@ def show(value: object) -> str:
 def write_reports(
     document: Mapping[str, Any], folder: Path, formats: Sequence[str] = FORMATS
 ) -> dict[str, Path]:
-    """Write the chosen formats into `folder` (each atomically) and point `latest` beside it there."""
-    unknown = sorted(set(formats) - set(FORMATS))
-    if unknown:
-        raise UsageError(f"unknown report format(s) {', '.join(unknown)}: choose from {', '.join(FORMATS)}")
+    """Write the chosen formats into `folder`, each atomically (OSError if the folder is not writable)."""
     folder.mkdir(parents=True, exist_ok=True)
     render = {"json": json_chunks, "html": html_chunks, "junit": junit_chunks}
     written = {}
@@ -314,18 +324,21 @@ def point_latest(folder: Path) -> Path:
     partial.symlink_to(folder.name, target_is_directory=True)
     try:
         partial.replace(link)
-    except OSError as error:
+    finally:
         partial.unlink(missing_ok=True)
-        raise UsageError(f"could not point {link} at {folder.name}: {error.strerror or error}") from None
     return link
 
 
 def _write(path: Path, chunks: Iterable[str]) -> Path:
-    """Stream the chunks to a temporary name, then rename: a reader sees the old file or the new one."""
-    partial = path.with_name(f".{path.name}.part")
-    with partial.open("w", encoding="utf-8") as handle:
-        handle.writelines(chunks)
-    partial.replace(path)
+    """Stream the chunks to a temporary name of this process, then rename: a reader sees the old file
+    or the new one, and a `report` writing while `run` does cannot mix the two."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}.part")
+    try:
+        with partial.open("w", encoding="utf-8") as handle:
+            handle.writelines(chunks)
+        partial.replace(path)
+    finally:
+        partial.unlink(missing_ok=True)
     return path
 
 
@@ -467,6 +480,8 @@ def html_chunks(document: Mapping[str, Any]) -> Iterator[str]:
         ],
         failure_text=failure_text,
         pending=PENDING_WORDS,
+        href=lambda path: quote(path, safe="/"),
+        show=show,
     )
 
 
@@ -485,8 +500,8 @@ def _split_files(job: Mapping[str, Any]) -> tuple[list[Mapping[str, Any]], list[
 def _cards(document: Mapping[str, Any]) -> list[dict[str, str]]:
     counts, credits, run = document["counts"], document["credits"], document["run"]
     total = sum(counts.values())
-    done = sum(counts.get(state, 0) for state in OK)
-    bad = sum(counts.get(state, 0) for state in FAILED)
+    done = sum(1 for job in document["jobs"] if job["ok"])
+    bad = sum(1 for job in document["jobs"] if job["failure"] is not None)
     spent = credits["balance_change"]
     duration = run["duration_seconds"]
     return [

@@ -156,7 +156,7 @@ async def _run(
         diff = diff_plan(
             plan, read_states(store_path(manifest, options.state_dir)), options.selection.again()
         )
-        echo(plan_text(plan))
+        echo(redactor.name(plan_text(plan)))
         echo(diff.text())
         echo(preflight_text(account, balance, capacity))
         if options.dry_run:
@@ -197,12 +197,18 @@ async def _execute(
     redactor: Redactor,
     echo: Echo,
 ) -> int:
+    reports = manifest.reports / manifest.name
+    try:
+        reports.mkdir(parents=True, exist_ok=True)  # before anything is recorded or sent
+    except OSError as error:
+        raise UsageError(f"cannot write reports to {reports}: {error.strerror or error}") from None
     start_again(store, plan, options.selection)
-    record = store.begin_run(run_info(manifest, plan, target=target, balance=balance, options=options))
-    folder = manifest.reports / manifest.name / run_folder_name(record)
-    folder.mkdir(parents=True, exist_ok=True)
+    info = run_info(manifest, plan, target=target, balance=balance, options=options, redactor=redactor)
+    record = store.begin_run(info)
+    folder = reports / run_folder_name(record)
+    folder.mkdir(exist_ok=True)
     rows = (
-        (spec.key, spec.id, spec.kind.name, redacted_request(spec.request, redactor), spec.matrix, c.credits)
+        (spec.key, spec.id, spec.kind.name, *stored_variant(spec.request, spec.matrix, redactor), c.credits)
         for spec, c in plan.jobs
     )
     store.add_planned(rows, run=record.seq)
@@ -228,28 +234,105 @@ async def _execute(
             clock=time.time, on_change=changed, idempotency_honoured=options.idempotency_honoured,
         )  # fmt: skip
         progress.credits = lambda: executor.reserved
-        signal_number = await execute_with_signals(executor, plan, echo=echo)
-        counts = Counter(job.state for job in store.plan_of(record.seq))
-        code = 128 + signal_number if signal_number is not None else 0 if set(counts) <= FINISHED_OK else 1
-        outcome = {
-            "stopped": executor.stopped, "interrupted": signal_number is not None, "exit_code": code,
-            "balance_after": await balance_after(client, balance),
-        }  # fmt: skip
-        store.end_run(record.seq, outcome)
-        log.info("run %d ended: %s", record.seq, ", ".join(f"{n} {state}" for state, n in counts.items()))
-    records = store.runs()
-    source = Source(campaign=manifest.name, downloads=manifest.downloads, folder=folder, run=records[-1])
-    document = build_report(store, source, redactor=redactor, now=time.time())
-    write_reports(document, folder)
-    point_latest(folder)
+        with Interrupts(executor, echo=echo) as interrupts:
+            await interrupts.run(plan)
+            counts = Counter(job.state for job in store.plan_of(record.seq))
+            after = await balance_after(client, balance, halt=executor.halt)
+            number = interrupts.signal
+            code = 128 + number if number is not None else 0 if set(counts) <= FINISHED_OK else 1
+            outcome = {"stopped": executor.stopped, "interrupted": interrupts.during_jobs, "exit_code": code,
+                       "balance_after": after}  # fmt: skip
+            store.end_run(record.seq, outcome)
+            log.info("run %d ended: %s", record.seq, ", ".join(f"{n} {state}" for state, n in counts.items()))
+            source = Source(campaign=manifest.name, downloads=manifest.downloads, folder=folder,
+                            run=store.runs()[-1])  # fmt: skip
+            document = build_report(store, source, redactor=redactor, now=time.time())
+            problem = publish(document, folder)
     echo(summary_text(document, folder / FILE_NAMES["html"]))
-    if signal_number is not None:
+    if number is not None:
         echo(f"Interrupted: every job is recorded. Resume with: sume-batch run {manifest.path}")
+    if problem:
+        raise UsageError(f"{problem}; `sume-batch report {manifest.path}` writes them again")
     return code
 
 
+def publish(document: Mapping[str, Any], folder: Path) -> str | None:
+    """Write a run's reports and point `latest` at them; what went wrong, if anything."""
+    try:
+        write_reports(document, folder)
+    except OSError as error:
+        reason = error.strerror or error
+        return f"the run is recorded, but its reports could not be written to {folder}: {reason}"
+    try:
+        point_latest(folder)
+    except OSError as error:
+        return f"the reports are in {folder}, but `latest` could not point there: {error.strerror or error}"
+    return None
+
+
+class Interrupts:
+    """SIGINT/SIGTERM for the whole of a run, its reports included.
+
+    The first signal stops new creates and all waiting (`Executor.interrupt`); every transition is
+    already in the store, so the next `run` resumes from there. A second one cancels the jobs at
+    once, or, once they are done, stops the process (the reports are written again by `report`).
+    """
+
+    def __init__(self, executor: Executor, *, echo: Echo) -> None:
+        self.executor, self.echo = executor, echo
+        self.received: list[int] = []
+        self.task: asyncio.Future[None] | None = None
+        self.during_jobs = False  # the first signal came before every job had gone as far as it could
+
+    def __enter__(self) -> Interrupts:
+        loop = asyncio.get_running_loop()
+        for number in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(number, self._on_signal, number)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        loop = asyncio.get_running_loop()
+        for number in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(number)
+
+    @property
+    def signal(self) -> int | None:
+        """The signal that interrupted the run, if any."""
+        return self.received[0] if self.received else None
+
+    async def run(self, plan: Plan) -> None:
+        self.task = asyncio.ensure_future(self.executor.run(plan.jobs))
+        try:
+            await self.task
+        except asyncio.CancelledError:
+            if not self.received:
+                raise
+        finally:
+            self.task = None
+
+    def _on_signal(self, number: int) -> None:
+        self.received.append(number)
+        if len(self.received) == 1:
+            self.during_jobs = self.task is not None
+            self.echo(
+                "Stopping: no new jobs will be created; jobs in flight are recorded."
+                " Press Ctrl-C again to force."
+            )
+            self.executor.interrupt(f"interrupted by {signal.Signals(number).name}")
+        elif self.task is not None:
+            self.task.cancel()
+        else:
+            raise KeyboardInterrupt  # the jobs are done and recorded: only the reports are left
+
+
 def run_info(
-    manifest: Manifest, plan: Plan, *, target: Endpoint, balance: float | None, options: Options
+    manifest: Manifest,
+    plan: Plan,
+    *,
+    target: Endpoint,
+    balance: float | None,
+    options: Options,
+    redactor: Redactor,
 ) -> dict[str, Any]:
     """What a run's reports say about its start: the manifest it ran, where its files go, the balance."""
     commit, dirty = git_revision(manifest.path)
@@ -267,29 +350,42 @@ def run_info(
         "downloads": str(manifest.downloads.resolve()),
         "reports": str(manifest.reports.resolve()),
         "sandbox": target.sandbox,
-        "selection": flags,
+        "selection": [redactor.name(flag) for flag in flags],
         "estimated": plan.total,
         "balance_before": balance,
     }  # fmt: skip
 
 
-def redacted_request(request: Mapping[str, Any], redactor: Redactor) -> dict[str, Any]:
-    """The request as the store keeps it: a prompt holding a key or an email must not land on disk.
-
-    Only reports read the stored request (job keys are hashed from the unredacted one, and creates
-    are sent from the manifest), so nothing is lost."""
-    value = redactor.value(request)
-    return value if isinstance(value, dict) else {}
+KEPT_AS_SENT = ("avatar_id", "avatar_ids")  # API ids the store reads back (Face Swap file names)
 
 
-async def balance_after(client: SumeClient, before: float | None) -> float | None:
-    """The balance at the end, for the report's balance change; unknown if it cannot be read quickly."""
-    if before is None:
+def stored_variant(
+    request: Mapping[str, Any], matrix: Mapping[str, Any], redactor: Redactor
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The request and matrix values as the store keeps them: a prompt or a matrix value holding a
+    key or an email must not land on disk. Only reports read them back (job keys are hashed from
+    the originals, and creates are sent from the manifest), so nothing is lost."""
+    stored = redactor.value({name: value for name, value in request.items() if name not in KEPT_AS_SENT})
+    kept = {name: request[name] for name in KEPT_AS_SENT if name in request}
+    values = {
+        axis: redactor.name(value) if isinstance(value, str) else redactor.value(value)
+        for axis, value in matrix.items()
+    }
+    return {**(stored if isinstance(stored, dict) else {}), **kept}, values
+
+
+async def balance_after(client: SumeClient, before: float | None, *, halt: asyncio.Event) -> float | None:
+    """The balance at the end, for the report's balance change; unknown if it cannot be read quickly
+    or the run is being stopped."""
+    if before is None or halt.is_set():
         return None
+    reading, stopping = asyncio.ensure_future(client.credits()), asyncio.ensure_future(halt.wait())
     try:
-        return balance_of(await asyncio.wait_for(client.credits(), timeout=15))
-    except Exception:
-        return None
+        done, _ = await asyncio.wait((reading, stopping), timeout=15, return_when=asyncio.FIRST_COMPLETED)
+        return balance_of(reading.result()) if reading in done and not reading.exception() else None
+    finally:
+        for task in (reading, stopping):
+            task.cancel()
 
 
 @contextlib.contextmanager
@@ -313,39 +409,6 @@ def run_log(path: Path, redactor: Redactor) -> Iterator[logging.Logger]:
         handler.close()
 
 
-async def execute_with_signals(executor: Executor, plan: Plan, *, echo: Echo) -> int | None:
-    """Run the executor; the first SIGINT/SIGTERM stops new creates, a second one stops at once.
-
-    Returns the signal number that interrupted the run, if any. Either way every transition is
-    already in the store, so the next `run` resumes from there.
-    """
-    loop, task = asyncio.get_running_loop(), asyncio.ensure_future(executor.run(plan.jobs))
-    received: list[int] = []
-
-    def on_signal(number: int) -> None:
-        received.append(number)
-        if len(received) == 1:
-            echo(
-                "Stopping: no new jobs will be created; jobs in flight are recorded."
-                " Press Ctrl-C again to force."
-            )
-            executor.interrupt(f"interrupted by {signal.Signals(number).name}")
-        else:
-            task.cancel()
-
-    for number in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(number, on_signal, number)
-    try:
-        await task
-    except asyncio.CancelledError:
-        if not received:
-            raise
-    finally:
-        for number in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(number)
-    return received[0] if received else None
-
-
 def start_again(store: RunStore, plan: Plan, selection: Selection) -> None:
     """Reset the jobs the flags buy again to `planned`; their old job ids stay in the journal."""
     again = selection.again()
@@ -356,7 +419,9 @@ def start_again(store: RunStore, plan: Plan, selection: Selection) -> None:
         if job.state in again:
             note = f"{flag}: was {job.state} as {', '.join(job.sume_ids) or 'no job id'}"
             store.move(job.key, "planned", note=note, sume_ids=[], candidates=[], error_code=None,
-                       error_message=None, sume_status=None, reserved=0)  # fmt: skip
+                       error_message=None, error_job_id=None, sume_status=None, reserved=0, required=None,
+                       submitted_at=None, intent_at=None, settled_at=None)  # fmt: skip
+            store.forget_files(job.key)
 
 
 def summary_text(document: Mapping[str, Any], path: Path) -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from sume_batch.errors import UsageError
-from sume_batch.store import reading, require_current
+from sume_batch.store import reading
 
 ATTENTION = ("uncertain", "failed", "canceled", "expired", "rejected", "timed_out", "skipped")
 NEXT_RUN = {  # what the next `run` does with a job in each state
@@ -29,7 +29,6 @@ def read_status(path: Path) -> dict[str, Any]:
     if not path.exists():
         raise UsageError(f"no run store at {path}: this campaign has not been run yet")
     with reading(path) as store:
-        require_current(store, path)
         jobs, (reserved, stated) = store.jobs(), store.credits()
     counts = Counter(job.state for job in jobs.values())
     attention = [

@@ -47,7 +47,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     settled_at REAL,
     candidates TEXT NOT NULL DEFAULT '[]',
     updated_at REAL NOT NULL,
-    run INTEGER
+    run INTEGER,
+    error_job_id TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state);
 CREATE TABLE IF NOT EXISTS events (
@@ -84,6 +85,7 @@ MIGRATIONS: dict[int, str] = {
     """,
     3: """
     ALTER TABLE jobs ADD COLUMN run INTEGER;
+    ALTER TABLE jobs ADD COLUMN error_job_id TEXT;
     CREATE TABLE runs (
         seq INTEGER PRIMARY KEY AUTOINCREMENT,
         started_at REAL NOT NULL,
@@ -144,6 +146,7 @@ class StoredJob:
     intent_at: float | None  # when the create was about to be sent
     settled_at: float | None  # when its outcome became unknown (or the crash's latest possible time)
     candidates: tuple[str, ...]  # ids an uncertain create may have made, when more than one fit
+    error_job_id: str | None = None  # the Sume job whose error is shown (one of several for Face Swap)
 
 
 @dataclass(frozen=True)
@@ -163,6 +166,18 @@ class RunStore:
     def __init__(self, connection: sqlite3.Connection, clock: Callable[[], float]) -> None:
         self.db = connection
         self.clock = clock
+        self._select: str | None = None
+
+    @property
+    def columns(self) -> str:
+        """The job columns to select; a column an older store lacks (read-only, so not migrated)
+        reads as its default."""
+        if self._select is None:
+            present = {row[1] for row in self.db.execute("PRAGMA table_info(jobs)")}
+            self._select = ", ".join(
+                name if name in present else f"{_DEFAULTS.get(name, 'NULL')} AS {name}" for name in _COLUMNS
+            )
+        return self._select
 
     @classmethod
     def open(cls, path: Path, *, clock: Callable[[], float] = time.time) -> RunStore:
@@ -252,6 +267,8 @@ class RunStore:
 
     def runs(self) -> list[RunRecord]:
         """Every run recorded, oldest first (stores older than version 3 recorded none)."""
+        if (_version(self.db) or 0) < 3:  # read-only openings do not migrate
+            return []
         rows = self.db.execute("SELECT seq, started_at, ended_at, info, outcome FROM runs ORDER BY seq")
         return [
             RunRecord(seq, started, ended, json.loads(info), json.loads(outcome))
@@ -260,7 +277,7 @@ class RunStore:
 
     def plan_of(self, run: int | None) -> list[StoredJob]:
         """The jobs a run planned, in plan order; every job when `run` is None."""
-        query = f"SELECT {', '.join(_COLUMNS)} FROM jobs"  # noqa: S608
+        query = f"SELECT {self.columns} FROM jobs"  # noqa: S608
         rows = (
             self.db.execute(query + " ORDER BY rowid")
             if run is None
@@ -269,11 +286,24 @@ class RunStore:
         return [_decode(row) for row in rows]
 
     def moments(self) -> dict[str, dict[str, float]]:
-        """Job key → state → when the job last entered it (from the journal), for reports' timings."""
+        """Job key → state → when the job last entered it (from the journal), for reports' timings.
+
+        Only since the job was last made `planned` again (`--regenerate`, `--retry-failed`): the
+        times of the outputs it had before belong to those, not to this job's new life."""
         found: dict[str, dict[str, float]] = {}
-        for key, state, at in self.db.execute("SELECT key, state, MAX(at) FROM events GROUP BY key, state"):
+        rows = self.db.execute(
+            "SELECT e.key, e.state, MAX(e.at) FROM events AS e"
+            " LEFT JOIN (SELECT key, MAX(at) AS again FROM events WHERE state = 'planned' GROUP BY key) AS r"
+            " ON r.key = e.key WHERE r.again IS NULL OR e.at >= r.again GROUP BY e.key, e.state"
+        )
+        for key, state, at in rows:
             found.setdefault(key, {})[state] = float(at)
         return found
+
+    def forget_files(self, key: str) -> None:
+        """Drop a job's output records (its files stay on disk until new ones replace them)."""
+        with self.transaction() as db:
+            db.execute("DELETE FROM files WHERE key = ?", (key,))
 
     def move(
         self, key: str, state: str, *, durable: bool = False, note: str | None = None, **fields: Any
@@ -310,12 +340,12 @@ class RunStore:
         ]
 
     def jobs(self, keys: Iterable[str] | None = None) -> dict[str, StoredJob]:
-        rows = self.db.execute(f"SELECT {', '.join(_COLUMNS)} FROM jobs")  # noqa: S608
+        rows = self.db.execute(f"SELECT {self.columns} FROM jobs")  # noqa: S608
         wanted = None if keys is None else set(keys)
         return {row[0]: _decode(row) for row in rows if wanted is None or row[0] in wanted}
 
     def job(self, key: str) -> StoredJob:
-        row = self.db.execute(f"SELECT {', '.join(_COLUMNS)} FROM jobs WHERE key = ?", (key,)).fetchone()  # noqa: S608
+        row = self.db.execute(f"SELECT {self.columns} FROM jobs WHERE key = ?", (key,)).fetchone()  # noqa: S608
         if row is None:
             raise KeyError(key)
         return _decode(row)
@@ -340,7 +370,8 @@ class RunStore:
         marks = ", ".join("?" * len(CHARGED))
         reserved, required = self.db.execute(
             "SELECT COALESCE(SUM(reserved), 0), COALESCE(SUM(required), 0) FROM jobs"  # noqa: S608
-            f" WHERE state IN ({marks})",
+            f" WHERE state IN ({marks})"
+            " OR (state = 'failed' AND key IN (SELECT key FROM files))",  # a Face Swap partly made: paid
             tuple(CHARGED),
         ).fetchone()
         return float(reserved), float(required)
@@ -349,12 +380,15 @@ class RunStore:
 _COLUMNS = (
     "key", "id", "kind", "request", "matrix", "state", "estimate", "reserved", "required", "attempts",
     "sume_ids", "sume_status", "error_code", "error_message", "request_id", "submitted_at",
-    "intent_at", "settled_at", "candidates",
+    "intent_at", "settled_at", "candidates", "error_job_id",
 )  # fmt: skip
 
 
 def _json(value: object) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+_DEFAULTS = {"candidates": "'[]'"}  # of columns added after version 1, where NULL is not the default
 
 
 def _decode(row: tuple[Any, ...]) -> StoredJob:
@@ -397,22 +431,27 @@ def unusable(path: Path, error: Exception) -> StoreError:
 
 @contextmanager
 def reading(path: Path) -> Iterator[RunStore]:
-    """The store at `path`, read-only (for `plan` and `status`: no lock, no write, safe during a run)."""
+    """The store at `path`, read-only (for `plan`, `status` and `report`: no lock, no write, safe
+    during a run). A store in a folder we may not write (whose WAL index cannot be made) is read as
+    immutable: no run can be writing there either."""
     try:
-        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        db = _open_read_only(path)
+        with contextlib.closing(db):
             yield RunStore(db, clock=time.time)
     except sqlite3.DatabaseError as error:
         raise unusable(path, error) from None
 
 
-def require_current(store: RunStore, path: Path) -> None:
-    """Refuse, clearly, a store at an older schema version that a read-only command cannot migrate."""
-    version = _version(store.db)
-    if version is not None and version < SCHEMA_VERSION:
-        raise StoreError(
-            f"{path} was written by an older sume-batch (store version {version}); "
-            "`sume-batch run` on its manifest upgrades it"
-        )
+def _open_read_only(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        db.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+    except sqlite3.OperationalError as error:
+        db.close()
+        if "readonly" not in str(error) and "unable to open" not in str(error):
+            raise
+        db = sqlite3.connect(f"file:{path}?immutable=1", uri=True)
+    return db
 
 
 def read_states(path: Path) -> dict[str, str]:

@@ -48,6 +48,7 @@ def made_store(folder: Path, *, end: bool = True) -> RunStore:
         ("aa03", "teaser", "video", {"prompt": "Teaser"}, {}, None),
     ]
     store.add_planned(rows, run=record.seq)
+    store.move("aa01", "submitting", attempts=1)
     store.move("aa01", "submitted", sume_ids=["job_1"], submitted_at=store.clock(), reserved=4.0, attempts=1,
                request_id="req_1")  # fmt: skip
     store.move("aa01", "completed")
@@ -72,7 +73,8 @@ def test_report_json_holds_the_run_the_plan_and_each_job_and_validates(tmp_path:
     report = report_of(made_store(tmp_path), tmp_path)
     assert not list(report_schema().iter_errors(report))
     assert report["credits"] == {
-        "estimated": 8.0, "unknown_estimates": 1, "reserved": 4.0, "stated_by_api": None,
+        "estimated": 8.0, "unknown_estimates": 1, "reserved": 4.0, "reserved_this_run": 4.0,
+        "submitted_this_run": 1, "stated_by_api": None,
         "balance_before": 100.0, "balance_after": 96.0, "balance_change": 4.0,
     }  # fmt: skip  (a failed job's reservation is not counted, as the store counts it)
     assert report["counts"] == {"failed": 1, "planned": 1, "downloaded": 1}  # problems first
@@ -276,3 +278,78 @@ def test_report_html_in_a_real_browser(chaos_run: Path, tmp_path: Path) -> None:
         problems = page.problems()
     assert shot.startswith(b"\x89PNG") and len(shot) > 20_000
     assert problems == []  # no console error, no exception, no dialog: the planted alert(1) never ran
+
+
+NAMES = """\
+version: 1
+name: names
+execution: {poll_interval: {image: 0.05}}
+output: {downloads: "out/user_content_2024 #1"}
+jobs:
+  - id: "key_visual_0{{ n }}"
+    type: image
+    prompt: "Poster {{ n }} for {{ contact }}"
+    matrix: {n: [1, 2], user: [teen], debug: [x], contact: ["alice.secret@brand.example"]}
+"""
+
+
+def test_names_people_chose_are_kept_and_secrets_in_matrix_values_are_not(workdir: Path) -> None:
+    write(workdir, NAMES)
+    result = invoke("run", "campaign.yaml", "--sandbox", "--yes")
+    assert result.code == 0, result.out + result.err
+    report = read_report(workdir, "names")  # validates: axes named user or debug are axes, not secrets
+    assert [job["id"] for job in report["jobs"]] == ["key_visual_01", "key_visual_02"]
+    assert report["axes"] == {"n": ["1", "2"], "user": ["teen"], "debug": ["x"], "contact": ["<redacted:email>"]}
+    assert report["jobs"][0]["files"][0]["path"] == "../../../out/user_content_2024 #1/key_visual_01.png"
+    html = (workdir / "reports/names/latest/report.html").read_text()
+    assert 'src="../../../out/user_content_2024%20%231/key_visual_01.png"' in html
+    assert "alice.secret" not in html + result.out
+    for path in (workdir / ".sume-batch").iterdir():
+        assert b"alice.secret" not in path.read_bytes(), path  # not in the stored matrix either
+
+
+def test_regenerated_jobs_forget_the_timings_and_files_of_their_old_outputs(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from sume_batch.plan import Selection
+    from sume_batch.run import start_again
+
+    store = made_store(tmp_path)
+    plan = SimpleNamespace(jobs=[(SimpleNamespace(key="aa01"), None)])
+    start_again(store, plan, Selection(regenerate=True))  # type: ignore[arg-type]
+    job = report_of(store, tmp_path)["jobs"][0]
+    assert (job["status"], job["files"], job["provenance"], job["sume_job_ids"]) == ("planned", [], None, [])
+    assert job["timings"] == {"submitted_at": None, "finished_at": None, "seconds": None}
+    assert store.credits() == (0.0, 0.0)
+
+
+def test_a_failure_names_the_sume_job_that_failed(tmp_path: Path) -> None:
+    store = made_store(tmp_path)
+    store.move("aa02", "failed", sume_ids=["job_2", "job_3"], error_job_id="job_3")
+    assert report_of(store, tmp_path)["jobs"][1]["failure"]["job_id"] == "job_3"
+
+
+def test_reports_that_cannot_be_written_are_a_clear_error_before_anything_is_sent(workdir: Path) -> None:
+    write(workdir, NAMES.replace('output: {downloads: "out/user_content_2024 #1"}', "output: {reports: blocked}"))
+    (workdir / "blocked").write_text("a file where the reports folder should be")
+    result = invoke("run", "campaign.yaml", "--sandbox", "--yes")
+    assert result.code == 2 and "cannot write reports to blocked/names: Not a directory" in result.err
+    assert not (workdir / ".sume-batch").exists() or "creates" not in result.out
+    (workdir / "blocked").unlink()
+    (workdir / "blocked/names/latest").mkdir(parents=True)  # someone made a folder where the link goes
+    result = invoke("run", "campaign.yaml", "--sandbox", "--yes")
+    assert result.code == 2 and "Done in" in result.out and "but `latest` could not point there" in result.err
+    assert invoke("report", "campaign.yaml", "-o", "/dev/null/x").code == 2
+
+
+def test_status_and_report_read_a_store_of_an_older_version(tmp_path: Path) -> None:
+    import sqlite3
+
+    from test_store import V1_SCHEMA
+
+    with sqlite3.connect(tmp_path / "old.sqlite") as db:
+        db.executescript(V1_SCHEMA)
+    status = invoke("status", str(tmp_path / "old.sqlite"))
+    assert status.code == 0 and "1 jobs: 1 downloaded" in status.out, status.err
+    report = invoke("report", str(tmp_path / "old.sqlite"))
+    assert report.code == 2 and "this store records no run yet: give the campaign's manifest instead" in report.err

@@ -393,6 +393,9 @@ def test_a_face_swap_with_one_failed_avatar_keeps_the_others(workdir: Path) -> N
     assert result.code == 1
     assert len(job["files"]) == 1 and Path(job["files"][0]["path"]).name.startswith("swap-avatar_")
     assert job["failure"]["message"].startswith("1 of 2 jobs failed: ")
+    assert job["failure"]["job_id"] in job["sume_job_ids"]  # the avatar's job that failed, not the other
+    assert job["failure"]["job_id"] != job["files"][0]["sume_job_id"]
+    assert read_report(workdir, "fs")["credits"]["reserved"] == 40  # the paid avatar counts against the budget
 
 
 def test_retry_failed_is_priced_by_plan_and_buys_only_the_failed_job_again(workdir: Path) -> None:

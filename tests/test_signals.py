@@ -145,3 +145,21 @@ def test_a_lock_left_by_a_killed_run_never_blocks(tmp_path: Path) -> None:
         creates = server.stats()["creates_by_idempotency_key"]
     assert again.returncode == 0, out + err
     assert sorted(creates.values()) == [1] * 6  # the killed run's jobs were resumed, not re-created
+
+
+def test_a_signal_while_the_run_finishes_still_leaves_its_reports(tmp_path: Path) -> None:
+    write(tmp_path, CAMPAIGN)
+    config = SandboxConfig.from_profile("instant", faults={"slow_seconds": 5.0})
+    with running_sandbox(config) as server:
+        server.add_fault("slow", path="/api/v1/credits", method="GET", times=2)  # the preflight and the last
+        process = start_run(tmp_path, server.base_url, server.api_key)
+        wait_until(lambda: (tmp_path / ".sume-batch/slow.sqlite").exists() and states(tmp_path) == {"downloaded": 6})
+        time.sleep(0.2)  # the run is now reading the balance for its report
+        process.send_signal(signal.SIGINT)
+        signalled = time.monotonic()
+        out, err = process.communicate(timeout=20)
+        assert process.returncode == 130, err
+        assert time.monotonic() - signalled < 3  # it stopped reading the balance rather than waiting it out
+    report = read_report(tmp_path, "slow")
+    assert (report["ok"], report["run"]["partial"], report["credits"]["balance_after"]) == (True, False, None)
+    assert "Done in" in out and "Traceback" not in err
