@@ -508,8 +508,9 @@ def _cards(document: Mapping[str, Any]) -> list[dict[str, str]]:
         {"label": "Jobs", "value": f"{done:,} of {total:,} done",
          "detail": f"{bad:,} failed or uncertain · {total - done - bad:,} unfinished"},
         {"label": "Credits", "value": f"{_number(credits['estimated'])} estimated",
-         "detail": f"{_number(credits['reserved'])} reserved · {_number(credits['stated_by_api'])} stated by"
-                   f" the API · balance change {_number(spent)}"},
+         "detail": f"{_number(credits['reserved'])} reserved ({_number(credits['reserved_this_run'])} by"
+                   f" this run) · {_number(credits['stated_by_api'])} stated by the API · balance change"
+                   f" {_number(spent)}"},
         {"label": "Duration", "value": _duration(duration) if duration is not None else "unfinished",
          "detail": f"started {run['started_at'] or 'unknown'}"},
     ]  # fmt: skip
