@@ -158,8 +158,8 @@ def report(
         written = write_reports(document, source.folder, formats)
     except OSError as error:
         raise UsageError(f"cannot write reports to {source.folder}: {error.strerror or error}") from None
-    for path in written.values():
-        echo(f"wrote {path}")
+    for file in written.values():
+        echo(f"wrote {file}")
     if output is None:
         try:
             point_latest(source.folder)

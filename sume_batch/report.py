@@ -35,7 +35,7 @@ import jinja2
 
 from sume_batch import __version__
 from sume_batch.kinds import KINDS
-from sume_batch.redact import Redactor
+from sume_batch.redact import Failure, Redactor
 from sume_batch.store import CHARGED, RunRecord, RunStore, StoredJob
 
 FORMATS = ("html", "json", "junit")
@@ -352,10 +352,6 @@ def json_chunks(document: Mapping[str, Any]) -> Iterator[str]:
     yield "\n  ]\n}\n" if document.get("jobs") else "]\n}\n"
 
 
-def report_json(document: Mapping[str, Any]) -> str:
-    return "".join(json_chunks(document))
-
-
 def report_junit(document: Mapping[str, Any]) -> str:
     return "".join(junit_chunks(document))
 
@@ -423,19 +419,9 @@ def case_name(job: Mapping[str, Any]) -> str:
 
 
 def failure_text(job: Mapping[str, Any]) -> str:
-    failure = job["failure"]
-    head = " ".join(
-        part
-        for part in (f"job {failure['job_id']}" if failure["job_id"] else None, failure["status"])
-        if part
-    )
-    reason = ": ".join(part for part in (failure["code"], failure["message"]) if part)
-    text = ": ".join(part for part in (head, reason) if part)
-    if failure["request_id"]:
-        text += f" (request id {failure['request_id']})"
-    if job["candidates"]:
-        text += f"; it may have made {', '.join(job['candidates'])}"
-    return text
+    """A job's failure as one line (as `Failure` says it), with the ids an uncertain create may have made."""
+    text = str(Failure(**job["failure"]))
+    return f"{text}; it may have made {', '.join(job['candidates'])}" if job["candidates"] else text
 
 
 def _xml(text: str) -> str:

@@ -29,6 +29,7 @@ from sume_batch.progress import Progress
 from sume_batch.redact import Redactor, attach_redaction
 from sume_batch.report import (
     FILE_NAMES,
+    OK,
     PENDING_WORDS,
     Source,
     build_report,
@@ -38,10 +39,10 @@ from sume_batch.report import (
     write_reports,
 )  # fmt: skip
 from sume_batch.responses import balance_of, capacity_of
+from sume_batch.status import attention_line
 from sume_batch.store import RunStore, read_states, run_lock
 
 Echo = Callable[[str], None]
-FINISHED_OK = frozenset({"downloaded"})
 SHOWN_PROBLEMS = 20  # jobs listed at the end of a run; the report lists them all
 
 
@@ -239,7 +240,7 @@ async def _execute(
             counts = Counter(job.state for job in store.plan_of(record.seq))
             after = await balance_after(client, balance, halt=executor.halt)
             number = interrupts.signal
-            code = 128 + number if number is not None else 0 if set(counts) <= FINISHED_OK else 1
+            code = 128 + number if number is not None else 0 if set(counts) <= OK else 1
             outcome = {"stopped": executor.stopped, "interrupted": interrupts.during_jobs, "exit_code": code,
                        "balance_after": after}  # fmt: skip
             store.end_run(record.seq, outcome)
@@ -433,12 +434,8 @@ def summary_text(document: Mapping[str, Any], path: Path) -> str:
         lines.append(f"Stopped early: {document['run']['stopped']}")
     attention = [job for job in document["jobs"] if job["failure"] is not None or not job["ok"]]
     for job in attention[:SHOWN_PROBLEMS]:
-        failure = job["failure"] or {}
-        reason = ": ".join(part for part in (failure.get("code"), failure.get("message")) if part)
-        reason = reason or PENDING_WORDS.get(job["status"], job["status"])
-        request = f" (request id {failure['request_id']})" if failure.get("request_id") else ""
-        sume = f" [{', '.join(job['sume_job_ids'])}]" if job["sume_job_ids"] else ""
-        lines.append(f"  {job['status']}: {job['id']}{sume}: {reason}{request}")
+        pending = {"code": None, "message": PENDING_WORDS.get(job["status"]), "request_id": None}
+        lines.append(attention_line(job["status"], job["id"], job["sume_job_ids"], job["failure"] or pending))
     if len(attention) > SHOWN_PROBLEMS:
         lines.append(f"  ... and {len(attention) - SHOWN_PROBLEMS:,} more in the report")
     return "\n".join(lines)

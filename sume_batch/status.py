@@ -6,7 +6,7 @@ It sends no request and takes no lock, so it is safe while a run is going.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +53,14 @@ def status_text(status: Mapping[str, Any]) -> str:
         "next run: " + ", ".join(f"{action} {count}" for action, count in status["next_run"].items()),
     ]
     for job in status["attention"]:
-        reason = ": ".join(str(part) for part in (job["code"], job["message"]) if part)
-        ids = f" [{', '.join(job['sume_job_ids'])}]" if job["sume_job_ids"] else ""
-        request = f" (request id {job['request_id']})" if job["request_id"] else ""
-        lines.append(f"  {job['state']}: {job['id']}{ids}{': ' + reason if reason else ''}{request}")
+        lines.append(attention_line(job["state"], job["id"], job["sume_job_ids"], job))
     return "\n".join(lines)
+
+
+def attention_line(state: str, job_id: str, sume_ids: Sequence[str], reason: Mapping[str, Any]) -> str:
+    """`  failed: img-1 [job_x]: code: message (request id req_y)`: a job as `status` and the end of a
+    `run` list it; `reason` holds its `code`, `message` and `request_id`."""
+    why = ": ".join(part for part in (reason["code"], reason["message"]) if part)
+    ids = f" [{', '.join(sume_ids)}]" if sume_ids else ""
+    request = f" (request id {reason['request_id']})" if reason["request_id"] else ""
+    return f"  {state}: {job_id}{ids}{': ' + why if why else ''}{request}"

@@ -350,20 +350,10 @@ class RunStore:
             raise KeyError(key)
         return _decode(row)
 
-    def downloaded_at(self) -> dict[str, float]:
-        """Job key → when its outputs were last downloaded (from the journal)."""
-        rows = self.db.execute("SELECT key, MAX(at) FROM events WHERE state = 'downloaded' GROUP BY key")
-        return {key: float(at) for key, at in rows}
-
     def last_event_at(self) -> float | None:
         """When the store was last written (after a crash: about when the writer died)."""
         row = self.db.execute("SELECT MAX(at) FROM events").fetchone()
         return float(row[0]) if row and row[0] is not None else None
-
-    def counts(self) -> dict[str, int]:
-        return dict(
-            self.db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state ORDER BY state").fetchall()
-        )
 
     def credits(self) -> tuple[float, float]:
         """(reserved, of which stated by the API) over every job that may have cost credits."""
