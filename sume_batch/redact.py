@@ -247,11 +247,10 @@ class Redactor:
 
     def value(self, obj: object) -> Json:
         """A redacted deep copy of JSON-like data: secret fields masked, payloads dropped, text redacted."""
-        kind = type(obj)
-        if kind is str:
-            return self.text(obj)  # type: ignore[arg-type]
-        if obj is None or kind in _PLAIN:
-            return obj  # type: ignore[return-value]
+        if isinstance(obj, str):
+            return self.text(obj)
+        if obj is None or isinstance(obj, bool | int | float):
+            return obj
         if isinstance(obj, Mapping):
             copy: dict[str, Json] = {}
             for key, item in obj.items():
@@ -260,15 +259,13 @@ class Redactor:
                     continue
                 if rule is _MASK and item is not None:
                     copy[name] = MARK
-                elif item is None or type(item) in _PLAIN:  # most values: no call needed
+                elif item is None or type(item) in _PLAIN:  # most values: no call needed (exact types only)
                     copy[name] = item
                 else:
                     copy[name] = self.value(item)
             return copy
         if isinstance(obj, list | tuple):
             return [self.value(item) for item in obj]
-        if isinstance(obj, str | bool | int | float):  # subclasses of the plain types
-            return self.text(obj) if isinstance(obj, str) else obj
         return self.text(str(obj))
 
     def _key(self, name: str) -> tuple[str, object]:
