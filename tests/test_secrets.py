@@ -35,7 +35,7 @@ SECRETS = {
     "bearer token": BEARER.rsplit(".", 1)[-1], "signed URL credential": CREDENTIAL,
     "signed URL signature": SIGNATURE, "email": EMAIL, "provider email": PLANTED_EMAIL,
     "provider token": PLANTED_PROVIDER_TOKEN, "account email": "sandbox.owner@example.com",
-    "workspace id": "ws_sandbox01", "user id": "user_sandbox01",
+    "user id": "user_sandbox01",
     "sandbox media signature": "X-Amz-Signature=", "sandbox media credential": "SANDBOXAKIAEXAMPLE7Q",
 }  # fmt: skip
 

@@ -13,8 +13,6 @@ from typing import Any
 
 UrlFor = Callable[[str], str]
 
-WORKSPACE_ID = "ws_sandbox01"
-USER_EMAIL = "sandbox.owner@example.com"
 
 
 @dataclass(frozen=True)
@@ -131,12 +129,12 @@ def _is_media(value: object) -> bool:
     return isinstance(value, str) and value.startswith("/storage/")
 
 
-def account_json(api_key: str, plan: str) -> dict[str, Any]:
+def account_json(api_key: str, plan: str, *, workspace_id: str, user_id: str, email: str) -> dict[str, Any]:
     """`GET /me`: the user, the workspace and sanitized metadata about the key (never the key)."""
     return {
         "object": "account",
-        "user": {"id": "user_sandbox01", "object": "user", "name": "Sandbox Owner", "email": USER_EMAIL},
-        "workspace": {"id": WORKSPACE_ID, "object": "workspace", "name": "Sandbox Workspace", "plan": plan},
+        "user": {"id": user_id, "object": "user", "name": "Sandbox Owner", "email": email},
+        "workspace": {"id": workspace_id, "object": "workspace", "name": "Sandbox Workspace", "plan": plan},
         "api_key": {
             "id": "key_" + _key_id(api_key),
             "object": "api_key",

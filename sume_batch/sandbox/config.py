@@ -95,6 +95,12 @@ class SandboxConfig:
     # Job objects echo their request (`input`) and failure messages and details quote it, as some APIs
     # do (v1 documents neither): whatever a prompt holds comes back in every place a client reads.
     echo_input: bool = False
+    # The account `GET /me` describes. An empty workspace id gives every fresh state (a start or a
+    # reset) an id of its own: a new sandbox is a new world, and a client must not take it for the
+    # workspace its store remembers.
+    workspace_id: str = ""
+    user_id: str = "user_sandbox01"
+    user_email: str = "sandbox.owner@example.com"
 
     def __post_init__(self) -> None:
         problems = config_problems(self)

@@ -34,7 +34,14 @@ def urls_for(request: Request) -> Urls:
 
 async def get_me(request: Request) -> Response:
     """`GET /me`."""
-    return json_response(catalog.account_json(request.scope[API_KEY_KEY], sandbox(request).config.plan))
+    state = sandbox(request)
+    config = state.config
+    return json_response(
+        catalog.account_json(
+            request.scope[API_KEY_KEY], config.plan, workspace_id=state.workspace_id, user_id=config.user_id,
+            email=config.user_email,
+        )  # fmt: skip
+    )
 
 
 async def get_credits(request: Request) -> Response:

@@ -8,6 +8,7 @@ change which job fails.
 from __future__ import annotations
 
 import random
+import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -88,6 +89,7 @@ class SandboxState:
         self.signer = Signer(self._rngs["ids"].randbytes(32))
         self.limiter = RateLimiter()
         self.scripted_faults: list[dict[str, Any]] = []
+        self.workspace_id = self.config.workspace_id or "ws_sbx" + secrets.token_hex(5)
 
     def apply_config(self, config: SandboxConfig) -> None:
         """Switch knobs at runtime; jobs, credits and counters are kept."""

@@ -11,7 +11,6 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from sume_batch.sandbox import validate
-from sume_batch.sandbox.catalog import WORKSPACE_ID
 from sume_batch.sandbox.envelope import SandboxError, json_response
 from sume_batch.sandbox.media import content_type_for, media_bytes
 from sume_batch.sandbox.routes_create import read_json
@@ -31,7 +30,7 @@ async def presign(request: Request) -> Response:
     now, upload_id = state.wall(state.now()), state.new_id("upl")
     upload = Upload(
         id=upload_id,
-        object_key=object_key(WORKSPACE_ID, upload_id, params["filename"]),
+        object_key=object_key(state.workspace_id, upload_id, params["filename"]),
         filename=params["filename"],
         content_type=params["content_type"],
         size_bytes=params["size_bytes"],
