@@ -36,12 +36,11 @@ async def get_me(request: Request) -> Response:
     """`GET /me`."""
     state = sandbox(request)
     config = state.config
-    return json_response(
-        catalog.account_json(
-            request.scope[API_KEY_KEY], config.plan, workspace_id=state.workspace_id, user_id=config.user_id,
-            email=config.user_email,
-        )  # fmt: skip
-    )
+    account = catalog.account_json(
+        request.scope[API_KEY_KEY], config.plan, workspace_id=state.workspace_id, user_id=config.user_id,
+        email=config.user_email,
+    )  # fmt: skip
+    return json_response(account)
 
 
 async def get_credits(request: Request) -> Response:
