@@ -14,7 +14,6 @@ from typing import Any
 UrlFor = Callable[[str], str]
 
 
-
 @dataclass(frozen=True)
 class Avatar:
     """An avatar and what it can be used for (`talking_head`, `ugc_ad`, `face_swap`)."""
