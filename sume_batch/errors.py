@@ -6,10 +6,11 @@
     ├── RefusedError               refused before spending: budget, balance, price      (exit 3)
     ├── StoreError                 a run store that cannot be used as it is             (exit 2)
     │   └── LockedError            another run holds the store's lock                    (exit 3)
-    └── ApiError                   the API answered with an error envelope
-        ├── AuthError              401 / 403: stop every new submission
+    └── ApiError                   the API misbehaved, refused, or could not be reached (exit 69)
+        ├── AuthError              401 / 403: stop every new submission                 (exit 2)
         ├── InsufficientCreditsError  402 or `insufficient_credits`
-        ├── TransportError         no usable answer (network, garbage body)
+        ├── TransportError         no usable answer (network, garbage body, a redirect)
+        │   └── BoundError         an answer past a size or time bound (`bounds`): never retried
         └── UncertainCreateError   a create was sent and its outcome is unknown: never re-send blindly
 
 A Problem is one located complaint about a manifest: `file:line:col: path: message`.
@@ -72,6 +73,8 @@ class LockedError(StoreError):
 class ApiError(SumeBatchError):
     """The API answered with its error envelope; `details` is kept but never printed."""
 
+    exit_code = 69  # EX_UNAVAILABLE: the API misbehaved or could not be reached, not a bad manifest (2)
+
     def __init__(
         self,
         message: str,
@@ -96,6 +99,8 @@ class ApiError(SumeBatchError):
 class AuthError(ApiError):
     """401 or 403: the key is missing, wrong, revoked, or lacks access."""
 
+    exit_code = 2  # the key is the user's to fix, like any other bad setting
+
 
 class InsufficientCreditsError(ApiError):
     """The workspace has too few credits for the request."""
@@ -103,6 +108,10 @@ class InsufficientCreditsError(ApiError):
 
 class TransportError(ApiError):
     """No usable answer: the network failed or the body was not the documented JSON."""
+
+
+class BoundError(TransportError):
+    """An answer went past one of our bounds (too large, too slow): not read further, never retried."""
 
 
 class UncertainCreateError(ApiError):

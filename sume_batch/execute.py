@@ -326,31 +326,37 @@ class Executor:
                 await self._stream(job, sume_id, name, item)
                 return
             except (httpx.HTTPError, ApiError) as error:
-                if attempt + 1 == DOWNLOAD_ATTEMPTS or (isinstance(error, ApiError) and error.status == 403):
-                    raise  # a refused (expired) link: the next run fetches fresh links
+                # 403: a refused (expired) link, the next run fetches fresh links; no status: one of
+                # our bounds (`bounds.BoundError`: too large, too slow), which a retry would hit again
+                final = isinstance(error, ApiError) and error.status in (403, None)
+                if attempt + 1 == DOWNLOAD_ATTEMPTS or final:
+                    raise
                 await self._pause(self.rng.uniform(0, 2**attempt))
 
     async def _stream(self, job: StoredJob, sume_id: str, name: str, item: Media) -> None:
-        async with self.storage.stream("GET", item.url) as response:
-            if response.status_code >= 300:
-                raise ApiError(f"download of {name} failed", status=response.status_code)
-            digest, size = hashlib.sha256(), 0
-            partial = self.settings.downloads / f".{name}.part"
-            with partial.open("wb") as handle:
-                async for block in response.aiter_bytes():
-                    digest.update(block)
-                    size += len(block)
-                    handle.write(block)
-        partial.replace(self.settings.downloads / name)
-        sha = digest.hexdigest()
+        """One download within its kind's size and time bounds (`bounds`, SUME_BATCH_MAX_DOWNLOAD and
+        SUME_BATCH_DOWNLOAD_DEADLINE); a failed one, a full disk included, leaves no `.part` behind."""
+        partial = self.settings.downloads / f".{name}.part"
+        try:
+            sha, size = await self.client.bounds.download_to(
+                self.storage, item.url, partial, kind=job.kind, name=name
+            )
+            partial.replace(self.settings.downloads / name)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
         self.store.add_file(
             job.key, path=name, sume_id=sume_id, sha256=sha, size=size, content_type=item.content_type
         )
 
     def write(self, job: StoredJob, sume_id: str, name: str, data: bytes, content_type: str) -> None:
         partial = self.settings.downloads / f".{name}.part"
-        partial.write_bytes(data)
-        partial.replace(self.settings.downloads / name)
+        try:
+            partial.write_bytes(data)
+            partial.replace(self.settings.downloads / name)
+        except BaseException:  # a full disk leaves no `.part` behind; the next run writes it again
+            partial.unlink(missing_ok=True)
+            raise
         sha = hashlib.sha256(data).hexdigest()
         self.store.add_file(
             job.key, path=name, sume_id=sume_id, sha256=sha, size=len(data), content_type=content_type

@@ -31,7 +31,8 @@ class Progress:
     live: bool = False
     quiet: bool = False
     clock: Callable[[], float] = time.monotonic
-    waiting: str = ""
+    wall: Callable[[], float] = time.time  # only to say until when a wait lasts, in local time
+    waits: dict[str, float] = field(default_factory=dict)  # why → when it ends (on `clock`)
     credits: Callable[[], float] = lambda: 0.0  # credits reserved so far (the executor's ledger)
     started: float = field(default=0.0)
     finished_here: int = 0  # jobs that reached a final state during this run (for the ETA)
@@ -65,9 +66,23 @@ class Progress:
         self._refresh()
 
     def wait(self, why: str, seconds: float) -> None:
-        """The client is waiting (its `on_wait`): say why, e.g. backing off a 429 for 12 s."""
-        self.waiting = f"{why} for {seconds:.0f} s" if seconds >= 1 else ""
+        """The client waits (its `on_wait`) for `why`, `seconds` long; 0 s when that wait is over."""
+        if seconds >= 1:
+            self.waits[why] = self.clock() + seconds
+        else:
+            self.waits.pop(why, None)
         self._refresh()
+
+    @property
+    def waiting(self) -> str:
+        """The longest wait still running, e.g. `backing off 429 on GET /credits until 14:03:12 (2:00)`."""
+        now = self.clock()
+        left = {why: end - now for why, end in self.waits.items() if end > now}
+        if not left:
+            return ""
+        why = max(left, key=left.__getitem__)
+        until = time.strftime("%H:%M:%S", time.localtime(self.wall() + left[why]))
+        return f"{why} until {until} ({_clock(left[why])})"
 
     def _refresh(self) -> None:
         if self._live is not None:
@@ -78,7 +93,7 @@ class Progress:
 
     def line(self) -> str:
         """The status line, like `[0:42] 12/40 done · 3 submitted · 96 credits reserved · ETA 1:10`
-        followed by `· waiting: backing off 429 for 12 s` when the run waits."""
+        followed by `· waiting: backing off 429 on GET /credits until 14:03:12 (0:12)` when it waits."""
         counts = Counter(self.states.values())
         done = sum(counts[state] for state in DONE)
         parts = [f"[{_clock(self.clock() - self.started)}] {done}/{len(self.states)} done"]

@@ -6,6 +6,7 @@ Every sink (terminal, logs, reports, store exports, crash output) passes text an
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -22,6 +23,8 @@ _Repl: TypeAlias = "str | Callable[[re.Match[str]], str]"
 MARK: Final = "<redacted>"
 # A configured secret shorter than this is ignored: hiding "abc" would shred prose; real keys are long.
 MIN_SECRET_LENGTH: Final = 8
+# The same for a value `GET /me` named (ids are short and chosen by the API, not by prose).
+MIN_ACCOUNT_LENGTH: Final = 4
 MAX_MESSAGE_LENGTH: Final = 500
 MAX_KEPT_KEYS: Final = 4096
 
@@ -38,6 +41,15 @@ DROPPED_FIELDS: Final = frozenset({
     "details", "raw", "raw_response", "provider", "provider_payload", "provider_response", "provider_error",
     "provider_request", "debug", "trace", "traceback", "stack", "stack_trace", "stacktrace",
 })  # fmt: skip
+
+# Where `GET /me` names the account (sume-api.md §1): user, workspace and key, or the same flat.
+# Names (user, workspace, key names) are words people chose, like a brand in a prompt: not hidden.
+_ACCOUNT_FIELDS: Final = (
+    (("user", "id"), "id"), (("user", "email"), "email"), (("workspace", "id"), "id"),
+    (("api_key", "id"), "id"), (("api_key", "prefix"), "key"), (("user_id",), "id"), (("email",), "email"),
+    (("workspace_id",), "id"), (("api_key_id",), "id"),
+)  # fmt: skip
+_PUBLIC_KEY_PREFIXES: Final = ("sume_live_", "sume_test_")  # every key starts so: no secret in them
 
 _MARKER = re.compile(r"<redacted(?::[a-z-]+)?>")
 _URL = re.compile(
@@ -57,7 +69,12 @@ _HEADERS = re.compile(
     r"(?:<redacted>|\{[^{}]*\}|\[[^\[\]]*\]|[\"']?[^\s\"',;{}\[\]]*[\"']?)",
     re.IGNORECASE,
 )
-_BEARER = re.compile(r"(?<![A-Za-z0-9])(?P<scheme>[Bb]earer|BEARER)\s+(?P<token>[A-Za-z0-9._~+/-]+=*)")
+# "Bearer" then the token, apart by blanks, a colon or equals sign, or these written escaped: `%20` in a
+# URL, `+` in a form, `\n` in a repr or JSON string (a message quoting a prompt), and maybe a quote.
+_BEARER = re.compile(
+    r"(?:(?<![A-Za-z0-9])|(?<=%[0-9A-Fa-f]{2})|(?<=\\[ntr]))(?P<scheme>(?i:bearer))"
+    r"(?P<sep>(?:[\s:=+]|%(?:20|09|0[AaDd]|3[AaDd])|\\[ntr])+\\?[\"']?)(?P<token>[A-Za-z0-9._~+/-]+=*)"
+)
 _EMAIL = re.compile(
     r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
     r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*\.[A-Za-z]{2,}(?![A-Za-z0-9-])"
@@ -131,7 +148,7 @@ def _redact_bearer(match: re.Match[str]) -> str:
     # symbol of token68 other than "-" (JWTs have dots), or is too long to be a word.
     symbol = any(c.isdigit() or c in "._~+/=" for c in token)
     looks_like_token = len(token) >= 8 and (symbol or len(token) >= 20)
-    return f"{match['scheme']} {_mark('token')}" if looks_like_token else match[0]
+    return f"{match['scheme']}{match['sep']}{_mark('token')}" if looks_like_token else match[0]
 
 
 def _redact_object_key(match: re.Match[str]) -> str:
@@ -180,11 +197,15 @@ class Redactor:
     `upload_url` value, `<redacted:request-id>` a `req_` id when `keep_request_ids` is off, and a bare
     `<redacted>` for a URL's userinfo, query string and fragment (every one: the docs forbid full URLs with
     query strings) and for the value of a masked field. Markers never match again: redacting is idempotent.
+
+    `account` holds what `GET /me` said about this account (see `with_account`): each value is hidden
+    wherever it appears, whatever its shape, as `<redacted:id>`, `<redacted:email>` or `<redacted:key>`.
     """
 
     api_key: str = field(default="", repr=False)
     secrets: tuple[str, ...] = field(default=(), repr=False)
     keep_request_ids: bool = True
+    account: tuple[tuple[str, str], ...] = field(default=(), repr=False)  # (value, marker kind)
     _literals: re.Pattern[str] | None = field(init=False, repr=False, compare=False, default=None)
     _markers: dict[str, str] = field(init=False, repr=False, compare=False, default_factory=dict)
     _keys: dict[str, tuple[str, object]] = field(init=False, repr=False, compare=False, default_factory=dict)
@@ -196,9 +217,21 @@ class Redactor:
             if len(secret) >= MIN_SECRET_LENGTH:
                 for form in (secret, quote(secret, safe=""), quote_plus(secret, safe="")):
                     markers[form] = _mark(kind)
-        pattern = "|".join(re.escape(form) for form in sorted(markers, key=len, reverse=True))
-        object.__setattr__(self, "_markers", markers)
-        object.__setattr__(self, "_literals", re.compile(pattern) if markers else None)
+        values: dict[str, str] = {}
+        for value, kind in self.account:
+            for form in _forms(value):
+                values.setdefault(form, _mark(kind))
+        object.__setattr__(self, "_markers", {**values, **markers})
+        object.__setattr__(self, "_literals", _literal_pattern(markers, values))
+
+    def with_account(self, me: object) -> Redactor:
+        """This redactor, also hiding every value by which `GET /me` (`me`, its JSON) named the account:
+        user id and email, workspace id, API key id and the key's prefix beyond `sume_live_`/`sume_test_`.
+
+        Ids need not look like ids (`ws_acmeprod` has no digit), so they are hidden by value, not by
+        shape; a value of the wrong type or shorter than MIN_ACCOUNT_LENGTH is ignored."""
+        found = account_values(me)
+        return dataclasses.replace(self, account=self.account + found) if found else self
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], *, keep_request_ids: bool = True) -> Redactor:
@@ -212,7 +245,7 @@ class Redactor:
         if "://" in s:  # first: a query holds signatures, and markers inside it would cut the URL short
             s = _sub_words(_URL, _redact_url, s, "://")
         if self._literals is not None:
-            s = self._literals.sub(lambda m: self._markers[m[0]], s)
+            s = self._literals.sub(self._literal, s)
         if "sume_" in s:
             s = _SUME_KEY.sub(_mark("key"), s)
         low = s.lower()  # cheap substring checks skip the costly scans on ordinary prose
@@ -228,6 +261,10 @@ class Redactor:
         if "uploads/" in s:
             s = _sub_words(_OBJECT_KEY, _redact_object_key, s, "uploads/")
         return self._ids(s, ids=ids) if "_" in s else s
+
+    def _literal(self, match: re.Match[str]) -> str:
+        group = match.lastgroup  # "secret", "account", or None for a marker, which is kept whole
+        return self._markers[match[group]] if group else match[0]
 
     def _ids(self, s: str, *, ids: bool) -> str:
         if ids:
@@ -332,6 +369,50 @@ class Redactor:
         if value is None or value == "" or isinstance(value, Mapping | list):
             return None
         return self.text(str(value))
+
+
+def account_values(me: object) -> tuple[tuple[str, str], ...]:
+    """(value, marker kind) for each value in a `GET /me` payload that names the account."""
+    found: list[tuple[str, str]] = []
+    for path, kind in _ACCOUNT_FIELDS:
+        value = me
+        for name in path:
+            value = value.get(name) if isinstance(value, Mapping) else None
+        if not isinstance(value, str):
+            continue
+        value = value.strip()
+        if kind == "key" and any(public.startswith(value) for public in _PUBLIC_KEY_PREFIXES):
+            continue  # a prefix no longer than the public marker tells nothing
+        if (
+            len(value) >= MIN_ACCOUNT_LENGTH
+            and not any(c in value for c in "<>")
+            and (value, kind) not in found
+        ):
+            found.append((value, kind))  # "<" or ">" could cut into a marker
+    return tuple(found)
+
+
+def _forms(value: str) -> set[str]:
+    """A value as text may hold it: as is, URL-encoded, and escaped in a JSON string."""
+    return {value, quote(value, safe=""), quote_plus(value, safe=""), json.dumps(value)[1:-1],
+            json.dumps(value, ensure_ascii=False)[1:-1]}  # fmt: skip
+
+
+def _literal_pattern(secrets: Mapping[str, str], values: Mapping[str, str]) -> re.Pattern[str] | None:
+    """One scan for the configured secrets and the account's values, longest first.
+
+    A marker is matched whole and kept, so no value can match inside one (`mail` in `<redacted:email>`).
+    An account value takes the id characters that follow it: `ws_acme` hides `ws_acme_eu` entirely,
+    and a key prefix the whole key."""
+    if not secrets and not values:
+        return None
+
+    def alternatives(forms: Iterable[str]) -> str:
+        return "|".join(re.escape(form) for form in sorted(forms, key=len, reverse=True))
+
+    branches = [f"(?P<secret>{alternatives(secrets)})"] if secrets else []
+    branches += [f"(?P<account>{alternatives(values)})[A-Za-z0-9_-]*"] if values else []
+    return re.compile("|".join([*branches, _MARKER.pattern]))
 
 
 def _error_parts(error: object) -> tuple[object, object, object]:

@@ -22,6 +22,7 @@ UNCHANGED = [
     "Follow @lumen and @sume.so for more; 50% off @ noon",
     "Email: a newsletter header with a hero image",
     "a bearer of gifts, the bearer token of trust",
+    "the bearer: Mastercard; bearer=yes, bearer+friends, Bearer%20of news",
     "user_id is required; api_key_id, key_prefix, ws_client and workspace_name are field names",
     "See https://www.sume.so/api/v1/jobs/job_7Hq2 for details",
     "https://media.sume.so/scenes/kitchen-01.mp4",
@@ -56,6 +57,22 @@ CASES = [
     ),
     ("sent bearer abc123def456 upstream", "sent bearer <redacted:token> upstream"),
     ("Bearer aVeryLongOpaqueTokenWithoutDigits", "Bearer <redacted:token>"),
+    # tokens with an underscore (token68), and "Bearer" apart from its token by more than a space
+    ("Bearer tok_PLANTED9 sent", "Bearer <redacted:token> sent"),
+    ("bearer pat_planted_under", "bearer <redacted:token>"),
+    ("BeArEr tok_PLANTED9", "BeArEr <redacted:token>"),
+    ("quoted 'Bearer\\ntok_PLANTED9' in a repr", "quoted 'Bearer\\n<redacted:token>' in a repr"),
+    ('{"m": "x\\nBearer\\ttok_PLANTED9"}', '{"m": "x\\nBearer\\t<redacted:token>"}'),
+    ("bearer: tok_PLANTED9, bearer=tok_PLANTED9", "bearer: <redacted:token>, bearer=<redacted:token>"),
+    (
+        'Bearer "tok_PLANTED9" and Bearer \\"tok_x_12\\"',
+        'Bearer "<redacted:token>" and Bearer \\"<redacted:token>\\"',
+    ),
+    (
+        "/a/Bearer%20tok_PLANTED9 Authorization%3A%20Bearer%20tok_PLANTED9",
+        "/a/Bearer%20<redacted:token> Authorization%3A%20Bearer%20<redacted:token>",
+    ),
+    ("form: auth=Bearer+tok_PLANTED9&x=1", "form: auth=Bearer+<redacted:token>&x=1"),
     ("X-Api-Key: abc123", "X-Api-Key: <redacted:token>"),
     ("x-api-key=abc&limit=5", "x-api-key=<redacted:token>&limit=5"),
     ('{"x-api-key": "v"}', '{"x-api-key": "<redacted:token>"}'),
@@ -446,3 +463,73 @@ def test_filtering_a_record_twice_changes_nothing_more() -> None:
     assert (record.getMessage(), record.args) == ("to <redacted:email> (5%)", None)
     assert gate.filter(record) is True
     assert record.getMessage() == "to <redacted:email> (5%)"
+
+
+# What `GET /me` says about an account (sume-api.md §1), ids without a digit as a workspace may have.
+ME = {
+    "object": "account",
+    "user": {"id": "usr_janedoe", "object": "user", "name": "Jane Doe", "email": "jane.doe@acme-prod.example"},
+    "workspace": {"id": "ws_acmeprod", "object": "workspace", "name": "Acme", "plan": "sandbox"},
+    "api_key": {"id": "key_prodkey", "name": "CI key", "prefix": "sume_live_Ab3d", "mode": "live", "scopes": ["read"]},
+}  # fmt: skip
+ACCOUNT = REDACTOR.with_account(ME)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("for ws_acmeprod by usr_janedoe", "for <redacted:id> by <redacted:id>"),
+        ("key key_prodkey of jane.doe@acme-prod.example", "key <redacted:id> of <redacted:email>"),
+        ("JANE.DOE@acme-prod.example wrote", "<redacted:email> wrote"),  # the pattern still sees emails
+        ("(ws_acmeprod/usr_janedoe)", "(<redacted:id>/<redacted:id>)"),
+        ("in ws_acmeprod_eu-2, xws_acmeprod", "in <redacted:id>, x<redacted:id>"),  # a value and its tail
+        ("sume_live_Ab3dEfGh and sume_live_Ab3d", "<redacted:key> and <redacted:key>"),
+        ("https://x.io/w/ws_acmeprod/a.png?sig=1", "https://x.io/w/<redacted:id>/a.png?<redacted>"),
+        ("q=jane.doe%40acme-prod.example in a path /jane.doe%40acme-prod.example/", "q=<redacted:email> in a path /<redacted:email>/"),
+        ('{"workspace": "ws_acmeprod", "owner": "usr_janedoe"}', '{"workspace": "<redacted:id>", "owner": "<redacted:id>"}'),
+        ("Jane Doe of Acme on the sandbox plan, read scope", "Jane Doe of Acme on the sandbox plan, read scope"),
+        ("<redacted:email> <redacted:id> <redacted:key>", "<redacted:email> <redacted:id> <redacted:key>"),
+        (f"and still {KEY} and ws_client", "and still <redacted:key> and ws_client"),
+    ],
+)  # fmt: skip
+def test_with_account_hides_the_account_by_value(text: str, expected: str) -> None:
+    assert ACCOUNT.text(text) == expected
+    assert ACCOUNT.name(text) == expected  # names too: the value is no guess
+    assert ACCOUNT.text(expected) == expected
+    assert ACCOUNT.text(PAD + " " + text) == PAD + " " + expected
+    assert ACCOUNT.value({"prompt": text, "n": [text]}) == {"prompt": expected, "n": [expected]}
+
+
+def test_with_account_reads_the_payload_tolerantly() -> None:
+    assert ACCOUNT.account == (
+        ("usr_janedoe", "id"), ("jane.doe@acme-prod.example", "email"), ("ws_acmeprod", "id"),
+        ("key_prodkey", "id"), ("sume_live_Ab3d", "key"),
+    )  # fmt: skip
+    flat = {"user_id": " usr_flat ", "workspace_id": "ws_flat", "api_key_id": "key_flat", "email": "f@x.io"}
+    assert Redactor().with_account(flat).account == (
+        ("usr_flat", "id"), ("f@x.io", "email"), ("ws_flat", "id"), ("key_flat", "id"),
+    )  # fmt: skip
+    wrong = {"user": {"id": 12345678, "email": ["a@b.co"]}, "workspace": "ws_acmeprod", "api_key": None}
+    for me in (wrong, {}, [], None, "ws_acmeprod", {"user": {"id": "ws_"}, "workspace": {"id": "<redacted"}}):
+        assert Redactor().with_account(me) == Redactor()
+    for public in ("sume_live_", "sume_test_", "sume_", " sume_test_ "):  # the prefix tells nothing
+        assert Redactor().with_account({"api_key": {"prefix": public}}).account == ()
+
+
+def test_with_account_keeps_the_rest_of_the_redactor() -> None:
+    sharing = Redactor(api_key=KEY, secrets=("login-code-ABCD-1234",), keep_request_ids=False)
+    both = sharing.with_account(ME).with_account({"user": {"id": "usr_second"}})
+    assert both.text(f"{KEY} login-code-ABCD-1234 req_8xYz1 usr_janedoe usr_second") == (
+        "<redacted:key> <redacted:secret> <redacted:request-id> <redacted:id> <redacted:id>"
+    )
+    assert sharing.text("usr_janedoe") == "usr_janedoe"  # a copy: the original is unchanged
+    assert "janedoe" not in repr(both) and repr(both) == "Redactor(keep_request_ids=False)"
+
+
+def test_an_account_value_never_cuts_into_a_marker() -> None:
+    # Values that occur inside markers (`mail` in `<redacted:email>`, `acted`) hide only themselves.
+    redactor = Redactor(api_key="sume_live_redacted").with_account({"user": {"id": "acted", "email": "mail"}})
+    assert (
+        redactor.text("a@b.co sume_live_redacted acted mail")
+        == "<redacted:email> <redacted:key> <redacted:id> <redacted:email>"
+    )
