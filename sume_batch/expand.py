@@ -19,22 +19,34 @@ import math
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from functools import cache, partial
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 import jinja2
 import jsonschema
 from jinja2.exceptions import SecurityError
-from jinja2.sandbox import SandboxedEnvironment
 
 from sume_batch.errors import ManifestError, Problem
 from sume_batch.kinds import Kind
-from sume_batch.manifest import JobTemplate, Manifest, Matrix, campaign_schema, error_message
+from sume_batch.manifest import (
+    ConfinementError,
+    JobTemplate,
+    Manifest,
+    Matrix,
+    campaign_schema,
+    confine_file,
+    error_message,
+)
+from sume_batch.render import Renderer, TemplateFailure
 
 MAX_RENDERED_CHARS = 20_000
 JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-SINGLE_EXPRESSION = re.compile(r"\s*\{\{(?P<expression>(?:(?!\{\{|\}\}).)*)\}\}\s*", re.DOTALL)
+# What a hostile template can raise besides Jinja's own errors: each becomes a located problem.
+RENDER_ERRORS = (
+    TemplateFailure, jinja2.TemplateError, ArithmeticError, TypeError, ValueError,
+    RecursionError, MemoryError,
+)  # fmt: skip
 
 Row = Mapping[str, Any]
 Digest = Callable[[Path], str]
@@ -52,99 +64,11 @@ class JobSpec:
     key: str
 
 
-class _TemplateFailure(Exception):
-    pass
-
-
-class _Sandbox(SandboxedEnvironment):
-    """Jinja2's sandbox, also refusing `*` and `**` that would build huge values."""
-
-    intercepted_binops = frozenset(["*", "**"])
-
-    def call_binop(self, context: jinja2.runtime.Context, operator: str, left: Any, right: Any) -> Any:
-        if operator == "**" and isinstance(right, int | float) and abs(right) > 100:
-            raise SecurityError("exponents above 100 are not allowed in templates")
-        if operator == "*" and _sized(left, right) > MAX_RENDERED_CHARS:
-            raise SecurityError(f"a repeated value longer than {MAX_RENDERED_CHARS:,} is not allowed")
-        return super().call_binop(context, operator, left, right)
-
-
-def _sized(left: Any, right: Any) -> int:
-    for sequence, count in ((left, right), (right, left)):
-        if isinstance(sequence, str | list | tuple) and isinstance(count, int):
-            return len(sequence) * count
-    return 0
-
-
-class Renderer:
-    """Renders field values against a variant's variables; compiled templates are cached."""
-
-    def __init__(self) -> None:
-        self.env = _Sandbox(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
-        self.templates: dict[str, Callable[[Mapping[str, Any]], Any]] = {}
-
-    def render(self, value: Any, context: Mapping[str, Any]) -> Any:
-        if isinstance(value, str):
-            if "{" not in value:
-                return value
-            return self._compiled(value)(context)
-        if isinstance(value, list):
-            return [self.render(item, context) for item in value]
-        if isinstance(value, dict):
-            return {key: self.render(item, context) for key, item in value.items()}
-        return value
-
-    def _compiled(self, source: str) -> Callable[[Mapping[str, Any]], Any]:
-        compiled = self.templates.get(source)
-        if compiled is None:
-            compiled = self.templates[source] = self._compile(source)
-        return compiled
-
-    def _compile(self, source: str) -> Callable[[Mapping[str, Any]], Any]:
-        # Rendering goes through `new_context(..., shared=True)`: Template.render would copy the
-        # environment's globals (a ChainMap) into a new dict on every call, which was ~45% of
-        # `plan` on 100,000 variants. `variables` builds one dict per variant with the globals in.
-        try:
-            single = SINGLE_EXPRESSION.fullmatch(source)
-            if single:
-                expression = self.env.compile_expression(single["expression"], undefined_to_none=False)
-                return partial(_evaluate, expression._template)  # what TemplateExpression.__call__ does
-            template = self.env.from_string(source)
-        except jinja2.TemplateSyntaxError as error:
-            raise _TemplateFailure(f"template syntax error: {error.message}") from None
-        return partial(_render, template)
-
-    def variables(self, *scopes: Mapping[str, Any]) -> dict[str, Any]:
-        """The variables of one variant, later scopes winning, with Jinja's globals (range, …)."""
-        context = dict(self.env.globals)
-        for scope in scopes:
-            context.update(scope)
-        return context
-
-
-def _render(template: jinja2.Template, context: Mapping[str, Any]) -> str:
-    state = template.new_context(context, shared=True)  # type: ignore[arg-type]
-    return template.environment.concat(template.root_render_func(state))
-
-
-def _evaluate(template: jinja2.Template, context: Mapping[str, Any]) -> Any:
-    state = template.new_context(context, shared=True)  # type: ignore[arg-type]
-    for _ in template.root_render_func(state):
-        pass
-    return _defined(state.vars["result"])
-
-
-def _defined(value: Any) -> Any:
-    if isinstance(value, jinja2.Undefined):
-        value._fail_with_undefined_error()
-    return value
-
-
 def expand_jobs(manifest: Manifest, *, digest: Digest, max_jobs: int | None = None) -> list[JobSpec]:
     """Every variant of every job, rendered and checked; raise ManifestError listing all problems."""
     limit = max_jobs or manifest.max_jobs
     check_counts(manifest, limit)
-    renderer, problems, specs = Renderer(), _Problems(str(manifest.path)), []
+    renderer, problems, specs = Renderer(manifest.limits), _Problems(str(manifest.path)), []
     owners: dict[str, tuple[JobTemplate, Row]] = {}
     occurrences: dict[str, int] = {}
     for template in manifest.jobs:
@@ -180,8 +104,8 @@ def expand_one(
     failed = False
     for name, value in (("id", template.id), *template.fields.items()):
         try:
-            rendered[name] = renderer.render(value, context)
-        except (_TemplateFailure, jinja2.TemplateError, ArithmeticError, TypeError, ValueError) as error:
+            rendered[name] = renderer.render_field(value, context)
+        except RENDER_ERRORS as error:
             problems.add(template, name, describe_failure(error, context), row)
             failed = True
     if failed:
@@ -192,10 +116,13 @@ def expand_one(
     if template.kind.upload_field and not failures:
         relative = str(rendered[template.kind.upload_field])
         try:
-            file_digest = digest(manifest.folder / relative)
-        except OSError:
-            where = (manifest.folder / relative).resolve()
-            failures.append((template.kind.upload_field, f"no such file: {relative} (looked for {where})"))
+            file_digest = digest(confine_file(relative, folder=manifest.folder, roots=manifest.roots))
+        except ConfinementError as error:
+            failures.append((template.kind.upload_field, str(error)))
+        except OSError as error:
+            failures.append(
+                (template.kind.upload_field, f"{relative} cannot be read: {error.strerror or error}")
+            )
     for name, message in failures:
         problems.add(template, name, message, row)
     if failures:
@@ -258,7 +185,7 @@ def field_problem(kind: str, field: str, value: Any) -> str | None:
     return None if error is None else error_message(error)
 
 
-def describe_failure(error: Exception, context: Mapping[str, Any]) -> str:
+def describe_failure(error: Exception, context: Mapping[str, Any]) -> str:  # noqa: PLR0911 - one case per kind
     if isinstance(error, SecurityError):
         return f"unsafe template: {str(error).rstrip('.')} (templates may only format values)"
     if isinstance(error, jinja2.UndefinedError):
@@ -269,8 +196,12 @@ def describe_failure(error: Exception, context: Mapping[str, Any]) -> str:
             hint = f" (did you mean {guesses[0]!r}?)" if guesses else ""
             return f"undefined variable {found[1]!r}{hint}"
         return f"undefined value: {error.message}"
-    if isinstance(error, _TemplateFailure):
+    if isinstance(error, TemplateFailure):
         return str(error)
+    if isinstance(error, RecursionError):
+        return "the template recurses too deeply (does a macro call itself?)"
+    if isinstance(error, MemoryError):
+        return "the template ran out of memory"
     return f"template error: {type(error).__name__}: {error}"
 
 

@@ -2,7 +2,8 @@
 
 Order matters: the size cap, then YAML (safe, marked, duplicate keys refused), then the version
 gate (so a newer manifest gets one upgrade message, not a page of schema noise), then the JSON
-Schema, with every problem reported at its file:line:col.
+Schema, with every problem reported at its file:line:col. Paths the manifest names (uploaded
+files, output folders) are confined to its folder, or to a root the person running it allows.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import difflib
 import hashlib
 import json
 import os
-from collections.abc import Iterator, Mapping
+import stat
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -23,10 +25,11 @@ import jsonschema
 from sume_batch import MANIFEST_VERSION, __version__
 from sume_batch.errors import ManifestError, Problem
 from sume_batch.kinds import KINDS, Kind
-from sume_batch.yamlsafe import MAX_FILE_BYTES, Document, format_path, parse_yaml
+from sume_batch.yamlsafe import MAX_FILE_BYTES, Document, format_path, parse_yaml, text_position
 
 DEFAULT_MAX_JOBS = 10_000
 DEFAULT_CONCURRENCY = 8
+ALLOW_ROOT_HINT = "pass --allow-root DIR (or set SUME_BATCH_ALLOW_ROOT) to allow another folder"
 
 Marks = Mapping[str, tuple[int, int]]
 
@@ -38,6 +41,16 @@ class Matrix:
     axes: tuple[tuple[str, tuple[Any, ...]], ...] = ()
     include: tuple[Mapping[str, Any], ...] = ()
     exclude: tuple[Mapping[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on every template render (README, "Confinement and bounds"); `templates:` may change them."""
+
+    seconds: float = 1.0  # one field of one variant
+    steps: int = 100_000  # loop iterations, calls, filters and operators in one render
+    size: int = 100_000  # characters (or items) of any value a render builds, and of all it writes
+    total_seconds: float = 10.0  # every render of the campaign together
 
 
 @dataclass(frozen=True)
@@ -75,6 +88,8 @@ class Manifest:
     downloads: Path
     reports: Path
     pricing: Mapping[str, Any]
+    limits: Limits = Limits()
+    roots: tuple[Path, ...] = ()  # where local files may be: the folder (resolved) and any allowed root
 
     @property
     def folder(self) -> Path:
@@ -89,25 +104,67 @@ def campaign_schema() -> dict[str, Any]:
     return schema
 
 
-def load_manifest(path: Path) -> Manifest:
-    """Read and validate one campaign file; raise ManifestError with every problem found."""
+def load_manifest(path: Path, *, roots: Sequence[Path] = ()) -> Manifest:
+    """Read and validate one campaign file; raise ManifestError with every problem found.
+
+    `roots` are folders besides the manifest's own that its local files and outputs may use."""
     shown = str(path)
     try:
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            limit = f"{MAX_FILE_BYTES:,}"
-            raise ManifestError([Problem(shown, 0, 0, "", f"file is {size:,} bytes; the limit is {limit}")])
-        text = path.read_bytes().decode("utf-8")
+        data = read_regular(path, limit=MAX_FILE_BYTES)
     except FileNotFoundError:
         raise ManifestError([Problem(shown, 0, 0, "", "no such file")]) from None
     except IsADirectoryError:
         raise ManifestError([Problem(shown, 0, 0, "", "is a folder, not a manifest file")]) from None
+    except OSError as error:
+        raise ManifestError(
+            [Problem(shown, 0, 0, "", f"cannot be read: {error.strerror or error}")]
+        ) from None
+    if len(data) > MAX_FILE_BYTES:
+        limit = f"{MAX_FILE_BYTES:,}"
+        raise ManifestError(
+            [Problem(shown, 0, 0, "", f"file is {os.path.getsize(path):,} bytes; the limit is {limit}")]
+        )
+    return parse_manifest(decode_text(data, shown), path=path, roots=roots)
+
+
+def read_regular(path: Path, *, limit: int) -> bytes:
+    """At most `limit + 1` bytes of a regular file. A FIFO or a device is refused before any read:
+    opened non-blocking (a FIFO without a writer would hang the open) and checked with fstat."""
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    with os.fdopen(descriptor, "rb") as handle:
+        mode = os.fstat(descriptor).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(path)
+        if not stat.S_ISREG(mode):
+            raise OSError(f"{kind_of(mode)}, not a regular file")
+        os.set_blocking(descriptor, True)
+        return handle.read(limit + 1)
+
+
+def kind_of(mode: int) -> str:
+    """What a non-regular file is, for a message."""
+    kinds = (
+        (stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe (FIFO)"),
+        (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"),
+    )  # fmt: skip
+    return next((name for test, name in kinds if test(mode)), "not a regular file")
+
+
+def decode_text(data: bytes, file: str) -> str:
+    """UTF-8 (a BOM is fine); anything else is a located error naming the first bad byte."""
+    for bom, name in ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\xfe\xff", "UTF-16"), (b"\xff\xfe", "UTF-16")):
+        if data.startswith(bom):
+            raise ManifestError([Problem(file, 0, 0, "", f"the file is {name} text; save it as UTF-8")])
+    try:
+        return data.decode("utf-8")
     except UnicodeDecodeError as error:
-        raise ManifestError([Problem(shown, 0, 0, "", f"not UTF-8 text (byte {error.start})")]) from None
-    return parse_manifest(text, path=path)
+        before = data[: error.start].decode("utf-8")
+        line, column = text_position(before, len(before))
+        message = f"not UTF-8 text (byte {error.start}: {data[error.start]:#04x}); save it as UTF-8"
+        raise ManifestError([Problem(file, line, column, "", message)]) from None
 
 
-def parse_manifest(text: str, *, path: Path) -> Manifest:
+def parse_manifest(text: str, *, path: Path, roots: Sequence[Path] = ()) -> Manifest:
     """Validate manifest text; `path` names it in messages and anchors relative paths."""
     file = str(path)
     document, problems = parse_yaml(text, file=file)
@@ -121,7 +178,7 @@ def parse_manifest(text: str, *, path: Path) -> Manifest:
     problems = list(schema_problems(data, document, file))
     if problems:
         raise ManifestError(problems)
-    return build_manifest(data, document, path)
+    return build_manifest(data, document, path, roots)
 
 
 def check_version(data: Mapping[str, Any], document: Document, file: str) -> None:
@@ -225,11 +282,20 @@ def _type_name(name: Any) -> str:
     return {"object": "a mapping", "array": "a list", "integer": "an integer"}.get(name, f"a {name}")
 
 
-def build_manifest(data: Mapping[str, Any], document: Document, path: Path) -> Manifest:
+def build_manifest(
+    data: Mapping[str, Any], document: Document, path: Path, roots: Sequence[Path] = ()
+) -> Manifest:
     """Turn schema-valid data into frozen dataclasses; nothing downstream indexes raw dicts."""
     file = str(path)
     budget, execution, output = data.get("budget", {}), data.get("execution", {}), data.get("output", {})
+    allowed = allowed_roots(path.parent, roots)
     matrix, problems = build_matrix(data.get("matrix", {}), ("matrix",), document, file)
+    folders: dict[str, Path] = {}
+    for key, default in (("downloads", f"outputs/{data['name']}"), ("reports", "reports")):
+        try:
+            folders[key] = confine_folder(output.get(key, default), folder=path.parent, roots=allowed)
+        except ConfinementError as error:
+            problems.append(Problem(file, *document.mark(("output", key)), f"output.{key}", str(error)))
     jobs = []
     for index, job in enumerate(data["jobs"]):
         template, job_problems = build_job(
@@ -253,10 +319,60 @@ def build_manifest(data: Mapping[str, Any], document: Document, path: Path) -> M
         poll_intervals={
             k.name: execution.get("poll_interval", {}).get(k.name, k.poll_s) for k in KINDS.values()
         },
-        downloads=Path(os.path.normpath(path.parent / output.get("downloads", f"outputs/{data['name']}"))),
-        reports=Path(os.path.normpath(path.parent / output.get("reports", "reports"))),
+        downloads=folders["downloads"],
+        reports=folders["reports"],
         pricing=data.get("pricing", {}),
+        limits=Limits(**data.get("templates", {})),
+        roots=allowed,
     )
+
+
+class ConfinementError(Exception):
+    """A path the manifest names that is not a regular file (or folder) inside an allowed root."""
+
+
+def allowed_roots(folder: Path, extra: Sequence[Path]) -> tuple[Path, ...]:
+    """The manifest's folder and the roots its runner allowed, with symlinks resolved."""
+    return tuple(dict.fromkeys(Path(os.path.realpath(root)) for root in (folder, *extra)))
+
+
+def confine_folder(value: str, *, folder: Path, roots: Sequence[Path]) -> Path:
+    """An output folder: relative to the manifest's folder and, symlinks resolved, inside a root."""
+    lexical = Path(os.path.normpath(folder / value))
+    _check_inside(value, lexical, folder=folder, roots=roots, what="output folders")
+    return lexical
+
+
+def confine_file(value: str, *, folder: Path, roots: Sequence[Path]) -> Path:
+    """A local file a job uploads: inside a root once symlinks are resolved, and a regular file
+    (checked with stat, never opened: a FIFO or /dev/zero must not hang `validate`)."""
+    if "\x00" in value:
+        raise ConfinementError(f"{value!r} holds a NUL character")
+    real = _check_inside(value, folder / value, folder=folder, roots=roots, what="local files")
+    try:
+        mode = os.stat(real).st_mode
+    except FileNotFoundError:
+        raise ConfinementError(f"no such file: {value} (looked for {real})") from None
+    except OSError as error:
+        raise ConfinementError(f"{value} cannot be read: {error.strerror or error}") from None
+    if not stat.S_ISREG(mode):
+        raise ConfinementError(f"{value} is {kind_of(mode)}, not a regular file")
+    return real
+
+
+def _check_inside(value: str, path: Path, *, folder: Path, roots: Sequence[Path], what: str) -> Path:
+    try:
+        real = Path(os.path.realpath(path))
+    except (OSError, ValueError) as error:
+        raise ConfinementError(f"{value} cannot be used: {error}") from None
+    if any(real.is_relative_to(root) for root in roots):
+        return real
+    where = f"{what} must be inside the manifest's folder ({roots[0]}); {ALLOW_ROOT_HINT}"
+    if Path(value).is_absolute():
+        raise ConfinementError(f"{value} is an absolute path outside the allowed folders; {where}")
+    if not Path(os.path.normpath(Path(os.path.realpath(folder)) / value)).is_relative_to(roots[0]):
+        raise ConfinementError(f"{value} leaves the manifest's folder; {where}")
+    raise ConfinementError(f"{value} leads through a symlink to {real}; {where}")
 
 
 def build_job(
@@ -357,9 +473,17 @@ def load_pricing(path: Path) -> dict[str, Any]:
 
 
 def file_digest(path: Path, *, chunk: int = 1 << 20) -> str:
-    """The sha256 of a local file a job uploads; part of the job's key, so new bytes mean a new job."""
+    """The sha256 of a local file a job uploads; part of the job's key, so new bytes mean a new job.
+
+    Only a regular file is read (opened non-blocking and checked with fstat, so a FIFO swapped in
+    after `confine_file` looked cannot hang it)."""
     digest = hashlib.sha256()
-    with path.open("rb") as handle:
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    with os.fdopen(descriptor, "rb") as handle:
+        mode = os.fstat(descriptor).st_mode
+        if not stat.S_ISREG(mode):
+            raise OSError(f"{path} is {kind_of(mode)}, not a regular file")
+        os.set_blocking(descriptor, True)
         while block := handle.read(chunk):
             digest.update(block)
     return digest.hexdigest()

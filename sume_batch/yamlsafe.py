@@ -1,12 +1,15 @@
 """Safe YAML reading for manifests: plain data only, every node's line and column kept.
 
 PyYAML's `safe_load` silently keeps the last of two duplicate keys and expands aliases without
-limit; here a duplicate key is a located error, and an alias bomb or an oversized file is refused
-before it can eat memory.
+limit; here a duplicate key is a located error, and an alias bomb, deep nesting or an oversized file
+is refused before it can eat memory or the stack. YAML 1.1 surprises (`1:1` read as 61, `on` as
+true, `010` as 8) are located errors that say what YAML did and how to quote the value (issue 11).
 """
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,9 +19,13 @@ from sume_batch.errors import Problem
 
 MAX_FILE_BYTES = 4 * 1024 * 1024
 MAX_NODES = 200_000  # nodes built after alias expansion; a real manifest has a few thousand
+MAX_DEPTH = 64  # nesting levels; a real manifest has fewer than ten (and Python's stack is finite)
 
 Path = tuple[str | int, ...]
 _PLAIN_TAGS = {"tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"}
+_SCALAR_TYPES = (str, int, float, bool, type(None))
+_UNSAFE_CHARACTER = re.compile("[\x00\ud800-\udfff]")
+_TRUE_OR_FALSE = {"true", "false"}
 
 
 @dataclass
@@ -52,7 +59,9 @@ class _Builder:
     def build(self, node: yaml.Node, path: Path) -> Any:
         self.nodes += 1
         if self.nodes > MAX_NODES:
-            raise _TooBig(node)
+            raise _TooBig(node, f"more than {MAX_NODES:,} values after expanding aliases (an alias bomb?)")
+        if len(path) > MAX_DEPTH:
+            raise _TooBig(node, f"nested more than {MAX_DEPTH} levels deep")
         self.document.marks[path] = _position(node)
         if node.tag not in _PLAIN_TAGS and not isinstance(node, yaml.ScalarNode):
             raise yaml.constructor.ConstructorError(
@@ -62,7 +71,20 @@ class _Builder:
             return self._mapping(node, path)
         if isinstance(node, yaml.SequenceNode):
             return [self.build(item, (*path, index)) for index, item in enumerate(node.value)]
-        return self.loader.construct_object(node, deep=True)
+        return self.scalar(node, path)
+
+    def scalar(self, node: yaml.Node, path: Path) -> Any:
+        """A plain value, or None with a located problem for what YAML would have silently changed."""
+        try:
+            value = self.loader.construct_object(node, deep=True)
+        except ValueError as error:  # int('9' * 5000): Python refuses more than 4,300 digits
+            self._problem(node, path, f"not a usable number: {str(error).split(';')[0]}")
+            return None
+        message = scalar_problem(node, value) if isinstance(node, yaml.ScalarNode) else None
+        if message:
+            self._problem(node, path, message)
+            return None
+        return value
 
     def _mapping(self, node: yaml.MappingNode, path: Path) -> dict[Any, Any]:
         self.loader.flatten_mapping(node)  # resolves `<<: *anchor` merge keys
@@ -70,8 +92,11 @@ class _Builder:
         merged_nodes: set[int] = getattr(node, "merged_keys", set())
         from_merge: set[Any] = set()  # keys a `<<` merge supplied, which the mapping's own keys override
         for key_node, value_node in node.value:
-            key = self.loader.construct_object(key_node, deep=True)
-            if not isinstance(key, str | int):
+            known = len(self.problems)
+            key = self.scalar(key_node, path) if isinstance(key_node, yaml.ScalarNode) else None
+            if len(self.problems) > known:
+                continue  # scalar() said what YAML did to the key
+            if not isinstance(key, str | int) or isinstance(key, bool):
                 self._problem(key_node, path, "mapping keys must be text or whole numbers")
                 continue
             if key in result and key not in from_merge:
@@ -91,9 +116,33 @@ class _Builder:
         self.problems.append(Problem(self.file, line, column, format_path(path), message))
 
 
+def scalar_problem(node: yaml.ScalarNode, value: Any) -> str | None:  # noqa: PLR0911 - one case per surprise
+    """What YAML 1.1 did to a plain scalar that its author almost surely meant as text."""
+    text, quote = str(node.value), f'quote it: "{node.value}"'
+    plain = node.style is None
+    if isinstance(value, bool) and plain and text.lower() not in _TRUE_OR_FALSE:
+        return f"YAML read {text} as the boolean {str(value).lower()}; write true or false, or {quote}"
+    if isinstance(value, int | float) and not isinstance(value, bool) and plain and ":" in text:
+        return f"YAML read {text} as the number {value:g} (base-60); {quote}"
+    if isinstance(value, int) and plain and re.fullmatch(r"[-+]?0[0-7_]+", text):
+        return f"YAML read {text} as the octal number {value}; write {value}, or {quote}"
+    if isinstance(value, float) and math.isnan(value):
+        return f"YAML read {text} as not-a-number, which no field accepts; {quote}"
+    if not isinstance(value, _SCALAR_TYPES):
+        what = {"timestamp": "a date", "binary": "binary data"}.get(node.tag.rsplit(":", 1)[-1], node.tag)
+        return f"YAML read {text[:40]} as {what}, which a manifest cannot hold; {quote[:60]}"
+    if isinstance(value, str) and _UNSAFE_CHARACTER.search(value):
+        found = _UNSAFE_CHARACTER.search(value)
+        assert found is not None
+        what = "a NUL character" if found[0] == "\x00" else f"a lone surrogate \\u{ord(found[0]):04x}"
+        return f"text holds {what} (at character {found.start() + 1}), which no field can carry"
+    return None
+
+
 class _TooBig(Exception):
-    def __init__(self, node: yaml.Node) -> None:
+    def __init__(self, node: yaml.Node, message: str) -> None:
         self.node = node
+        self.message = message
 
 
 class _Loader(yaml.SafeLoader):
@@ -123,8 +172,22 @@ def parse_yaml(text: str, *, file: str) -> tuple[Document, list[Problem]]:
     if size > MAX_FILE_BYTES:
         message = f"file is {size:,} bytes; the limit is {MAX_FILE_BYTES:,} (split the campaign)"
         return Document(data=None), [Problem(file, 0, 0, "", message)]
-    loader = _Loader(text)
+    try:
+        loader = _Loader(text)
+    except yaml.reader.ReaderError as error:  # a control character: PyYAML checks the whole text first
+        line, column = text_position(text, error.position)
+        message = (
+            f"character {error.character!r} is not allowed in YAML (remove it, or write it as an escape)"
+        )
+        return Document(data=None), [Problem(file, line, column, "", message)]
     builder = _Builder(loader, file)
+    try:
+        return _compose(loader, builder, file)
+    finally:
+        loader.dispose()
+
+
+def _compose(loader: _Loader, builder: _Builder, file: str) -> tuple[Document, list[Problem]]:
     try:
         root = loader.get_single_node()
         if root is None:
@@ -135,12 +198,18 @@ def parse_yaml(text: str, *, file: str) -> tuple[Document, list[Problem]]:
     except yaml.YAMLError as error:
         return Document(data=None), [Problem(file, 1, 1, "", f"not valid YAML: {error}")]
     except _TooBig as error:
-        line, column = _position(error.node)
-        message = f"more than {MAX_NODES:,} values after expanding aliases (an alias bomb?)"
-        return Document(data=None), [Problem(file, line, column, "", message)]
-    finally:
-        loader.dispose()
+        return Document(data=None), [Problem(file, *_position(error.node), "", error.message)]
+    except RecursionError:  # the composer recurses once per level: `[[[[...` thousands deep
+        mark = loader.get_mark()
+        message = f"nested more than {MAX_DEPTH} levels deep"
+        return Document(data=None), [Problem(file, mark.line + 1, mark.column + 1, "", message)]
     return builder.document, builder.problems
+
+
+def text_position(text: str, index: int) -> tuple[int, int]:
+    """The 1-based (line, column) of a character index."""
+    line_start = text.rfind("\n", 0, index) + 1
+    return text.count("\n", 0, index) + 1, index - line_start + 1
 
 
 def _syntax_problem(error: yaml.MarkedYAMLError, file: str) -> Problem:

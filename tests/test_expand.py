@@ -102,9 +102,21 @@ def test_key_is_stable_and_depends_only_on_campaign_and_request() -> None:
     assert len(key) == 32
 
 
-def test_key_changes_with_the_bytes_of_an_uploaded_file() -> None:
+def test_key_changes_with_the_bytes_of_an_uploaded_file(workdir: Path) -> None:
+    (workdir / "v.mp4").write_bytes(b"video")
     text = HEAD + "jobs:\n  - {id: a, type: face_swap, source_video: v.mp4, avatar_ids: [av]}\n"
     assert expand(text, digest=lambda path: "one")[0].key != expand(text, digest=lambda path: "two")[0].key
+
+
+def test_the_digest_reads_the_confined_file_with_symlinks_resolved(workdir: Path) -> None:
+    (workdir / "media").mkdir()
+    (workdir / "media/real.mp4").write_bytes(b"video")
+    (workdir / "link.mp4").symlink_to("media/real.mp4")
+    read: list[Path] = []
+    text = HEAD + "jobs:\n  - {id: a, type: face_swap, source_video: link.mp4, avatar_ids: [av]}\n"
+    spec = expand(text, digest=lambda path: read.append(path) or "sha")[0]
+    assert read == [workdir.resolve() / "media/real.mp4"]
+    assert spec.request["source_video"] == "link.mp4"  # the request (and so the key) keeps what was written
 
 
 def test_max_jobs_can_be_raised() -> None:

@@ -200,8 +200,8 @@ CASES: list[tuple[str, str, list[str]]] = [
         "template memory bomb",
         HEAD + "jobs:\n  - {id: a, type: image, prompt: \"{{ 'x' * 100000000 }}\"}\n",
         [
-            "campaign.yaml:4:34: jobs[0].prompt: unsafe template: a repeated value longer than 20,000 is not allowed"
-            " (templates may only format values) in the variant (no matrix)"
+            "campaign.yaml:4:34: jobs[0].prompt: repeating a value would build more than 100,000 characters or"
+            " items; raise templates.size if you mean it in the variant (no matrix)"
         ],
     ),
     (
@@ -355,7 +355,8 @@ def test_alias_bomb_is_refused_quickly(workdir: Path) -> None:
 def test_not_utf8_is_refused(workdir: Path) -> None:
     (workdir / "campaign.yaml").write_bytes(b"version: 1\nname: \xff\xfe\n")
     result = invoke("validate", "campaign.yaml")
-    assert (result.code, result.err.splitlines()[0]) == (2, "campaign.yaml: not UTF-8 text (byte 17)")
+    message = "campaign.yaml:2:7: not UTF-8 text (byte 17: 0xff); save it as UTF-8"
+    assert (result.code, result.err.splitlines()[0]) == (2, message)
 
 
 def test_debug_shows_a_traceback(workdir: Path) -> None:
