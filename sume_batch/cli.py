@@ -146,10 +146,19 @@ def validate(files: tuple[Path, ...], max_jobs: int | None) -> int:
 @click.option(
     "--state-dir", type=click.Path(path_type=Path, file_okay=False), help="Where the run store lives."
 )
+@click.option(
+    "--sandbox", "use_sandbox", is_flag=True, help="Compare with the rehearsal store (run --sandbox)."
+)
+@click.option(
+    "--assume-price", type=click.FloatRange(min=0, min_open=True), metavar="CREDITS",
+    help="Price each job of unknown price at CREDITS (as run --assume-price reserves).",
+)  # fmt: skip
 @selection_options
 def plan(
     *,
     file: Path,
+    use_sandbox: bool,
+    assume_price: float | None,
     as_json: bool,
     output: Path | None,
     pricing: Path | None,
@@ -176,6 +185,8 @@ def plan(
         output=output,
         env=os.environ,
         echo=click.echo,
+        sandbox=use_sandbox,
+        assume_price=assume_price,
     )
 
 
@@ -237,7 +248,15 @@ def sandbox(
 @click.option(
     "--concurrency", type=click.IntRange(min=1, max=256), help="Jobs in flight (default: the manifest's)."
 )
-@click.option("--allow-unknown-prices", is_flag=True, help="Run jobs whose price is unknown.")
+@click.option("--allow-unknown-prices", is_flag=True, hidden=True)
+@click.option(
+    "--assume-price", type=click.FloatRange(min=0, min_open=True), metavar="CREDITS",
+    help="Run jobs whose price is unknown, reserving CREDITS for each against the budget.",
+)  # fmt: skip
+@click.option(
+    "--lost-create-grace", type=click.FloatRange(0, 3600), default=30, show_default=True, metavar="SECONDS",
+    help="How long after a lost create's answer the API may still make its job (see reconciliation).",
+)  # fmt: skip
 @click.option(
     "--state-dir", type=click.Path(path_type=Path, file_okay=False), help="Where the run store lives."
 )
@@ -261,6 +280,8 @@ def run(
     sandbox_profile: str,
     concurrency: int | None,
     allow_unknown_prices: bool,
+    assume_price: float | None,
+    lost_create_grace: float,
     state_dir: Path | None,
     pricing: Path | None,
     max_jobs: int | None,
@@ -278,11 +299,16 @@ def run(
     the budget or the balance, or a price is unknown. Exit 0 when every job is
     downloaded, 1 when any failed or was left uncertain.
     """
+    if allow_unknown_prices and assume_price is None:
+        raise click.UsageError(
+            "--allow-unknown-prices needs --assume-price CREDITS: the credits each job of unknown price"
+            " reserves against the budget (reserving 0 let such jobs cross it)"
+        )
     options = Options(
-        yes=yes, dry_run=dry_run, allow_unknown_prices=allow_unknown_prices, concurrency=concurrency,
-        state_dir=state_dir, interactive=is_interactive(), live=is_live(), quiet=quiet,
+        yes=yes, dry_run=dry_run, concurrency=concurrency, state_dir=state_dir, interactive=is_interactive(),
+        live=is_live(), quiet=quiet, idempotency_honoured=idempotency_honoured,
         selection=make_selection(only, retry_failed, resubmit_uncertain, regenerate),
-        idempotency_honoured=idempotency_honoured,
+        assume_price=assume_price, lost_create_grace=lost_create_grace,
     )  # fmt: skip
     sandbox = sandbox_profile if use_sandbox else None
     return commands.run(
@@ -297,13 +323,16 @@ def run(
 @click.option(
     "--state-dir", type=click.Path(path_type=Path, file_okay=False), help="Where the run store lives."
 )
-def status(target: Path, as_json: bool, state_dir: Path | None) -> int:
+@click.option("--sandbox", "use_sandbox", is_flag=True, help="The rehearsal store, not the API's.")
+def status(target: Path, as_json: bool, state_dir: Path | None, use_sandbox: bool) -> int:
     """Where a campaign's runs stand: jobs per state, credits, what needs attention.
 
     TARGET is the campaign's manifest or its run store (.sqlite). Reads the store
     only: no request is sent, and it is safe while a run is going.
     """
-    return commands.status(target, state_dir=state_dir, as_json=as_json, echo=click.echo)
+    return commands.status(
+        target, state_dir=state_dir, as_json=as_json, echo=click.echo, env=os.environ, sandbox=use_sandbox
+    )
 
 
 def _formats(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple[str, ...]:
@@ -328,12 +357,16 @@ def _formats(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
 @click.option(
     "--state-dir", type=click.Path(path_type=Path, file_okay=False), help="Where the run store lives."
 )
-def report(target: Path, formats: tuple[str, ...], output: Path | None, state_dir: Path | None) -> int:
+@click.option("--sandbox", "use_sandbox", is_flag=True, help="The rehearsal store, not the API's.")
+def report(
+    target: Path, formats: tuple[str, ...], output: Path | None, state_dir: Path | None, use_sandbox: bool
+) -> int:
     """Write the latest run's reports again, from its store: report.html, report.json, junit.xml.
 
     TARGET is the campaign's manifest or its run store (.sqlite). No request is sent;
     it is safe while a run is going (that report is marked partial).
     """
     return commands.report(
-        target, state_dir=state_dir, formats=formats, output=output, env=os.environ, echo=click.echo
-    )
+        target, state_dir=state_dir, formats=formats, output=output, env=os.environ, echo=click.echo,
+        sandbox=use_sandbox,
+    )  # fmt: skip

@@ -5,7 +5,8 @@
     ├── ManifestError              a manifest that cannot be run; carries every Problem (exit 2)
     ├── RefusedError               refused before spending: budget, balance, price      (exit 3)
     ├── StoreError                 a run store that cannot be used as it is             (exit 2)
-    │   └── LockedError            another run holds the store's lock                    (exit 3)
+    │   ├── LockedError            another run holds the store's lock                    (exit 3)
+    │   └── StoreWriteError        the store could not be written mid-run; ids printed   (exit 74)
     └── ApiError                   the API misbehaved, refused, or could not be reached (exit 69)
         ├── AuthError              401 / 403: stop every new submission                 (exit 2)
         ├── InsufficientCreditsError  402 or `insufficient_credits`
@@ -68,6 +69,13 @@ class LockedError(StoreError):
     """Another `run` is using the same store: refused before anything is sent."""
 
     exit_code = 3
+
+
+class StoreWriteError(StoreError):
+    """The store could not be written during a run (a full disk, a read-only folder, an I/O error):
+    no create was sent after it, and every job id it could not take was printed and kept."""
+
+    exit_code = 74  # EX_IOERR
 
 
 class ApiError(SumeBatchError):

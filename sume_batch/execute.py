@@ -3,18 +3,21 @@
 Each job follows the state machine of DESIGN.md and the store records every arrow before it is
 taken: the intent (and an Idempotency-Key) before the create, the job id before anything else.
 A job that fails becomes a value in the store, never an exception that cancels its siblings.
-Credits are reserved before each create, so no create can cross the budget at any concurrency.
+Credits are reserved before each create (see `budget`), so no create can cross the budget at any
+concurrency, and the price the API states settles each reservation.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import mimetypes
 import random
+import sqlite3
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,20 +25,29 @@ from typing import Any
 import httpx
 
 from sume_batch.api import SumeClient, upload_bytes
-from sume_batch.errors import ApiError, AuthError, InsufficientCreditsError, UncertainCreateError
+from sume_batch.budget import BalanceWatch, Budget
+from sume_batch.errors import (
+    ApiError,
+    AuthError,
+    InsufficientCreditsError,
+    StoreWriteError,
+    UncertainCreateError,
+)
 from sume_batch.expand import JobSpec
 from sume_batch.kinds import request_body
 from sume_batch.poll import Poller
 from sume_batch.pricing import Price
-from sume_batch.reconcile import reconcile
+from sume_batch.reconcile import LOST_CREATE_GRACE_S, proof_due, reconcile
 from sume_batch.redact import Redactor
-from sume_batch.responses import Media, find_media
+from sume_batch.registry import Registry
+from sume_batch.responses import Created, Media, balance_of, find_media, validation_detail
 from sume_batch.store import RunStore, StoredJob
 
 DOWNLOAD_ATTEMPTS = 3
 FINAL_REFUSALS = frozenset({400, 404, 409, 422})  # the request itself was refused: resending cannot help
 DATA_KINDS = frozenset({"reference_analysis", "asset_upload"})  # their result JSON is an output too
 SECONDARY_ROLES = ("thumbnail", "preview", "poster")  # downloaded only when a result has nothing else
+RECONCILE_PASSES = 2  # after the jobs: adopt or re-submit what this run's lost creates did
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Any]
@@ -55,12 +67,16 @@ class Settings:
     concurrency: int
     timeouts: Mapping[str, float]
     poll_intervals: Mapping[str, float]
-    max_credits: float | None
+    lost_create_grace: float = LOST_CREATE_GRACE_S  # see `reconcile`
 
 
 @dataclass
 class Executor:
-    """Runs jobs against one client and one store; effects (clock, sleep, HTTP) are passed in."""
+    """Runs jobs against one client and one store; effects (clock, sleep, HTTP) are passed in.
+
+    Without an API known to honour Idempotency-Key, creates go out one at a time: a create whose
+    answer is lost then shares its time window with no other create of ours, which is what lets
+    `reconcile` find the job it made (or prove it made none)."""
 
     client: SumeClient
     storage: httpx.AsyncClient  # carries no credentials: for presigned uploads and media downloads
@@ -68,20 +84,30 @@ class Executor:
     settings: Settings
     redactor: Redactor
     clock: Clock
+    budget: Budget = field(default_factory=lambda: Budget(cap=None))
+    balance: BalanceWatch = field(default_factory=lambda: BalanceWatch(start=None))
+    registry: Registry | None = None
     sleep: Sleep = asyncio.sleep
     on_change: OnChange = lambda job_id, state: None
     rng: random.Random = field(default_factory=random.Random)
     stopped: str | None = None  # why no new job may be created (auth, credits, interrupt)
-    reserved: float = 0.0
     brand_urls: tuple[str, ...] = ()
     idempotency_honoured: bool = False  # the API is known to honour Idempotency-Key (v1 documents none)
     same_key: set[str] = field(default_factory=set)  # uncertain jobs re-sent with their lost create's key
     halt: asyncio.Event = field(default_factory=asyncio.Event)  # set by `interrupt`: stop waiting too
+    unrecorded: dict[str, tuple[str, ...]] = field(default_factory=dict)  # ids the store could not take
     poller: Poller = field(init=False)
+    creating: asyncio.Lock = field(default_factory=asyncio.Lock)  # one create at a time (see above)
+    probes: dict[str, asyncio.Lock] = field(default_factory=dict)  # kind → its price-confirming create
+    requests: dict[str, Mapping[str, Any]] = field(default_factory=dict)  # job key → request, to match echoes
+
+    @property
+    def reserved(self) -> float:
+        return self.budget.committed
 
     async def run(self, jobs: Sequence[tuple[JobSpec, Price]]) -> None:
         """Take every job as far as it can go; the store says where each one ended."""
-        self.reserved = self.store.credits()[0]
+        self.requests = {spec.key: spec.request for spec, _ in jobs}
         if any("brand_reference_images" in spec.request for spec, _ in jobs):
             brand = await self.client.brand_current()
             self.brand_urls = tuple(
@@ -90,6 +116,7 @@ class Executor:
         slots = asyncio.Semaphore(self.settings.concurrency)
         started = self.clock()
         self.poller = Poller(self.client, self._pause, halt=self.halt)
+        self.take_rescued()
         self.settle_in_flight()
         polling = asyncio.ensure_future(self.poller.run())
 
@@ -101,8 +128,11 @@ class Executor:
             await self.reconcile()  # creates whose answers earlier runs lost
             self.resend_uncertain(jobs)
             await asyncio.gather(*(one(spec, price) for spec, price in jobs))
-            adopted = set(await self.reconcile())  # and those this run lost
-            await asyncio.gather(*(one(spec, price) for spec, price in jobs if spec.key in adopted))
+            for _ in range(RECONCILE_PASSES):  # and those this run lost
+                again = set(await self.reconcile(final=True))
+                if not again:
+                    break
+                await asyncio.gather(*(one(spec, price) for spec, price in jobs if spec.key in again))
         finally:
             self.poller.closed = True
             polling.cancel()
@@ -122,23 +152,62 @@ class Executor:
                     current = self.store.job(spec.key)  # stays completed/fetched: the next run downloads it
                     message = self.redactor.text(f"download failed: {error}")
                     self._move(current, current.state, error_message=message)
+        except (StoreWriteError, sqlite3.Error) as error:  # nothing more can be recorded: stop everything
+            self.interrupt(self.redactor.text(f"the run store could not be written: {error}"))
         except Exception as error:
             message = self.redactor.text(f"{type(error).__name__}: {error}")
             self.store.move(spec.key, self.store.job(spec.key).state, note=f"stopped: {message}")
             self.stop(f"could not continue: {message}")
 
-    async def reconcile(self) -> list[str]:
-        """Look for the jobs uncertain creates may have made (see `reconcile`); adopted ones go on."""
+    async def reconcile(self, *, final: bool = False) -> list[str]:
+        """Settle what can be settled among uncertain creates (see `reconcile`): the keys of jobs
+        adopted (to poll) or proven never made (to submit). At the end of a run (`final`) it first
+        waits, within the grace, for the moment a lost create's absence can be proven."""
         if self.halt.is_set():
             return []
+        if final:
+            due = proof_due(self.store, self.clock(), self.settings.lost_create_grace)
+            if due is not None and await self._pause(due):
+                return []
         try:
-            adopted = await reconcile(self.client, self.store)
+            settled = await reconcile(
+                self.client, self.store, foreign=self.foreign(), requests=self.requests,
+                now=self.clock(), grace=self.settings.lost_create_grace,
+            )  # fmt: skip
         except (ApiError, httpx.HTTPError) as error:  # they stay uncertain; the next run tries again
             self.stop(f"could not reconcile uncertain creates: {self.redactor.text(str(error))}")
             return []
-        for key in adopted:
-            self.on_change(self.store.job(key).id, "submitted")
-        return adopted
+        for key, state in settled.items():
+            self.on_change(self.store.job(key).id, state)
+        self.remember(id_ for key in settled for id_ in self.store.job(key).sume_ids)
+        self.budget.committed = self.store.committed()  # no create is in flight here
+        return list(settled)
+
+    def foreign(self) -> set[str]:
+        """Job ids other campaigns' stores on this machine hold at this target."""
+        try:
+            return self.registry.foreign() if self.registry else set()
+        except sqlite3.Error:
+            return set()
+
+    def remember(self, sume_ids: Iterable[str]) -> None:
+        """Enter ids in the machine's registry (after the store has them); best effort."""
+        if self.registry is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self.registry.add(sume_ids)
+
+    def take_rescued(self) -> None:
+        """Ids an earlier run could not write to this store (a full disk) go where they belong."""
+        if self.registry is None:
+            return
+        rescued = self.registry.rescued()
+        for key, ids in rescued.items():
+            job = self.store.jobs([key]).get(key)
+            if job is not None and not job.sume_ids:
+                note = "job ids recovered from the registry: the store could not be written when they came"
+                self._move(job, "submitted", durable=True, sume_ids=ids, submitted_at=job.intent_at,
+                           candidates=[], error_message=None, note=note)  # fmt: skip
+        self.registry.forget_rescued(rescued)
 
     def resend_uncertain(self, jobs: Sequence[tuple[JobSpec, Price]]) -> None:
         """Where the API honours Idempotency-Key, send a lost create again with its own key: the API
@@ -190,13 +259,26 @@ class Executor:
         return self.store.job(job.key)
 
     async def submit(self, spec: JobSpec, price: Price, job: StoredJob) -> StoredJob:
-        cost = price.credits or 0.0
+        """Reserve, create and record one job. The first job of a kind whose price the API has not
+        confirmed goes alone: the others of its kind wait until its price is known."""
+        kind = spec.kind.name
+        while kind not in self.budget.confirmed and not self.stopped:
+            probe = self.probes.setdefault(kind, asyncio.Lock())
+            if probe.locked():
+                async with probe:  # wait for the kind's price, then look again
+                    continue
+            async with probe:
+                return await self._submit(spec, price, job, probe=True)
+        return await self._submit(spec, price, job, probe=False)
+
+    async def _submit(self, spec: JobSpec, price: Price, job: StoredJob, *, probe: bool) -> StoredJob:
         if self.stopped:
             return job
-        if self.settings.max_credits is not None and self.reserved + cost > self.settings.max_credits:
-            note = f"budget: {self.reserved + cost:g} > {self.settings.max_credits:g}"
-            return self._move(job, "skipped", note=note)
-        self.reserved += cost  # reserved before any await: no other job can take the same credits
+        cost = self.budget.cost(spec.kind.name, price.credits)
+        if cost is None or not self.budget.admits(cost):
+            why = "price unknown (--assume-price)" if cost is None else f"{self.budget.committed + cost:g}"
+            return self._move(job, "skipped", note=f"budget: {why} > {self.budget.cap}")
+        self.budget.reserve(cost)  # before any await: no other job can take the same credits
         job = self._move(job, "reserved", reserved=cost)
         attempt = job.attempts if spec.key in self.same_key else job.attempts + 1
 
@@ -208,24 +290,87 @@ class Executor:
         try:
             upload = await self.upload(spec)
             body = request_body(spec.kind, spec.request, brand_urls=self.brand_urls, upload=upload)
-            created = await self.client.create(
-                spec.kind.path, body, idempotency_key=f"sb-{spec.key}-{attempt}", before_send=about_to_send
-            )
-        except UncertainCreateError as error:
-            message = self.redactor.text(str(error))
+            async with self.creating if not self.idempotency_honoured else contextlib.nullcontext():
+                created = await self.client.create(
+                    spec.kind.path,
+                    body,
+                    idempotency_key=f"sb-{spec.key}-{attempt}",
+                    before_send=about_to_send,
+                )
+        except UncertainCreateError as error:  # the reservation stays: it may have been charged
+            self.balance.sent += cost
             fields: dict[str, Any] = {
-                "error_message": message,
+                "error_message": self.redactor.text(str(error)),
                 "request_id": error.request_id,
                 "settled_at": self.clock(),
             }
             return self._move(job, "uncertain", **fields)
         except (NotSentError, ApiError, httpx.HTTPError, OSError) as error:
-            self.reserved -= cost
+            self.budget.release(cost)
             return self._not_created(job, error)
-        return self._move(
-            job, "submitted", durable=True, sume_ids=created.job_ids, required=created.required_credits,
-            request_id=created.request_id, submitted_at=self.clock(), error_code=None, error_message=None,
-        )  # fmt: skip
+        return await self._created(spec, price, job, created, cost, probe=probe)
+
+    async def _created(
+        self, spec: JobSpec, price: Price, job: StoredJob, created: Created, cost: float, *, probe: bool
+    ) -> StoredJob:
+        """Record the ids first (fsynced), then settle the price and, now and then, look at the balance."""
+        charged = created.required_credits
+        self.balance.sent += cost
+        self.balance.creates += 1
+        try:
+            job = self._move(
+                job, "submitted", durable=True, sume_ids=created.job_ids, required=charged,
+                reserved=cost if charged is None else charged, request_id=created.request_id,
+                submitted_at=self.clock(), error_code=None, error_message=None,
+            )  # fmt: skip
+        except (sqlite3.Error, OSError) as error:
+            raise self.lost_ids(job, created.job_ids, error) from error
+        self.remember(created.job_ids)
+        if charged is not None:
+            self.budget.settle(spec.kind.name, price.credits, cost, charged)
+            self.balance.sent += charged - cost
+        elif probe:
+            await self.confirm_price(spec, price, job, cost)
+        if self.balance.due():
+            await self.check_balance()
+        return job
+
+    def lost_ids(self, job: StoredJob, sume_ids: tuple[str, ...], error: Exception) -> StoreWriteError:
+        """The store could not take a create's ids: stop creating, keep them in the registry, and
+        say them (ids are not secrets) so no paid job is ever lost."""
+        self.unrecorded[job.key] = sume_ids
+        kept = self.registry is not None and self.registry.rescue(job.key, sume_ids)
+        self.interrupt(self.redactor.text(f"the run store could not be written: {error}"))
+        where = "kept in the registry for the next run" if kept else "NOT kept anywhere: note them"
+        return StoreWriteError(f"{job.id}: made {', '.join(sume_ids)}, {where}")
+
+    async def confirm_price(self, spec: JobSpec, price: Price, job: StoredJob, cost: float) -> None:
+        """The API stated no price for the first job of a kind: the balance says what it cost."""
+        kind = spec.kind.name
+        excess = self.balance.excess(await self.read_balance())
+        if excess > 0:
+            charged = cost + excess
+            self.budget.settle(kind, price.credits, cost, charged)
+            self.balance.sent += excess
+            note = f"the balance fell by {charged:g} credits for it, where {cost:g} were estimated"
+            self.store.move(job.key, job.state, reserved=charged, required=charged, note=note)
+        self.budget.confirmed.add(kind)  # at our estimate when the balance agrees (or cannot say)
+
+    async def check_balance(self) -> None:
+        """Every BALANCE_EVERY creates: a balance falling faster than this run's reservations stops it."""
+        balance = await self.read_balance()
+        excess = self.balance.excess(balance)
+        if excess > 0:
+            self.stop(
+                f"the balance fell {excess:,.0f} credits more than this run reserved: the API charges more "
+                "than it states, or something else spends in this workspace; no new job was created"
+            )
+
+    async def read_balance(self) -> float | None:
+        try:
+            return balance_of(await self.client.credits())
+        except (ApiError, httpx.HTTPError):
+            return None
 
     def _not_created(self, job: StoredJob, error: Exception) -> StoredJob:
         """No job was made. Final (`rejected`) only when the API refused the request itself;
@@ -236,9 +381,10 @@ class Executor:
             self.stop(f"the API refused new jobs: {self.redactor.text(str(error))}")
         final = api is not None and api.status in FINAL_REFUSALS and not isinstance(error, AuthError)
         message = str(api.args[0]) if api is not None else f"not sent: {error}"
+        detail = validation_detail(api.details) if api is not None else ""
         fields: dict[str, Any] = {
             "error_code": api.code if api else None,
-            "error_message": self.redactor.text(message),
+            "error_message": self.redactor.text(f"{message.rstrip('.')}: {detail}" if detail else message),
             "request_id": api.request_id if api else None,
         }
         return self._move(job, "rejected" if final else "planned", reserved=0, **fields)

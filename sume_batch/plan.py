@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,10 +60,17 @@ class Plan:
         return self.max_credits is not None and self.total > self.max_credits
 
 
-def make_plan(manifest: Manifest, specs: Sequence[JobSpec], prices: Mapping[str, Any] | None = None) -> Plan:
-    """Price every job; `prices` (from --pricing) is laid over the manifest's own `pricing:`."""
+def make_plan(
+    manifest: Manifest,
+    specs: Sequence[JobSpec],
+    prices: Mapping[str, Any] | None = None,
+    *,
+    assume: float | None = None,
+) -> Plan:
+    """Price every job; `prices` (from --pricing) is laid over the manifest's own `pricing:`, and a
+    job whose price is still unknown is priced at `assume` (--assume-price), marked as assumed."""
     table = merge_prices(manifest.pricing, prices or {})
-    jobs = tuple((spec, price_job(spec.kind.name, spec.request, table)) for spec in specs)
+    jobs = tuple((spec, assumed(price_job(spec.kind.name, spec.request, table), assume)) for spec in specs)
     return Plan(
         campaign=manifest.name,
         manifest=manifest.path,
@@ -72,6 +79,12 @@ def make_plan(manifest: Manifest, specs: Sequence[JobSpec], prices: Mapping[str,
         axes=axis_counts(specs),
         max_credits=manifest.max_credits,
     )
+
+
+def assumed(price: Price, assume: float | None) -> Price:
+    if price.credits is not None or assume is None:
+        return price
+    return Price(assume, f"assumed {credits(assume)} (--assume-price): {price.why}")
 
 
 def type_totals(jobs: Sequence[tuple[JobSpec, Price]]) -> tuple[TypeTotal, ...]:
@@ -156,6 +169,9 @@ def plan_text(plan: Plan) -> str:
         if price.credits is None:
             lines.append(f"  unknown price: {spec.id}: {price.why}")
             break
+    guesses = sum(1 for _, price in plan.jobs if price.why.startswith("assumed"))
+    if guesses:
+        lines.append(f"  {guesses:,} job(s) of unknown price reserve the price assumed with --assume-price")
     lines.append(PRICE_NOTE)
     return "\n".join(lines)
 
@@ -217,12 +233,23 @@ class Diff:
         return f"since the last run: {', '.join(parts)}; to submit now: {credits(self.new_credits)} credits"
 
 
-def diff_plan(plan: Plan, stored: Mapping[str, str], again: frozenset[str] = frozenset()) -> Diff:
+def diff_plan(
+    plan: Plan,
+    stored: Mapping[str, str],
+    again: frozenset[str] = frozenset(),
+    *,
+    cost: Callable[[str, float | None], float | None] | None = None,
+) -> Diff:
     """Compare the plan's job keys with the states a previous run left (key → state); jobs in
-    the `again` states (the --retry-failed and similar flags) are bought again."""
+    the `again` states (the --retry-failed and similar flags) are bought again. `cost` prices a
+    (kind, estimate) as the budget reserves it (the API's stated rates, see `budget`)."""
     keys = {spec.key for spec, _ in plan.jobs}
     submit = TO_SUBMIT | again
-    new = [price for spec, price in plan.jobs if stored.get(spec.key, "planned") in submit]
+    new = [
+        Price(cost(spec.kind.name, price.credits)) if cost else price
+        for spec, price in plan.jobs
+        if stored.get(spec.key, "planned") in submit
+    ]
     failed = sum(1 for spec, _ in plan.jobs if stored.get(spec.key) in FAILED - again)
     return Diff(
         new=len(new),

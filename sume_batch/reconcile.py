@@ -1,17 +1,27 @@
-"""Reconciling uncertain creates: finding the job a create may have made when its answer was lost.
+"""Reconciling uncertain creates: finding the job a create made when its answer was lost, or proving
+it made none.
 
-The docs promise no idempotency on v1 and job objects echo nothing of the request, so the only
-safe evidence is: a job of the right type, created inside the create's time window, whose id no
-job in the store has. Every create that was answered in that window is in the store, so what is
-left are the jobs nobody recorded. Exactly as many as the create makes (one, or one per Face Swap
-avatar), claimed by no other uncertain job → adopted. Otherwise the job stays uncertain and the
-ids it may have made are recorded and reported; it is re-created only on explicit request.
+The docs promise no idempotency on v1, so the evidence is `GET /jobs`. A candidate is a job of the
+right type whose id no store on this machine holds (this campaign's, or another's at the same
+target: see `registry`), created inside the create's time window on the API's clock. Creates go
+out one at a time (`Executor`), so a window holds no other create of ours; every create that was
+answered is in the store, so what is left is either the lost create's job or someone else's.
+
+- Adopted by content: the job object echoes the request (`input`), and it matches ours.
+- Adopted by time: exactly as many candidates as the create makes (one, or one per Face Swap
+  avatar), none echoing another request, none wanted by another uncertain job: reported as
+  "adopted by time", which is what it is.
+- Never made: no unknown job of its type at all from the create's intent until `grace` seconds
+  after its answer was lost, with that whole span listed and past: the create made nothing, so it
+  is submitted again (a fresh Idempotency-Key) — nothing can be paid twice.
+- Otherwise it stays `uncertain`, with the ids it may have made; re-created only on request.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -22,16 +32,43 @@ from sume_batch.store import RunStore, StoredJob
 MARGIN_S = 5.0  # skew between our clock and the API's `created_at`, until measured
 SLACK_S = 0.1  # beyond the measured spread of skew plus latency
 CRASH_WINDOW_S = 60.0  # a crashed run's create was made at most this long after its intent
+LOST_CREATE_GRACE_S = (
+    30.0  # how long after a lost answer the API may still make the job (run --lost-create-grace)
+)
+PROOF_MARGIN_S = 1.0  # waited beyond the grace: measured latency widens the window a little
 PAGE, MAX_PAGES = 100, 50
+ECHO_FIELDS = ("input", "request", "params")  # where a job object may echo what it was asked
 
 Offsets = tuple[float, float]  # the least and the most `created_at - intent_at` seen
 
 
+@dataclass(frozen=True)
+class Listing:
+    """What `GET /jobs` showed of one job type, and whether it reached back far enough."""
+
+    items: list[Mapping[str, Any]]
+    complete: bool
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What the listing says about one uncertain create."""
+
+    short: list[str]  # unknown ids inside its window
+    echoed: list[str]  # of those, the ones echoing this very request
+    other: list[str]  # of those, the ones echoing another request: not ours
+    late: list[str]  # unknown ids up to `grace` after the window: the create may have made one of them
+
+
 def window(job: StoredJob, offsets: Offsets = (-MARGIN_S, MARGIN_S)) -> tuple[float, float]:
     """When the job's create can have been made, on the API's clock."""
+    return (job.intent_at or 0.0) + offsets[0], lost_at(job) + offsets[1]
+
+
+def lost_at(job: StoredJob) -> float:
+    """When the create's answer was lost (or, after a crash, the latest it can have been sent)."""
     intent = job.intent_at or 0.0
-    settled = job.settled_at if job.settled_at is not None else intent + CRASH_WINDOW_S
-    return intent + offsets[0], settled + offsets[1]
+    return job.settled_at if job.settled_at is not None else intent + CRASH_WINDOW_S
 
 
 def measure(jobs: Iterable[StoredJob], listed: Iterable[Mapping[str, Any]]) -> Offsets:
@@ -56,81 +93,172 @@ def expected(job: StoredJob) -> int:
 def created_at(item: Mapping[str, Any]) -> float | None:
     try:
         return datetime.fromisoformat(str(item["created_at"]).replace("Z", "+00:00")).timestamp()
-    except (KeyError, ValueError):
+    except (KeyError, ValueError, TypeError, OverflowError):
         return None
 
 
-def match(
+def echoes(item: Mapping[str, Any], request: Mapping[str, Any] | None) -> bool | None:
+    """Whether a job object echoes `request`: True or False where it echoes fields we sent, None
+    where it echoes nothing comparable (most APIs: v1 documents no echo)."""
+    if request is None:
+        return None
+    echo = next((item[name] for name in ECHO_FIELDS if isinstance(item.get(name), Mapping)), None)
+    if echo is None:
+        return None
+    common = [name for name in request if name in echo]
+    return all(echo[name] == request[name] for name in common) if common else None
+
+
+def gather(
     jobs: Sequence[StoredJob],
     listed: Iterable[Mapping[str, Any]],
     known: set[str],
+    *,
     offsets: Offsets = (-MARGIN_S, MARGIN_S),
-) -> dict[str, list[str]]:
-    """Job key → the unknown ids of its type created inside its window."""
-    found: dict[str, list[str]] = {job.key: [] for job in jobs}
+    grace: float = LOST_CREATE_GRACE_S,
+    requests: Mapping[str, Mapping[str, Any]] | None = None,
+) -> dict[str, Evidence]:
+    """Job key → what the listing says about its create."""
+    found: dict[str, Evidence] = {job.key: Evidence([], [], [], []) for job in jobs}
     for item in listed:
         when, sume_id = created_at(item), str(item.get("id") or "")
         if when is None or not sume_id or sume_id in known:
             continue
         for job in jobs:
             start, end = window(job, offsets)
-            if item.get("type") == KINDS[job.kind].api_type and start <= when <= end:
-                found[job.key].append(sume_id)
+            if item.get("type") != KINDS[job.kind].api_type or not start <= when <= end + grace:
+                continue
+            evidence = found[job.key]
+            if when > end:
+                evidence.late.append(sume_id)
+                continue
+            evidence.short.append(sume_id)
+            echo = echoes(item, (requests or {}).get(job.key))
+            (evidence.echoed if echo else evidence.other if echo is False else []).append(sume_id)
     return found
 
 
+Decision = tuple[str, list[str]]  # ("adopted-content" | "adopted-time" | "never-made" | "uncertain", ids)
+
+
 def decide(
-    jobs: Sequence[StoredJob], found: Mapping[str, list[str]]
-) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
-    """(adopted, still uncertain with candidates): adopt only an unshared, exact match."""
-    claims = Counter(sume_id for ids in found.values() for sume_id in ids)
-    adopted, ambiguous = {}, {}
+    jobs: Sequence[StoredJob], found: Mapping[str, Evidence], *, provable: Mapping[str, bool]
+) -> dict[str, Decision]:
+    """What to do with each uncertain create; `provable` says whose window is listed and past."""
+    claims = Counter(sume_id for evidence in found.values() for sume_id in evidence.short)
+    echo_claims = Counter(sume_id for evidence in found.values() for sume_id in evidence.echoed)
+    decisions: dict[str, Decision] = {}
     for job in jobs:
-        ids = found[job.key]
-        if len(ids) == expected(job) and all(claims[sume_id] == 1 for sume_id in ids):
-            adopted[job.key] = ids
+        evidence, want = found[job.key], expected(job)
+        unshared = all(claims[sume_id] == 1 for sume_id in evidence.short)
+        mine = all(echo_claims[sume_id] == 1 for sume_id in evidence.echoed)
+        if len(evidence.echoed) == want and len(evidence.short) - len(evidence.other) == want and mine:
+            decisions[job.key] = ("adopted-content", evidence.echoed)
+        elif len(evidence.short) == want and not evidence.other and unshared:
+            decisions[job.key] = ("adopted-time", evidence.short)
+        elif not evidence.short and not evidence.late and provable[job.key]:
+            decisions[job.key] = ("never-made", [])
         else:
-            ambiguous[job.key] = ids
-    return adopted, ambiguous
+            decisions[job.key] = ("uncertain", evidence.short or evidence.late)
+    return decisions
 
 
-async def list_since(client: SumeClient, api_type: str, since: float) -> list[Mapping[str, Any]]:
+async def list_since(client: SumeClient, api_type: str, since: float) -> Listing:
     """`GET /jobs?type=...`, newest first, until the page reaches jobs older than `since`."""
     items: list[Mapping[str, Any]] = []
     cursor = None
     for _ in range(MAX_PAGES):
         page = await client.jobs(type=api_type, limit=PAGE, cursor=cursor)
-        data = [item for item in page.get("data") or () if isinstance(item, Mapping)]
+        data = page.get("data")
+        data = [item for item in data if isinstance(item, Mapping)] if isinstance(data, list) else []
         items += data
         cursor = page.get("next_cursor")
         oldest = min((when for item in data if (when := created_at(item)) is not None), default=None)
-        if not page.get("has_more") or not cursor or (oldest is not None and oldest < since):
-            break
-    return items
+        if not page.get("has_more") or not cursor:
+            return Listing(items, complete=True)
+        if oldest is not None and oldest < since:
+            return Listing(items, complete=True)
+    return Listing(items, complete=False)
 
 
-async def reconcile(client: SumeClient, store: RunStore) -> list[str]:
-    """Settle what can be settled among the store's uncertain creates; returns the adopted keys."""
-    everything = store.jobs().values()
-    uncertain = [job for job in everything if job.state == "uncertain" and not job.sume_ids and job.intent_at]
+def uncertain_creates(store: RunStore) -> list[StoredJob]:
+    return [
+        job
+        for job in store.jobs().values()
+        if job.state == "uncertain" and not job.sume_ids and job.intent_at
+    ]
+
+
+def proof_due(store: RunStore, now: float, grace: float) -> float | None:
+    """Seconds until the soonest uncertain create could be proven never made, if that is within `grace`."""
+    moments = [lost_at(job) + grace + PROOF_MARGIN_S - now for job in uncertain_creates(store)]
+    waits = [wait for wait in moments if 0 < wait <= grace + PROOF_MARGIN_S]
+    return min(waits) if waits else None
+
+
+NOTES = {
+    "adopted-content": "adopted: found in GET /jobs, its job object echoing this request",
+    "adopted-time": (
+        "adopted by time: the only job of its type that no store knows, made while this create was in"
+        " flight (no request echo to confirm it)"
+    ),
+    "never-made": "the create made no job (none in GET /jobs from its intent until {grace:g} s after"
+    " its answer was lost): it is submitted again",
+}
+
+
+async def reconcile(
+    client: SumeClient,
+    store: RunStore,
+    *,
+    foreign: Iterable[str] = (),
+    requests: Mapping[str, Mapping[str, Any]] | None = None,
+    now: float,
+    grace: float = LOST_CREATE_GRACE_S,
+) -> dict[str, str]:
+    """Settle what can be settled among the store's uncertain creates; returns key → the new state
+    of every job adopted (`submitted`) or proven never made (`planned`)."""
+    uncertain = uncertain_creates(store)
     if not uncertain:
-        return []
-    known = {sume_id for job in everything for sume_id in (*job.sume_ids,)}
+        return {}
+    everything = store.jobs().values()
+    known = {sume_id for job in everything for sume_id in job.sume_ids} | set(foreign)
     listed: list[Mapping[str, Any]] = []
+    complete: dict[str, bool] = {}
     for api_type in sorted({KINDS[job.kind].api_type for job in uncertain}):
         since = min(window(job)[0] for job in uncertain if KINDS[job.kind].api_type == api_type)
-        listed += await list_since(client, api_type, since)
+        listing = await list_since(client, api_type, since)
+        listed += listing.items
+        complete[api_type] = listing.complete
     offsets = measure(everything, listed)
-    adopted, ambiguous = decide(uncertain, match(uncertain, listed, known, offsets))
-    for key, ids in adopted.items():
-        job = store.job(key)
-        store.move(key, "submitted", durable=True, sume_ids=ids, submitted_at=job.intent_at, candidates=[],
-                   error_message=None, note="adopted: found in GET /jobs by reconciliation")  # fmt: skip
-    for key, ids in ambiguous.items():
-        reason = (
-            f"the create's answer was lost; it may have made {', '.join(ids)}"
-            if ids
-            else "the create's answer was lost and no unrecorded job of its type was found in its time window"
-        )
-        store.move(key, "uncertain", candidates=ids, error_message=reason)
-    return list(adopted)
+    found = gather(uncertain, listed, known, offsets=offsets, grace=grace, requests=requests)
+    provable = {
+        job.key: complete[KINDS[job.kind].api_type] and now >= window(job, offsets)[1] + grace
+        for job in uncertain
+    }
+    return apply(store, uncertain, decide(uncertain, found, provable=provable), grace)
+
+
+def apply(
+    store: RunStore, jobs: Sequence[StoredJob], decisions: Mapping[str, Decision], grace: float
+) -> dict[str, str]:
+    settled: dict[str, str] = {}
+    for job in jobs:
+        verdict, ids = decisions[job.key]
+        if verdict.startswith("adopted"):
+            store.move(job.key, "submitted", durable=True, sume_ids=ids, submitted_at=job.intent_at,
+                       candidates=[], error_message=None, note=NOTES[verdict])  # fmt: skip
+            settled[job.key] = "submitted"
+        elif verdict == "never-made":
+            note = NOTES[verdict].format(grace=grace)
+            store.move(job.key, "planned", reserved=0, candidates=[], error_message=None, note=note)
+            settled[job.key] = "planned"
+        else:
+            reason = (
+                f"the create's answer was lost; it may have made {', '.join(ids)}"
+                if ids
+                else "the create's answer was lost and no unrecorded job of its type was found in its time"
+                " window yet"
+            )
+            store.move(job.key, "uncertain", candidates=ids, error_message=reason)
+    return settled

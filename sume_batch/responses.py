@@ -80,18 +80,82 @@ def parse_job(payload: Mapping[str, Any]) -> Job:
 
 
 def created_job_ids(payload: Mapping[str, Any]) -> tuple[str, ...]:
-    """Job ids from any documented create response: `job.id`, `job_id`, `job_ids`, `data[].id`."""
-    ids: list[str] = []
-    job = payload.get("job")
-    if isinstance(job, Mapping) and job.get("id"):
-        ids.append(str(job["id"]))
-    if payload.get("job_id"):
-        ids.append(str(payload["job_id"]))
-    ids += [str(one) for one in payload.get("job_ids") or ()]
-    for item in payload.get("data") or payload.get("jobs") or ():
-        if isinstance(item, Mapping) and item.get("id"):
-            ids.append(str(item["id"]))
+    """Job ids from any documented create response: `job.id`, `job_id`, `job_ids`, `data[].id`.
+
+    Each place is read on its own, and a field of an unexpected type yields what it can (a lone
+    id where a list was expected) or nothing: an id the API returned is paid for, so one malformed
+    field must never cost the ids beside it."""
+    ids = [*_ids(payload.get("job"), nested=True), *_ids(payload.get("job_id"))]
+    for name in ("job_ids", "data", "jobs"):
+        value = payload.get(name)
+        for item in value if isinstance(value, list) else [value]:
+            ids += _ids(item, nested=True)
     return tuple(dict.fromkeys(ids))
+
+
+def _ids(value: object, *, nested: bool = False) -> list[str]:
+    """An id (a string or a whole number), or a job object's `id` when `nested`."""
+    if nested and isinstance(value, Mapping):
+        return _ids(value.get("id"))
+    if isinstance(value, str) and value.strip():
+        return [value.strip()]
+    if isinstance(value, int) and not isinstance(value, bool):
+        return [str(value)]
+    return []
+
+
+def stated_credits(payload: Mapping[str, Any]) -> float | None:
+    """The credits a create's answer says it requires (`required_credits`, documented for Reference
+    Analysis), at the top or on its job; None when absent or not a number."""
+    job = payload.get("job")
+    for value in (
+        payload.get("required_credits"),
+        job.get("required_credits") if isinstance(job, Mapping) else None,
+    ):
+        if isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value < 1e12:
+            return float(value)
+        if isinstance(value, str):
+            try:
+                number = float(value)
+            except ValueError:
+                continue
+            if 0 <= number < 1e12:
+                return number
+    return None
+
+
+PROVIDER_KEYS = ("provider", "raw", "payload", "upstream", "debug", "trace", "stack", "response")
+DETAIL_LIMIT = 300  # characters of validation detail kept per refusal
+
+
+def validation_detail(details: object) -> str:
+    """The field-level reasons of a refusal (`{"avatar_id": "lacks the 'ugc_ad' capability"}`,
+    or a list of `{field, message}`), as one line; raw provider payloads are never read."""
+    parts = [f"{name}: {reason}" for name, reason in _field_reasons(details)]
+    text = "; ".join(parts)
+    return text if len(text) <= DETAIL_LIMIT else text[: DETAIL_LIMIT - 1] + "…"
+
+
+def _field_reasons(details: object) -> list[tuple[str, str]]:
+    if isinstance(details, Mapping):
+        inner = details.get("errors") or details.get("fields")
+        if isinstance(inner, list | Mapping):
+            return _field_reasons(inner)
+        return [
+            (str(name), reason)
+            for name, reason in details.items()
+            if isinstance(reason, str) and not any(word in str(name).lower() for word in PROVIDER_KEYS)
+        ]
+    if isinstance(details, list):
+        found = []
+        for item in details[:20]:
+            if isinstance(item, Mapping):
+                name = item.get("field") or item.get("path") or item.get("param") or item.get("loc")
+                reason = item.get("message") or item.get("reason") or item.get("detail")
+                if isinstance(reason, str):
+                    found.append((str(name or "request"), reason))
+        return found
+    return []
 
 
 def find_media(result: object, role: str = "") -> Iterator[Media]:

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
+import shlex
 import signal
 import time
 from collections import Counter
@@ -20,13 +22,17 @@ from typing import Any
 
 import httpx
 
+from sume_batch import registry
 from sume_batch.api import DEFAULT_BASE_URL, SumeClient
-from sume_batch.errors import RefusedError, UsageError
+from sume_batch.budget import BalanceWatch, Budget, ratio_text
+from sume_batch.errors import RefusedError, StoreWriteError, UsageError
 from sume_batch.execute import Executor, Settings
 from sume_batch.manifest import Manifest, file_digest
 from sume_batch.plan import Diff, Plan, Selection, credits, diff_plan, plan_text
 from sume_batch.progress import Progress
+from sume_batch.reconcile import LOST_CREATE_GRACE_S
 from sume_batch.redact import Redactor, attach_redaction
+from sume_batch.registry import Registry
 from sume_batch.report import (
     FILE_NAMES,
     OK,
@@ -40,7 +46,8 @@ from sume_batch.report import (
 )  # fmt: skip
 from sume_batch.responses import balance_of, capacity_of
 from sume_batch.status import attention_line
-from sume_batch.store import RunStore, read_states, run_lock
+from sume_batch.store import RunStore, prepare_store, read_states, reading, run_lock
+from sume_batch.target import Target, legacy_path, store_folder, store_path, target_of
 
 Echo = Callable[[str], None]
 SHOWN_PROBLEMS = 20  # jobs listed at the end of a run; the report lists them all
@@ -52,7 +59,6 @@ class Options:
 
     yes: bool
     dry_run: bool
-    allow_unknown_prices: bool
     concurrency: int | None
     state_dir: Path | None
     interactive: bool  # stdin is a terminal: we may ask
@@ -60,6 +66,8 @@ class Options:
     quiet: bool = False  # only the plan and the final summary
     selection: Selection = field(default_factory=Selection)
     idempotency_honoured: bool = False
+    assume_price: float | None = None  # credits reserved for a job of unknown price (--assume-price)
+    lost_create_grace: float = LOST_CREATE_GRACE_S  # see `reconcile`
 
 
 @dataclass(frozen=True)
@@ -89,11 +97,6 @@ def endpoint(*, sandbox: str | None, env: Mapping[str, str]) -> Iterator[Endpoin
     yield Endpoint(env.get("SUME_API_BASE_URL", DEFAULT_BASE_URL), key)
 
 
-def store_path(manifest: Manifest, state_dir: Path | None) -> Path:
-    """Where the run store lives: beside the manifest in `.sume-batch/` (ignored by git), or --state-dir."""
-    return (state_dir or manifest.folder / ".sume-batch") / f"{manifest.name}.sqlite"
-
-
 def preflight_text(account: Mapping[str, Any], balance: float | None, capacity: int | None) -> str:
     plan_name = account.get("plan") or "unknown plan"
     shown = "unknown (no balance field recognised)" if balance is None else f"{credits(balance)} credits"
@@ -101,15 +104,21 @@ def preflight_text(account: Mapping[str, Any], balance: float | None, capacity: 
     return f"balance: {shown}; plan: {plan_name}; generation capacity: {limit}"
 
 
-def refusal(plan: Plan, diff: Diff, balance: float | None, options: Options) -> str | None:
+def refusal(plan: Plan, diff: Diff, balance: float | None, budget: Budget, options: Options) -> str | None:
     """Why `run` must not spend, or None; checked before any create. The budget covers the whole
-    campaign; the balance needs to cover only what this run would submit."""
-    if plan.over_budget:
-        return f"the estimate ({credits(plan.total)} credits) is over budget.max_credits ({credits(plan.max_credits)})"  # noqa: E501
+    campaign at its target, what earlier runs spent included; the balance needs to cover only what
+    this run would submit."""
+    need = budget.committed + diff.new_credits
+    if budget.cap is not None and need > budget.cap + 1e-9:
+        cap = f"over budget.max_credits ({credits(budget.cap)})"
+        if not budget.committed:
+            return f"the estimate ({credits(need)} credits) is {cap}"
+        spent = f"{credits(budget.committed)} spent or held, {credits(diff.new_credits)} to submit"
+        return f"the campaign would reach {credits(need)} credits ({spent}), {cap}"
     if balance is not None and diff.new_credits > balance:
         return f"the estimate ({credits(diff.new_credits)} credits) is more than the balance ({credits(balance)})"  # noqa: E501
-    if plan.unknown and not options.allow_unknown_prices:
-        return f"{plan.unknown} job(s) have an unknown price; set pricing: or pass --allow-unknown-prices"
+    if plan.unknown and options.assume_price is None:
+        return f"{plan.unknown} job(s) have an unknown price; set pricing: or pass --assume-price"
     return None
 
 
@@ -125,86 +134,119 @@ def run_campaign(
 ) -> int:
     """Preflight, ask, execute and summarise; returns the exit code."""
     redactor = Redactor.from_env(env)
-    locked = (
-        contextlib.nullcontext() if options.dry_run else run_lock(store_path(manifest, options.state_dir))
-    )
-    with locked, endpoint(sandbox=sandbox, env=env) as target:
-        redactor = Redactor(api_key=target.api_key) if sandbox else redactor
-        return asyncio.run(
-            _run(manifest, plan, target, options=options, redactor=redactor, echo=echo, confirm=confirm)
-        )
+    with endpoint(sandbox=sandbox, env=env) as api:
+        redactor = Redactor(api_key=api.api_key) if sandbox else redactor
+        call = Call(manifest, plan, api, options, redactor, echo, confirm, env)
+        return asyncio.run(_run(call))
 
 
-async def _run(
-    manifest: Manifest,
-    plan: Plan,
-    target: Endpoint,
-    *,
-    options: Options,
-    redactor: Redactor,
-    echo: Echo,
-    confirm: Callable[[str], bool],
-) -> int:
+@dataclass(frozen=True)
+class Call:
+    """One `run` as asked for: what to run, against what, and how to talk to the person."""
+
+    manifest: Manifest
+    plan: Plan
+    api: Endpoint
+    options: Options
+    redactor: Redactor
+    echo: Echo
+    confirm: Callable[[str], bool]
+    env: Mapping[str, str]
+
+
+async def _run(call: Call) -> int:
+    options, echo = call.options, call.echo
     limits = httpx.Limits(max_connections=16, max_keepalive_connections=16)
     async with (
         httpx.AsyncClient(timeout=30, limits=limits) as http,
         httpx.AsyncClient(timeout=120) as storage,
     ):
-        client = SumeClient(http, api_key=target.api_key, base_url=target.base_url)
-        await client.me()
+        client = SumeClient(http, api_key=call.api.api_key, base_url=call.api.base_url)
+        me = await client.me()
         account = await client.credits()
+        redactor = with_account(call.redactor, me)
+        call = dataclasses.replace(call, redactor=redactor)
         balance, capacity = balance_of(account), capacity_of(account)
-        diff = diff_plan(
-            plan, read_states(store_path(manifest, options.state_dir)), options.selection.again()
-        )
-        echo(redactor.name(plan_text(plan)))
-        echo(diff.text())
-        echo(preflight_text(account, balance, capacity))
-        if options.dry_run:
-            echo("Dry run: nothing was sent.")
-            return 0
-        reason = refusal(plan, diff, balance, options)
-        if reason:
-            raise RefusedError(f"refused before spending: {reason}")
-        if not options.yes:
-            if not options.interactive:
-                raise RefusedError(
-                    "refused before spending: not a terminal, so pass --yes to confirm the run"
-                )
-            if not confirm(f"Submit {diff.new} jobs for about {credits(diff.new_credits)} credits?"):
-                echo("Nothing was sent.")
-                return 3
-        store = RunStore.open(store_path(manifest, options.state_dir))
-        try:
-            return await _execute(
-                manifest, plan, client, storage, store, target=target, balance=balance, capacity=capacity,
-                options=options, redactor=redactor, echo=echo,
-            )  # fmt: skip
-        finally:
-            store.close()
+        target = target_of(call.api.base_url, me, sandbox=call.api.sandbox is not None)
+        folder = store_folder(call.manifest.folder, options.state_dir)
+        path = store_path(folder, call.manifest.name, target)
+        with contextlib.nullcontext() if options.dry_run else run_lock(path):
+            if not options.dry_run:
+                for notice in prepare_store(folder, call.manifest.name, target):
+                    echo(redactor.name(notice))
+            existing = path if path.exists() else None
+            legacy = legacy_path(folder, call.manifest.name)
+            if existing is None and options.dry_run and not target.rehearsal and legacy.exists():
+                existing = legacy  # what the run would take over (see `prepare_store`)
+            budget = read_budget(existing, call.manifest.max_credits, options.assume_price)
+            diff = diff_plan(call.plan, read_states(existing) if existing else {}, options.selection.again(),
+                             cost=budget.cost)  # fmt: skip
+            echo(redactor.name(plan_text(call.plan)))
+            echo(diff.text())
+            if budget.differences():
+                echo("prices: " + ratio_text(budget.differences()))
+            echo(preflight_text(account, balance, capacity))
+            if options.dry_run:
+                echo("Dry run: nothing was sent.")
+                return 0
+            reason = refusal(call.plan, diff, balance, budget, options)
+            if reason:
+                raise RefusedError(f"refused before spending: {reason}")
+            if not options.yes:
+                if not options.interactive:
+                    raise RefusedError(
+                        "refused before spending: not a terminal, so pass --yes to confirm the run"
+                    )
+                if not call.confirm(f"Submit {diff.new} jobs for about {credits(diff.new_credits)} credits?"):
+                    echo("Nothing was sent.")
+                    return 3
+            store = RunStore.open(path, target=target, campaign=call.manifest.name)
+            try:
+                with registry.opened(call.env, target, path) as known:
+                    state = Live(client, storage, store, target, known, balance, capacity, budget)
+                    return await _execute(call, state)
+            finally:
+                store.close()
 
 
-async def _execute(
-    manifest: Manifest,
-    plan: Plan,
-    client: SumeClient,
-    storage: httpx.AsyncClient,
-    store: RunStore,
-    *,
-    target: Endpoint,
-    balance: float | None,
-    capacity: int | None,
-    options: Options,
-    redactor: Redactor,
-    echo: Echo,
-) -> int:
+@dataclass(frozen=True)
+class Live:
+    """What a run has open once it is cleared to spend."""
+
+    client: SumeClient
+    storage: httpx.AsyncClient
+    store: RunStore
+    target: Target
+    registry: Registry | None
+    balance: float | None
+    capacity: int | None
+    budget: Budget
+
+
+def with_account(redactor: Redactor, me: Mapping[str, Any]) -> Redactor:
+    """The redactor that also knows this account's own identifiers (issue 11, item 3)."""
+    extend = getattr(redactor, "with_account", None)
+    return extend(me) if callable(extend) else redactor
+
+
+def read_budget(path: Path | None, cap: float | None, assumed: float | None) -> Budget:
+    """The campaign's budget at its target: what its store says was spent, and the prices it learned."""
+    if path is None or not path.exists():
+        return Budget(cap=cap, assumed=assumed)
+    with reading(path) as store:
+        return Budget.from_store(store.jobs().values(), store.committed(), cap=cap, assumed=assumed)
+
+
+async def _execute(call: Call, live: Live) -> int:
+    manifest, plan, options, redactor, echo = call.manifest, call.plan, call.options, call.redactor, call.echo
+    store = live.store
     reports = manifest.reports / manifest.name
     try:
         reports.mkdir(parents=True, exist_ok=True)  # before anything is recorded or sent
     except OSError as error:
         raise UsageError(f"cannot write reports to {reports}: {error.strerror or error}") from None
     start_again(store, plan, options.selection)
-    info = run_info(manifest, plan, target=target, balance=balance, options=options, redactor=redactor)
+    info = run_info(call, live)
     record = store.begin_run(info)
     folder = reports / run_folder_name(record)
     folder.mkdir(exist_ok=True)
@@ -213,32 +255,39 @@ async def _execute(
         for spec, c in plan.jobs
     )
     store.add_planned(rows, run=record.seq)
-    concurrency = min(options.concurrency or manifest.concurrency, capacity or 1_000_000)
+    concurrency = min(options.concurrency or manifest.concurrency, live.capacity or 1_000_000)
     settings = Settings(
         folder=manifest.folder, downloads=manifest.downloads, concurrency=concurrency,
-        timeouts=manifest.timeouts, poll_intervals=manifest.poll_intervals, max_credits=manifest.max_credits,
+        timeouts=manifest.timeouts, poll_intervals=manifest.poll_intervals,
+        lost_create_grace=options.lost_create_grace,
     )  # fmt: skip
     states = {job.id: job.state for job in store.jobs(spec.key for spec, _ in plan.jobs).values()}
+    live.budget.committed = store.committed()
     with (
         run_log(folder / "run.log", redactor) as log,
         Progress(states, echo=echo, live=options.live, quiet=options.quiet) as progress,
     ):
-        log.info("run %d of %s: %d jobs, %s", record.seq, manifest.name, len(plan.jobs), target.describe())
+        log.info(
+            "run %d of %s: %d jobs, %s", record.seq, manifest.name, len(plan.jobs), live.target.describe()
+        )
 
         def changed(job_id: str, state: str) -> None:
             progress.change(job_id, state)
             log.info("%s: %s", job_id, state)
 
-        client.on_wait = progress.wait
+        live.client.on_wait = progress.wait
         executor = Executor(
-            client=client, storage=storage, store=store, settings=settings, redactor=redactor,
+            client=live.client, storage=live.storage, store=store, settings=settings, redactor=redactor,
             clock=time.time, on_change=changed, idempotency_honoured=options.idempotency_honoured,
+            budget=live.budget, balance=BalanceWatch(start=live.balance), registry=live.registry,
         )  # fmt: skip
         progress.credits = lambda: executor.reserved
         with Interrupts(executor, echo=echo) as interrupts:
             await interrupts.run(plan)
+            if executor.unrecorded:
+                raise unrecorded_error(executor, store.path_name)
             counts = Counter(job.state for job in store.plan_of(record.seq))
-            after = await balance_after(client, balance, halt=executor.halt)
+            after = await balance_after(live.client, live.balance, halt=executor.halt)
             number = interrupts.signal
             code = 128 + number if number is not None else 0 if set(counts) <= OK else 1
             outcome = {"stopped": executor.stopped, "interrupted": interrupts.during_jobs, "exit_code": code,
@@ -250,11 +299,40 @@ async def _execute(
             document = build_report(store, source, redactor=redactor, now=time.time())
             problem = publish(document, folder)
     echo(summary_text(document, folder / FILE_NAMES["html"]))
+    if live.budget.differences():
+        echo("prices: " + ratio_text(live.budget.differences()))
     if number is not None:
-        echo(f"Interrupted: every job is recorded. Resume with: sume-batch run {manifest.path}")
+        echo(f"Interrupted: every job is recorded. Resume with: {resume_command(call, live.target)}")
     if problem:
         raise UsageError(f"{problem}; `sume-batch report {manifest.path}` writes them again")
     return code
+
+
+def unrecorded_error(executor: Executor, store: str) -> StoreWriteError:
+    lines = [f"{store} could not be written, so no further job was created. Job ids it could not record:"]
+    lines += [f"  {executor.store.job(key).id}: {', '.join(ids)}" for key, ids in executor.unrecorded.items()]
+    kept = "kept in the registry" if executor.registry is not None else "not kept: copy them"
+    lines.append(f"They are {kept}; free the space and run again: the next run takes them back.")
+    return StoreWriteError("\n".join(lines))
+
+
+def resume_command(call: Call, target: Target) -> str:
+    """The command that resumes this run: every flag that chose its API target and its store."""
+    words = ["sume-batch", "run", shlex.quote(str(call.manifest.path))]
+    if call.api.sandbox is not None:
+        words += ["--sandbox", "--sandbox-profile", call.api.sandbox]
+    elif call.env.get("SUME_API_BASE_URL"):
+        words.insert(0, f"SUME_API_BASE_URL={shlex.quote(call.redactor.text(target.base_url))}")
+    if call.options.state_dir is not None:
+        words += ["--state-dir", shlex.quote(str(call.options.state_dir))]
+    if call.options.idempotency_honoured:
+        words.append("--idempotency-honoured")
+    if call.options.assume_price is not None:
+        words += ["--assume-price", f"{call.options.assume_price:g}"]
+    command = " ".join(words)
+    if call.api.sandbox is not None:
+        command += " (a new embedded sandbox starts empty: the rehearsal starts over)"
+    return command
 
 
 def publish(document: Mapping[str, Any], folder: Path) -> str | None:
@@ -326,16 +404,9 @@ class Interrupts:
             raise KeyboardInterrupt  # the jobs are done and recorded: only the reports are left
 
 
-def run_info(
-    manifest: Manifest,
-    plan: Plan,
-    *,
-    target: Endpoint,
-    balance: float | None,
-    options: Options,
-    redactor: Redactor,
-) -> dict[str, Any]:
+def run_info(call: Call, live: Live) -> dict[str, Any]:
     """What a run's reports say about its start: the manifest it ran, where its files go, the balance."""
+    manifest, options, redactor = call.manifest, call.options, call.redactor
     commit, dirty = git_revision(manifest.path)
     flags = [f"--only {pattern}" for pattern in options.selection.only] + [
         flag for flag, chosen in (
@@ -344,16 +415,18 @@ def run_info(
             ("--regenerate", options.selection.regenerate),
         ) if chosen
     ]  # fmt: skip
+    sandbox = call.api.sandbox or ("server" if live.target.rehearsal else None)
     return {
         "campaign": manifest.name,
         "manifest": {"path": str(manifest.path), "sha256": file_digest(manifest.path), "git_commit": commit,
                      "git_dirty": dirty},
         "downloads": str(manifest.downloads.resolve()),
         "reports": str(manifest.reports.resolve()),
-        "sandbox": target.sandbox,
+        "sandbox": sandbox,
+        "target": live.target.id,
         "selection": [redactor.name(flag) for flag in flags],
-        "estimated": plan.total,
-        "balance_before": balance,
+        "estimated": call.plan.total,
+        "balance_before": live.balance,
     }  # fmt: skip
 
 
@@ -411,18 +484,15 @@ def run_log(path: Path, redactor: Redactor) -> Iterator[logging.Logger]:
 
 
 def start_again(store: RunStore, plan: Plan, selection: Selection) -> None:
-    """Reset the jobs the flags buy again to `planned`; their old job ids stay in the journal."""
+    """Reset the jobs the flags buy again to `planned`; their old job ids stay in the journal, and
+    what they cost stays counted against the budget."""
     again = selection.again()
     if not again:
         return
     flag = "--regenerate" if selection.regenerate else "--retry-failed / --resubmit-uncertain"
     for job in store.jobs(spec.key for spec, _ in plan.jobs).values():
         if job.state in again:
-            note = f"{flag}: was {job.state} as {', '.join(job.sume_ids) or 'no job id'}"
-            store.move(job.key, "planned", note=note, sume_ids=[], candidates=[], error_code=None,
-                       error_message=None, error_job_id=None, sume_status=None, reserved=0, required=None,
-                       submitted_at=None, intent_at=None, settled_at=None)  # fmt: skip
-            store.forget_files(job.key)
+            store.restart(job, note=f"{flag}: was {job.state} as {', '.join(job.sume_ids) or 'no job id'}")
 
 
 def summary_text(document: Mapping[str, Any], path: Path) -> str:

@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from sume_batch.errors import LockedError, StoreError
+from sume_batch.target import Target, aside_path, legacy_path, store_path
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS jobs (
@@ -48,7 +49,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     candidates TEXT NOT NULL DEFAULT '[]',
     updated_at REAL NOT NULL,
     run INTEGER,
-    error_job_id TEXT
+    error_job_id TEXT,
+    retired REAL NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state);
 CREATE TABLE IF NOT EXISTS events (
@@ -93,6 +95,9 @@ MIGRATIONS: dict[int, str] = {
         info TEXT NOT NULL,
         outcome TEXT NOT NULL DEFAULT '{}'
     );
+    """,
+    4: """
+    ALTER TABLE jobs ADD COLUMN retired REAL NOT NULL DEFAULT 0;
     """,
 }
 
@@ -147,6 +152,7 @@ class StoredJob:
     settled_at: float | None  # when its outcome became unknown (or the crash's latest possible time)
     candidates: tuple[str, ...]  # ids an uncertain create may have made, when more than one fit
     error_job_id: str | None = None  # the Sume job whose error is shown (one of several for Face Swap)
+    retired: float = 0.0  # credits the job's earlier lives cost (before --regenerate or --retry-failed)
 
 
 @dataclass(frozen=True)
@@ -163,10 +169,17 @@ class RunRecord:
 class RunStore:
     """A campaign's run store; open one per process with `RunStore.open`."""
 
-    def __init__(self, connection: sqlite3.Connection, clock: Callable[[], float]) -> None:
+    def __init__(
+        self, connection: sqlite3.Connection, clock: Callable[[], float], path: Path | None = None
+    ) -> None:
         self.db = connection
         self.clock = clock
+        self.path = path
         self._select: str | None = None
+
+    @property
+    def path_name(self) -> str:
+        return str(self.path) if self.path else "the run store"
 
     @property
     def columns(self) -> str:
@@ -180,8 +193,16 @@ class RunStore:
         return self._select
 
     @classmethod
-    def open(cls, path: Path, *, clock: Callable[[], float] = time.time) -> RunStore:
-        """Open (or create) the store at `path`, checked and migrated to this version's schema.
+    def open(
+        cls,
+        path: Path,
+        *,
+        target: Target | None = None,
+        campaign: str = "",
+        clock: Callable[[], float] = time.time,
+    ) -> RunStore:
+        """Open (or create) the store at `path`, checked and migrated to this version's schema, and
+        bound to `target`: a store that records another target is refused (see `target`).
 
         A damaged store is an error that names the file, never a silent fresh start: a fresh
         store would forget which jobs were paid for, and the next run would buy them again.
@@ -207,7 +228,27 @@ class RunStore:
                 migrate(db, version)
         except sqlite3.DatabaseError as error:
             raise unusable(path, error) from None
-        return cls(db, clock)
+        store = cls(db, clock, path)
+        if target is not None:
+            store.bind(path, target, campaign)
+        return store
+
+    def target(self) -> Target | None:
+        """The API target this store's jobs belong to; None for a store from before targets."""
+        row = self.db.execute("SELECT value FROM meta WHERE name = 'target'").fetchone()
+        return Target.from_json(json.loads(row[0])) if row else None
+
+    def bind(self, path: Path, target: Target, campaign: str) -> None:
+        recorded = self.target()
+        if recorded is None:
+            value = _json({**target.to_json(), "campaign": campaign})
+            with self.transaction(durable=True) as db:
+                db.execute("INSERT OR REPLACE INTO meta VALUES ('target', ?)", (value,))
+        elif recorded != target:
+            raise StoreError(
+                f"{path} holds the jobs of {recorded.describe()}, not of {target.describe()}; "
+                "its jobs mean nothing there"
+            )
 
     def close(self) -> None:
         self.db.close()
@@ -300,6 +341,29 @@ class RunStore:
             found.setdefault(key, {})[state] = float(at)
         return found
 
+    def restart(self, job: StoredJob, *, note: str, retire: bool = True) -> None:
+        """Make a job `planned` again (`--regenerate`, `--retry-failed`): its ids stay in the journal,
+        and what it may have cost moves to `retired`, so the budget still counts it (`retire`)."""
+        charged = job.state in CHARGED or (job.state == "failed" and bool(self.files(job.key)))
+        retired = job.retired + (job.reserved if charged and retire else 0.0)
+        self.move(job.key, "planned", note=note, sume_ids=[], candidates=[], error_code=None,
+                  error_message=None, error_job_id=None, sume_status=None, reserved=0, submitted_at=None,
+                  intent_at=None, settled_at=None, retired=retired)  # fmt: skip
+        self.forget_files(job.key)
+
+    def made_by_rehearsals(self) -> list[StoredJob]:
+        """Jobs whose current ids a sandbox run made (by the journal: the run going when they came)."""
+        runs = [(run.started_at, bool(run.info.get("sandbox"))) for run in self.runs()]
+        made = dict(self.db.execute("SELECT key, MAX(at) FROM events WHERE state = 'submitted' GROUP BY key"))
+        found = []
+        for job in self.jobs().values():
+            when = made.get(job.key)
+            if job.sume_ids and when is not None:
+                going = [sandbox for started, sandbox in runs if started <= when]
+                if going and going[-1]:
+                    found.append(job)
+        return found
+
     def forget_files(self, key: str) -> None:
         """Drop a job's output records (its files stay on disk until new ones replace them)."""
         with self.transaction() as db:
@@ -355,6 +419,19 @@ class RunStore:
         row = self.db.execute("SELECT MAX(at) FROM events").fetchone()
         return float(row[0]) if row and row[0] is not None else None
 
+    def committed(self) -> float:
+        """The credits the campaign has spent or holds at this target: every reservation that may
+        have been charged, and what earlier lives of re-created jobs cost (the budget covers all)."""
+        marks = ", ".join("?" * len(CHARGED))
+        (total,) = self.db.execute(
+            "SELECT COALESCE(SUM(CASE WHEN state IN ("  # noqa: S608
+            + marks
+            + ") OR (state = 'failed' AND key IN (SELECT key FROM files)) THEN reserved ELSE 0 END)"
+            " + SUM(retired), 0) FROM jobs",
+            tuple(CHARGED),
+        ).fetchone()
+        return float(total)
+
     def credits(self) -> tuple[float, float]:
         """(reserved, of which stated by the API) over every job that may have cost credits."""
         marks = ", ".join("?" * len(CHARGED))
@@ -370,7 +447,7 @@ class RunStore:
 _COLUMNS = (
     "key", "id", "kind", "request", "matrix", "state", "estimate", "reserved", "required", "attempts",
     "sume_ids", "sume_status", "error_code", "error_message", "request_id", "submitted_at",
-    "intent_at", "settled_at", "candidates", "error_job_id",
+    "intent_at", "settled_at", "candidates", "error_job_id", "retired",
 )  # fmt: skip
 
 
@@ -378,7 +455,7 @@ def _json(value: object) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-_DEFAULTS = {"candidates": "'[]'"}  # of columns added after version 1, where NULL is not the default
+_DEFAULTS = {"candidates": "'[]'", "retired": "0"}  # columns added since version 1 whose default is not NULL
 
 
 def _decode(row: tuple[Any, ...]) -> StoredJob:
@@ -412,6 +489,44 @@ def run_lock(store: Path) -> Iterator[None]:
         yield
     finally:
         os.close(descriptor)  # closing releases the lock
+
+
+def prepare_store(folder: Path, campaign: str, target: Target) -> list[str]:
+    """Make `store_path(folder, campaign, target)` the right store to open for `target` (under its
+    lock): a rehearsal store whose sandbox is gone is moved aside, and the first real target takes
+    over a store from before targets, its rehearsal-made jobs planned again. Returns what was done."""
+    path = store_path(folder, campaign, target)
+    if path.exists():
+        if target.rehearsal:
+            with contextlib.closing(RunStore.open(path)) as store:
+                recorded = store.target()
+            if recorded is not None and recorded != target:
+                aside = aside_path(path)
+                move_store(path, aside)
+                return [f"the sandbox of the last rehearsal is gone: its store is kept as {aside}, and the"
+                        " rehearsal starts afresh"]  # fmt: skip
+        return []
+    legacy = legacy_path(folder, campaign)
+    if target.rehearsal or not legacy.exists():
+        return []
+    with contextlib.closing(RunStore.open(legacy, target=target, campaign=campaign)) as store:
+        rehearsed = store.made_by_rehearsals()
+        for job in rehearsed:
+            store.restart(job, note="made by a rehearsal (a sandbox run): planned again", retire=False)
+    move_store(legacy, path)
+    again = f"; {len(rehearsed)} job(s) a rehearsal made are planned again" if rehearsed else ""
+    return [f"{legacy} is from before stores belonged to an API target: it is now {path}, the store of"
+            f" {target.describe()}{again}"]  # fmt: skip
+
+
+def move_store(source: Path, destination: Path) -> None:
+    """Rename a store that no connection has open, with its WAL folded in first."""
+    with contextlib.closing(sqlite3.connect(source)) as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    for suffix in ("-wal", "-shm"):
+        Path(f"{source}{suffix}").unlink(missing_ok=True)
+        Path(f"{destination}{suffix}").unlink(missing_ok=True)
+    source.replace(destination)
 
 
 def unusable(path: Path, error: Exception) -> StoreError:

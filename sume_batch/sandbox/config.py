@@ -99,6 +99,7 @@ class SandboxConfig:
     # reset) an id of its own: a new sandbox is a new world, and a client must not take it for the
     # workspace its store remembers.
     workspace_id: str = ""
+    stated_prices: bool = False  # every create's answer states its price (`required_credits`)
     user_id: str = "user_sandbox01"
     user_email: str = "sandbox.owner@example.com"
 

@@ -67,6 +67,8 @@ async def create(request: Request, check: Check, planner: Planner) -> Response:
         state.stats.unknown_fields[f"{request.url.path}:{name}"] += 1
     plan = planner(params, state, urls)
     payload = plan.answer(state.create_jobs(plan.orders))
+    if state.config.stated_prices:  # an API that states every create's price, not only Reference Analysis's
+        payload.setdefault("required_credits", sum(order.price for order in plan.orders))
     status = _pick_status(state)
     state.stats.record_commit(key, request_hash)
     if honour and key:

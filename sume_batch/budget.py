@@ -1,0 +1,131 @@
+"""The budget: what a campaign may reserve, held against what the API says it charges.
+
+Our prices are estimates (Sume publishes none), so the cap cannot trust them alone. The rules,
+as the careful cost guards do it:
+
+- Reserve before every create, the worst case known: the estimate × the highest ratio of stated
+  to estimated credits seen for the job's kind (1 until the API states one). A job of unknown
+  price reserves the bound the user stated (`--assume-price`), never 0.
+- Settle to what the API states (`required_credits` in a create's answer): that price replaces the
+  estimate for the job, and its ratio prices every later job of the kind.
+- The first job of each kind whose price is not confirmed goes alone (see `Executor.submit`), so a
+  wrong estimate overspends by at most one job per kind: after it, the API has stated a price, or
+  the balance says what it cost.
+- A reservation whose create's outcome is unknown is kept; one whose create was refused is freed.
+- The cap covers the whole campaign at its target, across runs: what earlier runs reserved and
+  what re-created jobs' earlier lives cost (`--regenerate`, `--retry-failed`) stay counted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from sume_batch.store import StoredJob
+
+BALANCE_TOLERANCE = 1.0  # credits: rounding between our figures and the API's
+BALANCE_EVERY = 20  # creates between two balance checks during a run
+
+
+@dataclass
+class Budget:
+    """The credits a run may still reserve, and what it has learned of the API's prices."""
+
+    cap: float | None  # budget.max_credits; None: no cap (the balance still bounds the run)
+    committed: float = 0.0  # spent or held by the campaign at this target, earlier runs included
+    ratios: dict[str, float] = field(default_factory=dict)  # kind → stated / estimated (the highest)
+    confirmed: set[str] = field(default_factory=set)  # kinds whose real price is known
+    assumed: float | None = None  # what a job of unknown price reserves (--assume-price)
+
+    @classmethod
+    def from_store(
+        cls, jobs: Iterable[StoredJob], committed: float, *, cap: float | None, assumed: float | None
+    ) -> Budget:
+        """Pick up what earlier runs learned: every stated price the store holds."""
+        budget = cls(cap=cap, committed=committed, assumed=assumed)
+        for job in jobs:
+            if job.required is not None:
+                budget.learn(job.kind, job.estimate, job.required)
+        return budget
+
+    def cost(self, kind: str, estimate: float | None) -> float | None:
+        """What a job reserves: its estimate at the kind's learned ratio, or the assumed bound."""
+        if estimate is None:
+            return self.assumed
+        return estimate * self.ratios.get(kind, 1.0)
+
+    def admits(self, cost: float) -> bool:
+        return self.cap is None or self.committed + cost <= self.cap + 1e-9
+
+    def reserve(self, cost: float) -> None:
+        """Taken before any await, so no two jobs can reserve the same credits."""
+        self.committed += cost
+
+    def release(self, cost: float) -> None:
+        """The create was refused: nothing was charged."""
+        self.committed -= cost
+
+    def settle(self, kind: str, estimate: float | None, reserved: float, charged: float) -> None:
+        """The API said a job costs `charged`, where we had reserved `reserved`."""
+        self.committed += charged - reserved
+        self.learn(kind, estimate, charged)
+
+    def learn(self, kind: str, estimate: float | None, charged: float) -> None:
+        self.confirmed.add(kind)
+        if estimate:
+            self.ratios[kind] = max(self.ratios.get(kind, 0.0), charged / estimate)
+
+    def differences(self) -> dict[str, float]:
+        """Kinds whose learned ratio is not 1: where our estimate and the API's figure differ."""
+        return {kind: ratio for kind, ratio in self.ratios.items() if abs(ratio - 1.0) > 1e-9}
+
+    def total(self, priced: Iterable[tuple[str, float | None]]) -> float:
+        """What these (kind, estimate) jobs would reserve now."""
+        return sum(self.cost(kind, estimate) or 0.0 for kind, estimate in priced)
+
+
+def ratio_text(ratios: Mapping[str, float]) -> str:
+    """`image: the API charged 10× our estimate` lines, for plan and the run's summary."""
+    return "; ".join(
+        f"{kind}: the API charged {ratio:.3g}× our estimate, so its jobs are priced at that rate"
+        for kind, ratio in sorted(ratios.items())
+    )
+
+
+def campaign_line(budget: Budget, to_submit: float) -> str:
+    """The whole campaign at its target against its cap: what `run` refuses over."""
+    total = budget.committed + to_submit
+    figures = (
+        f"{_credits(budget.committed)} spent or held + {_credits(to_submit)} to submit = {_credits(total)}"
+    )
+    if budget.cap is None:
+        return f"campaign credits: {figures} (no budget.max_credits)"
+    verdict = "OVER BUDGET" if total > budget.cap + 1e-9 else "within budget"
+    return f"campaign credits: {figures}: {verdict} ({_credits(budget.cap)} max)"
+
+
+def _credits(amount: float) -> str:
+    return f"{amount:,.0f}" if float(amount).is_integer() else f"{amount:,.2f}"
+
+
+@dataclass
+class BalanceWatch:
+    """The balance re-read during a run: a fall the run's reservations cannot explain stops new creates.
+
+    `start` is the balance before the first create; every credit this run reserved for a create
+    that was sent is `sent`. A fall beyond them (and a small tolerance) means the API charges more
+    than it says, or something else spends in the workspace: either way, stop buying."""
+
+    start: float | None
+    sent: float = 0.0
+    creates: int = 0
+
+    def due(self) -> bool:
+        return self.start is not None and self.creates > 0 and self.creates % BALANCE_EVERY == 0
+
+    def excess(self, balance: float | None) -> float:
+        """Credits gone beyond what this run reserved (0 when the balance explains itself)."""
+        if self.start is None or balance is None:
+            return 0.0
+        fall = self.start - balance
+        return max(0.0, fall - self.sent - BALANCE_TOLERANCE)

@@ -1,0 +1,135 @@
+"""API targets: which API, and which workspace in it, a run store's jobs belong to.
+
+A Sume job id means something only at the API and in the workspace that issued it, so a run store
+belongs to exactly one target: the base URL and the workspace `GET /me` names. Two targets never
+share a store, so a rehearsal can never be taken for paid work, nor one workspace's jobs for
+another's. The workspace id is never written down (it is an identifier the docs ask us not to
+log): a target is known by a hash of the base URL and the workspace id.
+
+Where the stores live, one file per campaign and target, beside the manifest (or `--state-dir`):
+
+    .sume-batch/<campaign>.rehearsal.sqlite          any sandbox (`--sandbox`, `sume-batch sandbox`)
+    .sume-batch/<campaign>.<host>-<hash8>.sqlite     a real API and workspace
+    .sume-batch/<campaign>.sqlite                    a store from before targets (migrated on use)
+
+A sandbox is a world of its own: a fresh one (every `run --sandbox`, or a restarted server) has a
+new workspace id, so a rehearsal store whose target is gone is moved aside and the rehearsal
+starts again, for free.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+REHEARSAL = "rehearsal"
+
+
+@dataclass(frozen=True)
+class Target:
+    """One API and one workspace in it."""
+
+    base_url: str
+    workspace: str  # sha256 of the workspace id (never the id itself); "" when /me names none
+    rehearsal: bool = False  # a sandbox: free, and never mixed with paid work
+
+    @property
+    def id(self) -> str:
+        """A stable name for this target, safe to print and to put in file names."""
+        return hashlib.sha256(f"{self.base_url}\n{self.workspace}".encode()).hexdigest()[:16]
+
+    @property
+    def label(self) -> str:
+        """The part of a store's file name that names its target."""
+        if self.rehearsal:
+            return REHEARSAL
+        host = httpx.URL(self.base_url).host or "api"
+        return f"{host}-{self.id[:8]}"
+
+    def describe(self) -> str:
+        kind = "a sandbox" if self.rehearsal else "the Sume API"
+        return f"{kind} at {self.base_url} (target {self.id[:8]})"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"base_url": self.base_url, "workspace": self.workspace, "rehearsal": self.rehearsal}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Target:
+        return cls(str(data["base_url"]), str(data.get("workspace") or ""), bool(data.get("rehearsal")))
+
+
+def normalize_url(base_url: str) -> str:
+    """One spelling per API: no trailing slash, a lower-case scheme and host."""
+    url = httpx.URL(base_url.strip().rstrip("/"))
+    return str(url.copy_with(scheme=url.scheme.lower(), host=(url.host or "").lower()))
+
+
+def target_of(base_url: str, account: Mapping[str, Any], *, sandbox: bool) -> Target:
+    """The target `GET /me` describes at `base_url`; a sandbox says so itself (`environment`)."""
+    workspace = account.get("workspace")
+    ident = workspace.get("id") if isinstance(workspace, Mapping) else workspace
+    digest = hashlib.sha256(str(ident).encode()).hexdigest() if isinstance(ident, str | int) and ident else ""
+    rehearsal = sandbox or account.get("environment") == "sandbox"
+    return Target(normalize_url(base_url), digest, rehearsal)
+
+
+def store_folder(manifest_folder: Path, state_dir: Path | None) -> Path:
+    """Where a campaign's stores live: `.sume-batch/` beside the manifest (ignored by git), or --state-dir."""
+    return state_dir or manifest_folder / ".sume-batch"
+
+
+def store_path(folder: Path, campaign: str, target: Target) -> Path:
+    return folder / f"{campaign}.{target.label}.sqlite"
+
+
+def legacy_path(folder: Path, campaign: str) -> Path:
+    """The one store a campaign had before stores belonged to targets."""
+    return folder / f"{campaign}.sqlite"
+
+
+def aside_path(path: Path) -> Path:
+    """Where a rehearsal store whose sandbox is gone is kept (the one before it is replaced)."""
+    return path.with_name(path.name.removesuffix(".sqlite") + ".previous.sqlite")
+
+
+def find_store(folder: Path, campaign: str, *, base_url: str, rehearsal: bool) -> Path | None:
+    """The store `plan` and `status` read without asking the API: the rehearsal store, or the most
+    recently written store of a real workspace at `base_url` (a store from before targets, if that
+    is all there is). None when the campaign has not run there."""
+    if rehearsal:
+        path = folder / f"{campaign}.{REHEARSAL}.sqlite"
+        return path if path.exists() else None
+    wanted = normalize_url(base_url)
+    found = [
+        path
+        for path in folder.glob(f"{campaign}.*.sqlite")
+        if not path.name.endswith((f".{REHEARSAL}.sqlite", ".previous.sqlite"))
+        and _recorded(path) == (campaign, wanted)
+    ]
+    if found:
+        return max(found, key=lambda path: path.stat().st_mtime)
+    legacy = legacy_path(folder, campaign)
+    return legacy if legacy.exists() else None
+
+
+def _recorded(path: Path) -> tuple[str, str] | None:
+    """The campaign and base URL a store records, read without opening it for writing."""
+    import sqlite3  # noqa: PLC0415 - only when a folder of stores is searched
+
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            row = db.execute("SELECT value FROM meta WHERE name = 'target'").fetchone()
+    except sqlite3.Error:
+        return None
+    try:
+        recorded = json.loads(row[0]) if row else {}
+        return str(recorded["campaign"]), str(recorded["base_url"])
+    except (ValueError, KeyError, TypeError):
+        return None
