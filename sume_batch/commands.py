@@ -12,15 +12,18 @@ from collections.abc import Callable, Mapping, Sequence
 from functools import cache
 from pathlib import Path
 
+from sume_batch.api import DEFAULT_BASE_URL
+from sume_batch.budget import campaign_line, ratio_text
 from sume_batch.errors import ManifestError, UsageError
 from sume_batch.expand import JobSpec, expand_jobs
 from sume_batch.manifest import Manifest, file_digest, load_manifest, load_pricing
 from sume_batch.plan import Plan, Selection, diff_plan, make_plan, plan_json, plan_text, restrict
 from sume_batch.redact import Redactor
 from sume_batch.report import Source, build_report, point_latest, run_folder_name, write_reports
-from sume_batch.run import Options, run_campaign, store_path
+from sume_batch.run import Options, read_budget, run_campaign
 from sume_batch.status import read_status, status_text
 from sume_batch.store import RunRecord, read_states, reading
+from sume_batch.target import find_store, store_folder
 
 Echo = Callable[[str], None]
 
@@ -57,8 +60,11 @@ def plan(
     output: Path | None,
     env: Mapping[str, str],
     echo: Echo,
+    sandbox: bool = False,
+    assume_price: float | None = None,
 ) -> int:
-    """Price a manifest and show (or write) the plan, with what changed since the last run; exit 0.
+    """Price a manifest and show (or write) the plan, with what changed since the last run at the
+    API the environment points at (or the rehearsal store, `sandbox`); exit 0.
 
     Both pass the redaction gate that `run`'s output passes: requests as data, as the store keeps them
     (workspace/user/key ids and secret fields too), the rest as names (keys, emails, signed URLs: a
@@ -67,18 +73,55 @@ def plan(
     gate = redactor.name
     prices = load_pricing(pricing) if pricing else None
     manifest, specs = prepare(path, max_jobs=max_jobs)
-    result: Plan = restrict(make_plan(manifest, specs, prices), selection)
-    stored = read_states(store_path(manifest, state_dir))
-    diff = diff_plan(result, stored, selection.again()) if stored else None
-    document = {**plan_json(result), "since_last_run": diff.__dict__ if diff else None}
+    result: Plan = restrict(make_plan(manifest, specs, prices, assume=assume_price), selection)
+    store = offline_store(manifest, state_dir, env, sandbox=sandbox)
+    budget = read_budget(store, manifest.max_credits, assume_price)
+    stored = read_states(store) if store else {}
+    diff = diff_plan(result, stored, selection.again(), cost=budget.cost) if stored else None
+    document = {
+        **plan_json(result), "since_last_run": diff.__dict__ if diff else None,
+        "campaign_credits": {"spent_or_held": budget.committed, "price_ratios": budget.differences()},
+    }  # fmt: skip
     document["jobs"] = [{**job, "request": redactor.value(job["request"])} for job in document["jobs"]]
     if output is not None:
         output.write_text(gate(json.dumps(document, indent=2, ensure_ascii=False)) + "\n", "utf-8")
     if as_json:
         echo(gate(json.dumps(document, indent=2, ensure_ascii=False)))
-    else:
-        echo(gate(plan_text(result) + (f"\n{diff.text()}" if diff else "")))
+        return 0
+    lines = [plan_text(result)]
+    if diff:
+        lines.append(diff.text())
+        lines.append(campaign_line(budget, diff.new_credits))
+    if budget.differences():
+        lines.append("prices: " + ratio_text(budget.differences()))
+    echo(gate("\n".join(lines)))
     return 0
+
+
+def chosen_store(
+    manifest: Manifest, state_dir: Path | None, env: Mapping[str, str] | None, sandbox: bool
+) -> Path:
+    """The store a manifest names for `status` and `report`; the path to say when there is none."""
+    found = offline_store(manifest, state_dir, env or {}, sandbox=sandbox)
+    if found is not None:
+        return found
+    folder = store_folder(manifest.folder, state_dir)
+    if sandbox:
+        raise UsageError(f"no rehearsal store in {folder}: this campaign has not been rehearsed yet")
+    base_url = (env or {}).get("SUME_API_BASE_URL") or DEFAULT_BASE_URL
+    raise UsageError(
+        f"no run store in {folder} for {base_url}: this campaign has not been run there yet"
+        " (--sandbox reads the rehearsal store)"
+    )
+
+
+def offline_store(
+    manifest: Manifest, state_dir: Path | None, env: Mapping[str, str], *, sandbox: bool
+) -> Path | None:
+    """The store `plan`, `status` and `report` read without asking the API (see `target`)."""
+    base_url = env.get("SUME_API_BASE_URL") or DEFAULT_BASE_URL
+    folder = store_folder(manifest.folder, state_dir)
+    return find_store(folder, manifest.name, base_url=base_url, rehearsal=sandbox)
 
 
 def sandbox(
@@ -118,7 +161,7 @@ def run(
     manifest, specs = prepare(path, max_jobs=max_jobs)
     return run_campaign(
         manifest,
-        restrict(make_plan(manifest, specs, prices), options.selection),
+        restrict(make_plan(manifest, specs, prices, assume=options.assume_price), options.selection),
         options=options,
         sandbox=sandbox,
         env=env,
@@ -127,9 +170,19 @@ def run(
     )
 
 
-def status(target: Path, *, state_dir: Path | None, as_json: bool, echo: Echo) -> int:
+def status(
+    target: Path,
+    *,
+    state_dir: Path | None,
+    as_json: bool,
+    echo: Echo,
+    env: Mapping[str, str] | None = None,
+    sandbox: bool = False,
+) -> int:
     """Show where a campaign's runs stand; `target` is its manifest or its store (.sqlite)."""
-    path = target if target.suffix == ".sqlite" else store_path(load_manifest(target), state_dir)
+    path = (
+        target if target.suffix == ".sqlite" else chosen_store(load_manifest(target), state_dir, env, sandbox)
+    )
     result = read_status(path)
     echo(json.dumps(result, indent=2, ensure_ascii=False) if as_json else status_text(result))
     return 0
@@ -143,6 +196,7 @@ def report(
     output: Path | None,
     env: Mapping[str, str],
     echo: Echo,
+    sandbox: bool = False,
 ) -> int:
     """(Re)write the latest run's reports from its store; `target` is the manifest or the store (.sqlite).
 
@@ -150,7 +204,7 @@ def report(
     Reports go to the run's own folder (and `latest` points there) unless `output` is given.
     """
     manifest = None if target.suffix == ".sqlite" else load_manifest(target)
-    path = target if manifest is None else store_path(manifest, state_dir)
+    path = target if manifest is None else chosen_store(manifest, state_dir, env, sandbox)
     if not path.exists():
         raise UsageError(f"no run store at {path}: this campaign has not been run yet")
     with reading(path) as store:
