@@ -176,12 +176,12 @@ async def read_capped(response: httpx.Response, limit: int, *, what: str, settin
     )
     declared = response.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
-        raise BoundError(too_big, status=response.status_code, request_id=request_id)
+        raise BoundError(too_big, request_id=request_id)
     chunks, size = [], 0
     async for chunk in response.aiter_bytes():
         size += len(chunk)
         if size > limit:
-            raise BoundError(too_big, status=response.status_code, request_id=request_id)
+            raise BoundError(too_big, request_id=request_id)
         chunks.append(chunk)
     return b"".join(chunks)
 
