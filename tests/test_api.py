@@ -11,12 +11,14 @@ import httpx
 import pytest
 
 from sume_batch.api import Pacer, RetryBudget, SumeClient, error_from, retry_after
+from sume_batch.bounds import Bounds, seconds_until
 from sume_batch.errors import (
     ApiError,
     AuthError,
     InsufficientCreditsError,
     TransportError,
     UncertainCreateError,
+    UsageError,
 )
 from sume_batch.responses import (
     balance_of,
@@ -323,3 +325,56 @@ def test_retry_after_in_both_forms() -> None:
 def test_a_non_envelope_error_body_is_a_transport_error() -> None:
     error = error_from(httpx.Response(404, text="<html>not found</html>"))
     assert isinstance(error, TransportError) and error.status == 404
+
+
+def test_retry_after_and_resets_read_delta_seconds_and_unix_times() -> None:
+    assert retry_after(httpx.Headers({"retry-after": "1700000030"}), now=1_700_000_000) == 30
+    assert retry_after(httpx.Headers({"retry-after": "inf"})) is None
+    assert seconds_until("12", now=1e9) == 12 and seconds_until("999999999", now=2e9) == 999999999
+    assert seconds_until("1700000005", now=1_700_000_000) == 5 and seconds_until("1600000000", now=1.7e9) == 0
+    assert seconds_until("nan", now=0) is None and seconds_until("soon", now=0) is None
+
+
+def test_bounds_from_the_environment() -> None:
+    bounds = Bounds.from_env(
+        {"SUME_BATCH_MAX_BODY": "1 MB", "SUME_BATCH_MAX_DOWNLOAD": "video=1GiB", "SUME_BATCH_MAX_WAIT": "0.5"}
+    )
+    assert (bounds.body_bytes, bounds.wait_seconds, bounds.request_seconds) == (1_000_000, 0.5, 120)
+    assert (bounds.download_limit("video"), bounds.download_limit("image")) == (1024**3, 64 * 1024**2)
+    assert Bounds.from_env({"SUME_BATCH_DOWNLOAD_DEADLINE": "30"}).download_seconds == dict.fromkeys(
+        Bounds().download_seconds, 30.0
+    )
+    for name, value, message in [
+        (
+            "SUME_BATCH_MAX_BODY",
+            "16XB",
+            "SUME_BATCH_MAX_BODY='16XB': not a size (like 16MiB, 500MB or 1000000)",
+        ),
+        ("SUME_BATCH_MAX_WAIT", "-1", "SUME_BATCH_MAX_WAIT='-1': must be a number of seconds above 0"),
+        (
+            "SUME_BATCH_MAX_DOWNLOAD",
+            "image=0",
+            "SUME_BATCH_MAX_DOWNLOAD='image=0': 'image=0': must be more than 0 bytes",
+        ),
+    ]:
+        with pytest.raises(UsageError) as caught:
+            Bounds.from_env({name: value})
+        assert str(caught.value) == message
+
+
+def test_network_failures_name_the_request_and_exit_69() -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
+
+    async def main() -> None:
+        async with httpx.AsyncClient(transport=httpx.MockTransport(refuse)) as http:
+            client = SumeClient(http, api_key="sume_test_x", base_url=BASE, sleep=Clock().sleep)
+            with pytest.raises(TransportError) as caught:
+                await client.job("job_1")
+        assert (
+            str(caught.value)
+            == "GET /jobs/job_1: could not connect to the API (ConnectError: [Errno 111] Connection refused)"
+        )
+        assert caught.value.exit_code == 69 and client.requests == 6
+
+    asyncio.run(main())
