@@ -52,6 +52,7 @@ _ACCOUNT_FIELDS: Final = (
 _PUBLIC_KEY_PREFIXES: Final = ("sume_live_", "sume_test_")  # every key starts so: no secret in them
 
 _MARKER = re.compile(r"<redacted(?::[a-z-]+)?>")
+_MARKER_CHARS: Final = frozenset("<>:-abcdefghijklmnopqrstuvwxyz")  # all a marker is made of
 _URL = re.compile(
     r"(?<![A-Za-z0-9+.-])(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)"
     r"(?:(?P<userinfo>[^\s/?#@\"'<>\\]*)@)?(?P<rest>[^\s\"'<>\\]*)"
@@ -244,8 +245,8 @@ class Redactor:
         `ids=False` leaves out the workspace/user/key-id guess (see `name`)."""
         if "://" in s:  # first: a query holds signatures, and markers inside it would cut the URL short
             s = _sub_words(_URL, _redact_url, s, "://")
-        if self._literals is not None:
-            s = self._literals.sub(self._literal, s)
+        if self._literals is not None and any(needle in s for needle in self._markers):
+            s = self._literals.sub(self._literal, s)  # `in` is far cheaper than a scan that finds nothing
         if "sume_" in s:
             s = _SUME_KEY.sub(_mark("key"), s)
         low = s.lower()  # cheap substring checks skip the costly scans on ordinary prose
@@ -401,9 +402,9 @@ def _forms(value: str) -> set[str]:
 def _literal_pattern(secrets: Mapping[str, str], values: Mapping[str, str]) -> re.Pattern[str] | None:
     """One scan for the configured secrets and the account's values, longest first.
 
-    A marker is matched whole and kept, so no value can match inside one (`mail` in `<redacted:email>`).
     An account value takes the id characters that follow it: `ws_acme` hides `ws_acme_eu` entirely,
-    and a key prefix the whole key."""
+    and a key prefix the whole key. If a value could occur inside a marker (`mail` in
+    `<redacted:email>`), markers are matched too, whole, and kept: the scan is slower then."""
     if not secrets and not values:
         return None
 
@@ -412,7 +413,9 @@ def _literal_pattern(secrets: Mapping[str, str], values: Mapping[str, str]) -> r
 
     branches = [f"(?P<secret>{alternatives(secrets)})"] if secrets else []
     branches += [f"(?P<account>{alternatives(values)})[A-Za-z0-9_-]*"] if values else []
-    return re.compile("|".join([*branches, _MARKER.pattern]))
+    if any(set(form) <= _MARKER_CHARS for form in [*secrets, *values]):
+        branches.append(_MARKER.pattern)
+    return re.compile("|".join(branches))
 
 
 def _error_parts(error: object) -> tuple[object, object, object]:

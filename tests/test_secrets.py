@@ -142,9 +142,10 @@ def test_planted_secrets_reach_no_output_report_log_or_store(tmp_path: Path) -> 
         env = {"SUME_API_KEY": KEY, "SUME_API_BASE_URL": server.base_url}
         run, found = watched(tmp_path, env, "--debug", "run", "campaign.yaml", "--yes")
         assert run.returncode == 1, run.stderr  # some jobs failed, as planted
+        store = next(tmp_path.glob(".sume-batch/*.sqlite")).relative_to(tmp_path).as_posix()
         for name, args in {
             "run": (), "status": ("status", "campaign.yaml"), "status --json": ("status", "campaign.yaml", "--json"),
-            "report": ("report", "campaign.yaml"), "report by store": ("report", ".sume-batch/leaky.sqlite"),
+            "report": ("report", "campaign.yaml"), "report by store": ("report", store),
             "plan": ("plan", "campaign.yaml"), "plan --json": ("plan", "campaign.yaml", "--json"),
             "plan -o": ("plan", "campaign.yaml", "-o", "plan.json"),
         }.items():  # fmt: skip
@@ -156,13 +157,15 @@ def test_planted_secrets_reach_no_output_report_log_or_store(tmp_path: Path) -> 
         served = httpx.get(f"{server.base_url}/jobs?limit=100", headers=auth).content
         served += httpx.get(f"{server.base_url}/me", headers=auth).content
     assert leaks(served) == sorted(SECRETS)
-    assert {".sume-batch/leaky.sqlite-wal, while the run went", ".sume-batch/leaky.sqlite-shm, while the run went"} <= set(found)  # fmt: skip
+    assert {f"{store}-wal, while the run went", f"{store}-shm, while the run went"} <= set(found)
     files = [path for path in tmp_path.rglob("*") if path.is_file() and path.suffix not in (".yaml", ".png", ".mp4")]  # fmt: skip
     names = {path.relative_to(tmp_path).as_posix() for path in files}
-    assert {"reports/leaky/latest/report.json", "reports/leaky/latest/run.log", ".sume-batch/leaky.sqlite",
-            "plan.json"} <= {name.replace(read_report(tmp_path, "leaky")["run"]["id"], "latest") for name in names}  # fmt: skip
+    run_id = read_report(tmp_path, "leaky")["run"]["id"]
+    expected = {"reports/leaky/latest/report.json", "reports/leaky/latest/run.log", store, "plan.json"}
+    assert expected <= {name.replace(run_id, "latest") for name in names}
     for path in files:
         outputs[path.relative_to(tmp_path).as_posix()] = path.read_bytes()
+    outputs["the names of files and folders"] = "\n".join(sorted(map(str, tmp_path.rglob("*")))).encode()
     for sink, data in outputs.items():
         found[sink] = leaks(data, known=EVERY - ACCOUNT_ONLY if sink.startswith("plan") else EVERY)
     leaked = {sink: names for sink, names in found.items() if names}
