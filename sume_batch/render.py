@@ -69,14 +69,14 @@ class Guard:
 
     def __init__(self, limits: Limits, clock: Callable[[], float] = time.monotonic) -> None:
         self.limits, self.clock = limits, clock
-        self.steps = self.written = 0
+        self.steps = self.written = self.built = 0
         self.started: float | None = None
         self.last = self.spent = 0.0
 
     def begin(self) -> None:
         if self.spent > self.limits.total_seconds:
             raise self._total_error()
-        self.steps = self.written = 0
+        self.steps = self.written = self.built = 0
         self.started = None
 
     def end(self) -> None:
@@ -116,23 +116,31 @@ class Guard:
 
     def checked(self, value: Any) -> Any:
         """`value`, if it is within the size bound."""
-        if isinstance(value, int | float | bool | None):
+        if type(value) is str:  # the common case, first: this runs once per filter, call and operator
+            size = len(value)
+        elif isinstance(value, int | float | bool | None):
             return value
-        if size_of(value, self.limits.size) > self.limits.size:
+        else:
+            size = size_of(value, self.limits.size)
+        if size > self.limits.size:
             raise BoundError(self._too_big("builds a value of"))
+        self.built += size  # what a render builds in all, freed or not: ten times the bound
+        if self.built > 10 * self.limits.size:
+            raise BoundError(self._too_big("builds, in all, ten times"))
         return value
 
     def write(self, value: Any) -> Any:
         """`finalize`: each `{{ … }}` a render writes counts, wherever it writes it."""
-        self.written += size_of(value, self.limits.size)
+        self.written += len(value) if type(value) is str else size_of(value, self.limits.size)
         if self.written > self.limits.size:
             raise BoundError(self._too_big("writes"))
         return value
 
     def join(self, parts: Iterable[str]) -> str:
-        """`concat`, for the output and every block buffer: measured before it is joined."""
+        """`concat`, for the output and every block buffer: measured before it is joined (a loop
+        can repeat one constant piece without allocating; the joined text would)."""
         pieces = list(parts)
-        if sum(map(len, pieces)) > self.limits.size:
+        if len(pieces) > 1 and sum(map(len, pieces)) > self.limits.size:
             raise BoundError(self._too_big("writes"))
         return "".join(pieces)
 
@@ -140,12 +148,15 @@ class Guard:
         """Refuse, before it runs, a call whose output could pass the size bound: at most the
         first argument's size, plus that times the other arguments' sizes, plus any whole numbers."""
         cap = self.limits.size
-        base = size_of(first, cap)
+        base = len(first) if type(first) is str else size_of(first, cap)
         bound = base
         for value in rest:
-            if isinstance(value, int) and not isinstance(value, bool):
+            kind = type(value)
+            if kind is str:
+                bound += (base + 1) * len(value)
+            elif kind is int:
                 bound += abs(value)
-            elif not isinstance(value, float | bool | None):
+            elif kind not in (float, bool, type(None)):
                 bound += (base + 1) * size_of(value, cap)
             if bound > cap:
                 limit = f"more than {cap:,} characters or items; raise templates.size if you mean it"
@@ -190,15 +201,18 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
 
     intercepted_binops = frozenset(["+", "-", "*", "/", "//", "%", "**"])
 
-    def __init__(self, guard: Guard) -> None:
+    def __init__(self, guard: Guard, *, statements: bool = True) -> None:
+        # Only a template with statements ({% for %}, macros, blocks) can write without bound: it
+        # gets the counting `finalize` and `concat`; one without is bounded by its source.
         super().__init__(
             undefined=jinja2.StrictUndefined,
             autoescape=False,
             keep_trailing_newline=True,
-            finalize=guard.write,
+            finalize=guard.write if statements else None,
         )
         self.guard = guard
-        self.concat = guard.join  # type: ignore[method-assign]  # generated code reads environment.concat
+        if statements:
+            self.concat = guard.join  # type: ignore[method-assign]  # generated code reads environment.concat
         self.filters = {name: _guarded_filter(guard, name, func) for name, func in self.filters.items()}
         self.filters["_guard_loop"] = guard.loop
         self.filters["_guard_value"] = guard.checked
@@ -267,19 +281,27 @@ def _check_width(guard: Guard, text: str, style: str) -> None:
 
 
 def _guarded_filter(guard: Guard, name: str, func: Callable[..., Any]) -> Callable[..., Any]:
-    passes = getattr(func, "jinja_pass_arg", None) is not None  # context, eval context or environment first
+    skip = 1 if getattr(func, "jinja_pass_arg", None) is not None else 0  # a context or environment first
 
     @wraps(func)
     def guarded(*args: Any, **kwargs: Any) -> Any:
         guard.tick()
-        values = args[1:] if passes else args
-        if name in AMPLIFYING and values:
-            if name == "format" and isinstance(values[0], str):
-                _check_width(guard, values[0], "%")
-            guard.growth(f"the {name} filter", values[0], [*values[1:], *kwargs.values()])
         return guard.checked(func(*args, **kwargs))
 
-    return guarded
+    @wraps(func)
+    def amplifying(*args: Any, **kwargs: Any) -> Any:
+        guard.tick()
+        if len(args) > skip:
+            first = args[skip]
+            if not isinstance(first, str | list | tuple | dict | range) and isinstance(first, Iterable):
+                first = guard.checked(list(first))  # a generator (from map, select…) has no size yet
+                args = (*args[:skip], first, *args[skip + 1 :])
+            if name == "format" and isinstance(first, str):
+                _check_width(guard, first, "%")
+            guard.growth(f"the {name} filter", first, [*args[skip + 1 :], *kwargs.values()])
+        return guard.checked(func(*args, **kwargs))
+
+    return amplifying if name in AMPLIFYING else guarded
 
 
 def _lipsum(
@@ -297,17 +319,22 @@ class Renderer:
     def __init__(self, limits: Limits | None = None) -> None:
         self.guard = Guard(limits or Limits())
         self.env = BoundedSandbox(self.guard)
+        self.plain = BoundedSandbox(self.guard, statements=False)  # for templates without {% … %}
         self.templates: dict[str, Callable[[Mapping[str, Any]], Any]] = {}
 
     def render_field(self, value: Any, context: Mapping[str, Any]) -> Any:
         """One field of one variant: the guard's per-render bounds start afresh."""
         if isinstance(value, str) and "{" not in value:
             return value
-        self.guard.begin()
+        guard = self.guard
+        guard.begin()
         try:
+            if isinstance(value, str):
+                return self._compiled(value)(context)
             return self.render(value, context)
         finally:
-            self.guard.end()
+            if guard.started is not None:  # the clock was read: this render ticked
+                guard.end()
 
     def render(self, value: Any, context: Mapping[str, Any]) -> Any:
         if isinstance(value, str):
@@ -330,12 +357,13 @@ class Renderer:
         # Rendering goes through `new_context(..., shared=True)`: Template.render would copy the
         # environment's globals (a ChainMap) into a new dict on every call, which was ~45% of
         # `plan` on 100,000 variants. `variables` builds one dict per variant with the globals in.
+        env = self.env if "{%" in source else self.plain
         try:
             single = SINGLE_EXPRESSION.fullmatch(source)
             if single:
-                expression = self.env.compile_expression(single["expression"], undefined_to_none=False)
+                expression = env.compile_expression(single["expression"], undefined_to_none=False)
                 return partial(_evaluate, expression._template)  # what TemplateExpression.__call__ does
-            template = self.env.from_string(source)
+            template = env.from_string(source)
         except jinja2.TemplateSyntaxError as error:
             raise TemplateFailure(f"template syntax error: {error.message}") from None
         return partial(_render, template)
