@@ -121,16 +121,27 @@ def _manifest_path() -> click.Path:
     return click.Path(path_type=Path, dir_okay=False)
 
 
+def allow_root_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """`--allow-root DIR`: the runner (never the manifest) widens where local files and outputs may be."""
+    return click.option(
+        "--allow-root", "allow_roots", multiple=True, envvar="SUME_BATCH_ALLOW_ROOT",
+        type=click.Path(path_type=Path, file_okay=False, exists=True),
+        help="Also allow local files and output folders inside DIR (repeatable; or SUME_BATCH_ALLOW_ROOT, "
+        "several separated by ':'). By default they must be inside the manifest's folder.",
+    )(command)  # fmt: skip
+
+
 @cli.command()
 @click.argument("files", nargs=-1, required=True, type=_manifest_path())
 @click.option("--max-jobs", type=click.IntRange(min=1), help="Allow more variants than budget.max_jobs.")
-def validate(files: tuple[Path, ...], max_jobs: int | None) -> int:
+@allow_root_option
+def validate(files: tuple[Path, ...], max_jobs: int | None, allow_roots: tuple[Path, ...]) -> int:
     """Check manifests: schema, templates, and every variant rendered.
 
     No network, no credits. Lists every problem as file:line:col: path: message
     and exits 2 if there is any.
     """
-    return commands.validate(files, max_jobs=max_jobs, echo=click.echo)
+    return commands.validate(files, max_jobs=max_jobs, echo=click.echo, roots=allow_roots)
 
 
 @cli.command()
@@ -154,6 +165,7 @@ def validate(files: tuple[Path, ...], max_jobs: int | None) -> int:
     help="Price each job of unknown price at CREDITS (as run --assume-price reserves).",
 )  # fmt: skip
 @selection_options
+@allow_root_option
 def plan(
     *,
     file: Path,
@@ -168,6 +180,7 @@ def plan(
     retry_failed: bool,
     resubmit_uncertain: bool,
     regenerate: bool,
+    allow_roots: tuple[Path, ...],
 ) -> int:
     """Price a campaign before spending anything: jobs by type, credits, budget.
 
@@ -187,6 +200,7 @@ def plan(
         echo=click.echo,
         sandbox=use_sandbox,
         assume_price=assume_price,
+        roots=allow_roots,
     )
 
 
@@ -271,6 +285,7 @@ def sandbox(
     help="The API honours Idempotency-Key (v1 documents none): re-send uncertain creates with their key.",
 )
 @selection_options
+@allow_root_option
 def run(
     *,
     file: Path,
@@ -291,6 +306,7 @@ def run(
     retry_failed: bool,
     resubmit_uncertain: bool,
     regenerate: bool,
+    allow_roots: tuple[Path, ...],
 ) -> int:
     """Run a campaign: plan, check the balance, ask, submit, poll, download.
 
@@ -312,7 +328,7 @@ def run(
     )  # fmt: skip
     sandbox = sandbox_profile if use_sandbox else None
     return commands.run(
-        file, max_jobs=max_jobs, pricing=pricing, sandbox=sandbox, options=options,
+        file, max_jobs=max_jobs, pricing=pricing, sandbox=sandbox, options=options, roots=allow_roots,
         env=os.environ, echo=click.echo, confirm=lambda question: click.confirm(question, default=False),
     )  # fmt: skip
 
@@ -324,15 +340,19 @@ def run(
     "--state-dir", type=click.Path(path_type=Path, file_okay=False), help="Where the run store lives."
 )
 @click.option("--sandbox", "use_sandbox", is_flag=True, help="The rehearsal store, not the API's.")
-def status(target: Path, as_json: bool, state_dir: Path | None, use_sandbox: bool) -> int:
+@allow_root_option
+def status(
+    target: Path, as_json: bool, state_dir: Path | None, use_sandbox: bool, allow_roots: tuple[Path, ...]
+) -> int:
     """Where a campaign's runs stand: jobs per state, credits, what needs attention.
 
     TARGET is the campaign's manifest or its run store (.sqlite). Reads the store
     only: no request is sent, and it is safe while a run is going.
     """
     return commands.status(
-        target, state_dir=state_dir, as_json=as_json, echo=click.echo, env=os.environ, sandbox=use_sandbox
-    )
+        target, state_dir=state_dir, as_json=as_json, echo=click.echo, env=os.environ, sandbox=use_sandbox,
+        roots=allow_roots,
+    )  # fmt: skip
 
 
 def _formats(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple[str, ...]:
@@ -358,9 +378,11 @@ def _formats(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
     "--state-dir", type=click.Path(path_type=Path, file_okay=False), help="Where the run store lives."
 )
 @click.option("--sandbox", "use_sandbox", is_flag=True, help="The rehearsal store, not the API's.")
+@allow_root_option
 def report(
-    target: Path, formats: tuple[str, ...], output: Path | None, state_dir: Path | None, use_sandbox: bool
-) -> int:
+    target: Path, *, formats: tuple[str, ...], output: Path | None, state_dir: Path | None,
+    use_sandbox: bool, allow_roots: tuple[Path, ...],
+) -> int:  # fmt: skip
     """Write the latest run's reports again, from its store: report.html, report.json, junit.xml.
 
     TARGET is the campaign's manifest or its run store (.sqlite). No request is sent;
@@ -368,5 +390,5 @@ def report(
     """
     return commands.report(
         target, state_dir=state_dir, formats=formats, output=output, env=os.environ, echo=click.echo,
-        sandbox=use_sandbox,
+        sandbox=use_sandbox, roots=allow_roots,
     )  # fmt: skip

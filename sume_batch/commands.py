@@ -28,18 +28,21 @@ from sume_batch.target import find_store, store_folder
 Echo = Callable[[str], None]
 
 
-def prepare(path: Path, *, max_jobs: int | None = None) -> tuple[Manifest, list[JobSpec]]:
-    """Load, validate and expand one manifest (no network)."""
-    manifest = load_manifest(path)
+def prepare(
+    path: Path, *, max_jobs: int | None = None, roots: Sequence[Path] = ()
+) -> tuple[Manifest, list[JobSpec]]:
+    """Load, validate and expand one manifest (no network); `roots` are folders besides its own
+    that its local files and outputs may use (`--allow-root`)."""
+    manifest = load_manifest(path, roots=roots)
     return manifest, expand_jobs(manifest, digest=cache(file_digest), max_jobs=max_jobs)
 
 
-def validate(paths: Sequence[Path], *, max_jobs: int | None, echo: Echo) -> int:
+def validate(paths: Sequence[Path], *, max_jobs: int | None, echo: Echo, roots: Sequence[Path] = ()) -> int:
     """Check every file completely; report all problems of all files, then one summary line."""
     problems = []
     for path in paths:
         try:
-            manifest, specs = prepare(path, max_jobs=max_jobs)
+            manifest, specs = prepare(path, max_jobs=max_jobs, roots=roots)
         except ManifestError as error:
             problems += error.problems
             continue
@@ -62,6 +65,7 @@ def plan(
     echo: Echo,
     sandbox: bool = False,
     assume_price: float | None = None,
+    roots: Sequence[Path] = (),
 ) -> int:
     """Price a manifest and show (or write) the plan, with what changed since the last run at the
     API the environment points at (or the rehearsal store, `sandbox`); exit 0.
@@ -72,7 +76,7 @@ def plan(
     redactor = Redactor.from_env(env)
     gate = redactor.name
     prices = load_pricing(pricing) if pricing else None
-    manifest, specs = prepare(path, max_jobs=max_jobs)
+    manifest, specs = prepare(path, max_jobs=max_jobs, roots=roots)
     result: Plan = restrict(make_plan(manifest, specs, prices, assume=assume_price), selection)
     store = offline_store(manifest, state_dir, env, sandbox=sandbox)
     budget = read_budget(store, manifest.max_credits, assume_price)
@@ -155,10 +159,11 @@ def run(
     env: Mapping[str, str],
     echo: Echo,
     confirm: Callable[[str], bool],
+    roots: Sequence[Path] = (),
 ) -> int:
     """Plan, preflight, confirm, execute and summarise a campaign."""
     prices = load_pricing(pricing) if pricing else None
-    manifest, specs = prepare(path, max_jobs=max_jobs)
+    manifest, specs = prepare(path, max_jobs=max_jobs, roots=roots)
     return run_campaign(
         manifest,
         restrict(make_plan(manifest, specs, prices, assume=options.assume_price), options.selection),
@@ -178,10 +183,13 @@ def status(
     echo: Echo,
     env: Mapping[str, str] | None = None,
     sandbox: bool = False,
+    roots: Sequence[Path] = (),
 ) -> int:
     """Show where a campaign's runs stand; `target` is its manifest or its store (.sqlite)."""
     path = (
-        target if target.suffix == ".sqlite" else chosen_store(load_manifest(target), state_dir, env, sandbox)
+        target
+        if target.suffix == ".sqlite"
+        else chosen_store(load_manifest(target, roots=roots), state_dir, env, sandbox)
     )
     result = read_status(path)
     echo(json.dumps(result, indent=2, ensure_ascii=False) if as_json else status_text(result))
@@ -197,13 +205,14 @@ def report(
     env: Mapping[str, str],
     echo: Echo,
     sandbox: bool = False,
+    roots: Sequence[Path] = (),
 ) -> int:
     """(Re)write the latest run's reports from its store; `target` is the manifest or the store (.sqlite).
 
     Read-only on the store, so it is safe while a run is going (that report is marked partial).
     Reports go to the run's own folder (and `latest` points there) unless `output` is given.
     """
-    manifest = None if target.suffix == ".sqlite" else load_manifest(target)
+    manifest = None if target.suffix == ".sqlite" else load_manifest(target, roots=roots)
     path = target if manifest is None else chosen_store(manifest, state_dir, env, sandbox)
     if not path.exists():
         raise UsageError(f"no run store at {path}: this campaign has not been run yet")
