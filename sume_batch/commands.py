@@ -93,11 +93,11 @@ def plan(
         echo(gate(json.dumps(document, indent=2, ensure_ascii=False)))
         return 0
     lines = [plan_text(result)]
-    if diff:
-        lines.append(diff.text())
-        lines.append(campaign_line(budget, diff.new_credits))
     if budget.differences():
         lines.append("prices: " + ratio_text(budget.differences()))
+    if diff:
+        lines.append(campaign_line(budget, diff.new_credits))
+        lines.append(diff.text())
     echo(gate("\n".join(lines)))
     return 0
 

@@ -164,7 +164,7 @@ async def _run(call: Call) -> int:
         client = SumeClient(http, api_key=call.api.api_key, base_url=call.api.base_url)
         me = await client.me()
         account = await client.credits()
-        redactor = with_account(call.redactor, me)
+        redactor = call.redactor.with_account(me)
         call = dataclasses.replace(call, redactor=redactor)
         balance, capacity = balance_of(account), capacity_of(account)
         target = target_of(call.api.base_url, me, sandbox=call.api.sandbox is not None)
@@ -221,12 +221,6 @@ class Live:
     balance: float | None
     capacity: int | None
     budget: Budget
-
-
-def with_account(redactor: Redactor, me: Mapping[str, Any]) -> Redactor:
-    """The redactor that also knows this account's own identifiers (issue 11, item 3)."""
-    extend = getattr(redactor, "with_account", None)
-    return extend(me) if callable(extend) else redactor
 
 
 def read_budget(path: Path | None, cap: float | None, assumed: float | None) -> Budget:

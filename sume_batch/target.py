@@ -101,8 +101,8 @@ def aside_path(path: Path) -> Path:
 
 def find_store(folder: Path, campaign: str, *, base_url: str, rehearsal: bool) -> Path | None:
     """The store `plan` and `status` read without asking the API: the rehearsal store, or the most
-    recently written store of a real workspace at `base_url` (a store from before targets, if that
-    is all there is). None when the campaign has not run there."""
+    recently written store of the API at `base_url` (a sandbox's too, when it serves there; a store
+    from before targets, if that is all there is). None when the campaign has not run there."""
     if rehearsal:
         path = folder / f"{campaign}.{REHEARSAL}.sqlite"
         return path if path.exists() else None
@@ -110,8 +110,7 @@ def find_store(folder: Path, campaign: str, *, base_url: str, rehearsal: bool) -
     found = [
         path
         for path in folder.glob(f"{campaign}.*.sqlite")
-        if not path.name.endswith((f".{REHEARSAL}.sqlite", ".previous.sqlite"))
-        and _recorded(path) == (campaign, wanted)
+        if not path.name.endswith(".previous.sqlite") and _recorded(path) == (campaign, wanted)
     ]
     if found:
         return max(found, key=lambda path: path.stat().st_mtime)

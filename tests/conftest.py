@@ -12,3 +12,11 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A temp folder as the current directory, so messages name files as `campaign.yaml`."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+@pytest.fixture(autouse=True)
+def registry_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test its own machine registry (see `sume_batch.registry`), never the user's."""
+    home = tmp_path_factory.mktemp("sume-batch-home")
+    monkeypatch.setenv("SUME_BATCH_HOME", str(home))
+    return home

@@ -74,7 +74,7 @@ def check(folder: Path, stats: dict[str, Any]) -> None:
     assert stats["creates_by_idempotency_key"] and all(
         n == 1 for n in stats["creates_by_idempotency_key"].values()
     )
-    with sqlite3.connect(folder / ".sume-batch/chaos.sqlite") as db:
+    with sqlite3.connect(folder / ".sume-batch/chaos.rehearsal.sqlite") as db:
         rows = db.execute("SELECT id, state, sume_ids, candidates, error_message FROM jobs").fetchall()
     stored = {
         sume_id for _, _, ids, candidates, _ in rows for sume_id in json.loads(ids) + json.loads(candidates)

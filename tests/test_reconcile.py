@@ -1,4 +1,5 @@
-"""reconcile: which listed job an uncertain create made — adopt only an exact, unshared match."""
+"""reconcile: which listed job an uncertain create made — adopt only an exact, unshared match, and
+prove a create made nothing only from a complete, past listing."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from sume_batch.reconcile import decide, match
+from sume_batch.reconcile import decide, gather
 from sume_batch.store import StoredJob
 
 T = 1_800_000_000.0  # the intent time of job "a"
@@ -67,4 +68,38 @@ def listed(sume_id: str, at: float, type_: str = "image_generation") -> dict[str
 )
 def test_decide(jobs: list[StoredJob], items: list[dict[str, Any]], known: set[str], adopted: dict[str, list[str]],
                 ambiguous: dict[str, list[str]]) -> None:  # fmt: skip
-    assert decide(jobs, match(jobs, items, known)) == (adopted, ambiguous)
+    decisions = decide(jobs, gather(jobs, items, known, grace=0), provable=dict.fromkeys(adopted | ambiguous, False))
+    assert {key: ids for key, (verdict, ids) in decisions.items() if verdict.startswith("adopted")} == adopted
+    assert {key: ids for key, (verdict, ids) in decisions.items() if verdict == "uncertain"} == ambiguous
+
+
+def echoed(sume_id: str, at: float, prompt: str) -> dict[str, Any]:
+    return {**listed(sume_id, at), "input": {"prompt": prompt, "aspect_ratio": "1:1"}}
+
+
+@pytest.mark.parametrize(
+    ("items", "provable", "verdict", "ids"),
+    [
+        ([echoed("j1", T + 0.5, "mine"), echoed("j2", T + 0.6, "theirs")], False, "adopted-content", ["j1"]),
+        ([echoed("j2", T + 0.6, "theirs")], False, "uncertain", ["j2"]),  # echoes another request: never adopted
+        ([listed("j1", T + 0.5)], False, "adopted-time", ["j1"]),
+        ([], True, "never-made", []),  # nothing at all, listed and past the grace: made nothing
+        ([], False, "uncertain", []),  # nothing yet, but the grace has not passed (or the listing was cut)
+        ([listed("j9", T + 20)], True, "uncertain", ["j9"]),  # a job after the window, within the grace
+        ([echoed("j2", T + 0.6, "theirs")], True, "uncertain", ["j2"]),  # someone else's job: no proof either
+    ],
+    ids=["echo-match", "echo-other", "time", "never-made", "not-yet", "late", "other-blocks-proof"],
+)
+def test_decide_with_echoes_and_absence(items: list[dict[str, Any]], provable: bool, verdict: str, ids: list[str]) -> None:
+    jobs = [job("a")]
+    found = gather(jobs, items, set(), grace=30, requests={"a": {"prompt": "mine", "aspect_ratio": "1:1"}})
+    assert decide(jobs, found, provable={"a": provable}) == {"a": (verdict, ids)}
+
+
+def test_two_identical_requests_never_adopt_one_echo() -> None:
+    jobs = [job("a"), job("b", intent=T + 0.1)]
+    request = {"prompt": "same", "aspect_ratio": "1:1"}
+    found = gather(jobs, [echoed("j1", T + 0.5, "same")], set(), grace=0, requests={"a": request, "b": request})
+    assert decide(jobs, found, provable={"a": False, "b": False}) == {
+        "a": ("uncertain", ["j1"]), "b": ("uncertain", ["j1"]),
+    }  # fmt: skip

@@ -200,7 +200,7 @@ def test_the_chaos_run_report_validates_and_counts_match(chaos_run: Path) -> Non
     report = read_report(chaos_run, "looks")
     assert len(report["jobs"]) == 12
     assert sum(report["counts"].values()) == 12
-    assert report["run"]["sandbox"] is None  # an external sandbox is, to the tool, just an API
+    assert report["run"]["sandbox"] == "server"  # a sandbox says so in GET /me: a rehearsal, never paid work
     downloaded = [job for job in report["jobs"] if job["status"] == "downloaded"]
     assert downloaded and all(job["files"] for job in downloaded)
     for job in downloaded:
@@ -222,7 +222,7 @@ def test_report_command_rewrites_the_reports_from_the_store(
                                        for name in ("report.html", "report.json", "junit.xml")]  # fmt: skip
     again = json.loads((latest / "report.json").read_text())
     assert {**again, "generated_at": None} == {**before, "generated_at": None}
-    by_store = invoke("report", ".sume-batch/looks.sqlite", "--format", "junit", "-o", str(tmp_path / "ci"))
+    by_store = invoke("report", ".sume-batch/looks.rehearsal.sqlite", "--format", "junit", "-o", str(tmp_path / "ci"))
     assert by_store.code == 0 and sorted(p.name for p in (tmp_path / "ci").iterdir()) == ["junit.xml"]
 
 

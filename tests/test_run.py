@@ -172,7 +172,7 @@ def test_a_create_left_in_flight_by_a_crash_is_found_and_adopted_not_resent(work
         env = {"SUME_API_KEY": server.api_key, "SUME_API_BASE_URL": server.base_url}
         assert invoke("run", "campaign.yaml", "--yes", env=env).code == 0
         with sqlite3.connect(
-            workdir / ".sume-batch/every-kind.sqlite"
+            workdir / ".sume-batch/every-kind.rehearsal.sqlite"
         ) as db:  # killed with its answer unrecorded
             db.execute(
                 "UPDATE jobs SET state = 'submitting', sume_ids = '[]', request_id = NULL WHERE id = 'img-1'"
@@ -186,27 +186,32 @@ def test_a_create_left_in_flight_by_a_crash_is_found_and_adopted_not_resent(work
     assert (job["status"], len(job["sume_job_ids"]), len(job["files"])) == ("downloaded", 1, 1)
 
 
-def test_a_create_that_never_reached_the_api_stays_uncertain_with_its_reason(workdir: Path) -> None:
+def test_a_create_that_made_nothing_is_proven_so_and_submitted_again(workdir: Path) -> None:
     import sqlite3
 
     campaign(workdir)
     with running_sandbox(SandboxConfig.from_profile("instant")) as server:
         env = {"SUME_API_KEY": server.api_key, "SUME_API_BASE_URL": server.base_url}
         assert invoke("run", "campaign.yaml", "--yes", env=env).code == 0
-    with sqlite3.connect(workdir / ".sume-batch/every-kind.sqlite") as db:  # killed mid-create
-        db.execute(
-            "UPDATE jobs SET state = 'submitting', sume_ids = '[]', request_id = NULL WHERE id = 'img-1'"
-        )
-    with running_sandbox(SandboxConfig.from_profile("instant")) as server:  # an API that never saw it
-        env = {"SUME_API_KEY": server.api_key, "SUME_API_BASE_URL": server.base_url}
-        again = invoke("run", "campaign.yaml", "--yes", env=env)
+        time.sleep(0.3)  # nothing is created from here on: img-1's lost create below made nothing
+        lost = time.time()
+        with sqlite3.connect(workdir / ".sume-batch/every-kind.rehearsal.sqlite") as db:
+            db.execute(
+                "UPDATE jobs SET state = 'uncertain', sume_ids = '[]', request_id = NULL, intent_at = ?,"
+                " settled_at = ? WHERE id = 'img-1'",
+                (lost, lost + 0.05),
+            )
+            db.execute("DELETE FROM files WHERE key = (SELECT key FROM jobs WHERE id = 'img-1')")
+        again = invoke("run", "campaign.yaml", "--yes", "--lost-create-grace", "0.5", env=env)
         creates = server.stats()["creates_by_idempotency_key"]
-    assert again.code == 1
-    assert creates == {}  # not re-created: only --resubmit-uncertain does that
-    assert (
-        "  uncertain: img-1: the create's answer was lost and no unrecorded job of its type was found in its time window\n"
-        in again.out
-    )
+    assert again.code == 0, again.out
+    assert sorted(creates.values()) == [1] * (JOBS + 1)  # img-1 once more, under a new Idempotency-Key
+    with sqlite3.connect(workdir / ".sume-batch/every-kind.rehearsal.sqlite") as db:
+        notes = [note for (note,) in db.execute("SELECT note FROM events WHERE note LIKE 'the create made no job%'")]
+    assert notes == [
+        "the create made no job (none in GET /jobs from its intent until 0.5 s after its answer was lost):"
+        " it is submitted again"
+    ]
 
 
 def test_an_edited_prompt_is_the_only_job_bought_again(workdir: Path) -> None:
@@ -214,11 +219,11 @@ def test_an_edited_prompt_is_the_only_job_bought_again(workdir: Path) -> None:
     with running_sandbox(SandboxConfig.from_profile("instant")) as server:
         env = {"SUME_API_KEY": server.api_key, "SUME_API_BASE_URL": server.base_url}
         assert invoke("run", "campaign.yaml", "--yes", env=env).code == 0
-        assert invoke("plan", "campaign.yaml").out.endswith(
+        assert invoke("plan", "campaign.yaml", env=env).out.endswith(
             "since the last run: 0 new, 10 unchanged (already paid), 0 removed; to submit now: 0 credits\n"
         )
         path.write_text(path.read_text().replace("A slow pan", "A slow pan at dawn"))
-        assert invoke("plan", "campaign.yaml").out.endswith(
+        assert invoke("plan", "campaign.yaml", env=env).out.endswith(
             "since the last run: 1 new, 9 unchanged (already paid), 1 removed; to submit now: 12 credits\n"
         )
         again = invoke("run", "campaign.yaml", "--yes", env=env)
@@ -243,22 +248,23 @@ def test_status_reads_the_store_and_says_what_the_next_run_does(workdir: Path) -
     missing = invoke("status", "campaign.yaml")
     assert (missing.code, missing.err) == (
         2,
-        "error: no run store at .sume-batch/every-kind.sqlite: this campaign has not been run yet\n",
+        "error: no run store in .sume-batch for https://www.sume.so/api/v1: this campaign has not been run"
+        " there yet (--sandbox reads the rehearsal store)\n",
     )
     with running_sandbox(SandboxConfig.from_profile("instant")) as server:
         env = {"SUME_API_KEY": server.api_key, "SUME_API_BASE_URL": server.base_url}
         assert invoke("run", "campaign.yaml", "--yes", env=env).code == 0
-    with sqlite3.connect(workdir / ".sume-batch/every-kind.sqlite") as db:
+    with sqlite3.connect(workdir / ".sume-batch/every-kind.rehearsal.sqlite") as db:
         db.execute(
             "UPDATE jobs SET state = 'failed', error_code = 'generation_failed', error_message = 'm' WHERE id = 'ad'"
         )
-    text = invoke("status", "campaign.yaml")
+    text = invoke("status", "campaign.yaml", "--sandbox")
     assert (text.code, text.err) == (0, "")
-    assert text.out.splitlines()[0] == ".sume-batch/every-kind.sqlite: 10 jobs: 9 downloaded, 1 failed"
+    assert text.out.splitlines()[0] == ".sume-batch/every-kind.rehearsal.sqlite: 10 jobs: 9 downloaded, 1 failed"
     assert "next run: leave (retry only on request) 1, reuse 9\n" in text.out
     last = text.out.splitlines()[-1]
     assert re.fullmatch(r"  failed: ad \[job_\w+\]: generation_failed: m \(request id req_\w+\)", last), last
-    data = json.loads(invoke("status", ".sume-batch/every-kind.sqlite", "--json").out)
+    data = json.loads(invoke("status", ".sume-batch/every-kind.rehearsal.sqlite", "--json").out)
     assert (data["object"], data["counts"], data["attention"][0]["id"]) == (
         "status",
         {"downloaded": 9, "failed": 1},
@@ -314,7 +320,7 @@ def test_an_interrupt_withholds_every_create_not_yet_sent() -> None:
             async with httpx.AsyncClient() as http, httpx.AsyncClient() as storage:
                 client = SumeClient(http, api_key=server.api_key, base_url=server.base_url, max_in_flight=1)
                 settings = Settings(folder=folder, downloads=folder / "out", concurrency=5, timeouts=manifest.timeouts,
-                                    poll_intervals=manifest.poll_intervals, max_credits=None)  # fmt: skip
+                                    poll_intervals=manifest.poll_intervals)  # fmt: skip
                 executor = Executor(client=client, storage=storage, store=store, settings=settings,
                                     redactor=Redactor(), clock=time.time)  # fmt: skip
 
@@ -340,7 +346,7 @@ def test_a_job_the_api_no_longer_knows_fails_alone_and_never_blocks_the_run(work
     with running_sandbox(SandboxConfig.from_profile("instant")) as server:
         env = {"SUME_API_KEY": server.api_key, "SUME_API_BASE_URL": server.base_url}
         assert invoke("run", "campaign.yaml", "--yes", env=env).code == 0
-        with sqlite3.connect(workdir / ".sume-batch/every-kind.sqlite") as db:
+        with sqlite3.connect(workdir / ".sume-batch/every-kind.rehearsal.sqlite") as db:
             db.execute(
                 "UPDATE jobs SET state = 'timed_out', sume_ids = '[\"job_purged00000000000\"]' WHERE id = 'img-1'"
             )
@@ -362,7 +368,7 @@ def test_an_in_flight_create_of_a_removed_variant_still_counts_against_the_budge
         env = {"SUME_API_KEY": server.api_key, "SUME_API_BASE_URL": server.base_url}
         assert invoke("run", "campaign.yaml", "--yes", env=env).code == 0
         with sqlite3.connect(
-            workdir / ".sume-batch/b.sqlite"
+            workdir / ".sume-batch/b.rehearsal.sqlite"
         ) as db:  # img-3's create was in flight at a crash
             db.execute("UPDATE jobs SET state = 'submitting', sume_ids = '[]' WHERE id = 'img-3'")
         (workdir / "campaign.yaml").write_text(
@@ -370,10 +376,12 @@ def test_an_in_flight_create_of_a_removed_variant_still_counts_against_the_budge
         )
         again = invoke("run", "campaign.yaml", "--yes", env=env)
         creates = server.stats()["creates_by_idempotency_key"]
-    assert len(creates) == 3  # img-4 would take the campaign to 16 credits: skipped, not bought
-    status = json.loads(invoke("status", "campaign.yaml", "--json").out)
-    assert status["counts"] == {"downloaded": 2, "skipped": 1, "submitted": 1}  # img-3 found and adopted
-    assert again.code == 1
+    assert len(creates) == 3  # img-4 would take the campaign to 16 credits: refused, not bought
+    assert (again.code, again.err) == (
+        3,
+        "error: refused before spending: the campaign would reach 16 credits (12 spent or held, 4 to submit),"
+        " over budget.max_credits (12)\n",
+    )
 
 
 def test_a_face_swap_with_one_failed_avatar_keeps_the_others(workdir: Path) -> None:
@@ -405,21 +413,21 @@ def test_retry_failed_is_priced_by_plan_and_buys_only_the_failed_job_again(workd
     with running_sandbox(SandboxConfig.from_profile("instant")) as server:
         env = {"SUME_API_KEY": server.api_key, "SUME_API_BASE_URL": server.base_url}
         assert invoke("run", "campaign.yaml", "--yes", env=env).code == 0
-        with sqlite3.connect(workdir / ".sume-batch/every-kind.sqlite") as db:
+        with sqlite3.connect(workdir / ".sume-batch/every-kind.rehearsal.sqlite") as db:
             db.execute("UPDATE jobs SET state = 'failed', error_code = 'generation_failed' WHERE id = 'clip'")
             (old_id,) = json.loads(db.execute("SELECT sume_ids FROM jobs WHERE id = 'clip'").fetchone()[0])
-        assert invoke("plan", "campaign.yaml").out.endswith(
+        assert invoke("plan", "campaign.yaml", "--sandbox").out.endswith(
             "0 new, 9 unchanged (already paid), 1 failed before (not retried; --retry-failed), 0 removed;"
             " to submit now: 0 credits\n"
         )
-        assert invoke("plan", "campaign.yaml", "--retry-failed").out.endswith(
+        assert invoke("plan", "campaign.yaml", "--sandbox", "--retry-failed").out.endswith(
             "since the last run: 1 new, 9 unchanged (already paid), 0 removed; to submit now: 12 credits\n"
         )
         again = invoke("run", "campaign.yaml", "--yes", "--retry-failed", env=env)
         creates = server.stats()["creates_by_idempotency_key"]
     assert again.code == 0
     assert len(creates) == JOBS + 1  # the failed video, once more
-    with sqlite3.connect(workdir / ".sume-batch/every-kind.sqlite") as db:
+    with sqlite3.connect(workdir / ".sume-batch/every-kind.rehearsal.sqlite") as db:
         notes = [note for (note,) in db.execute("SELECT note FROM events WHERE note LIKE '--retry-failed%'")]
     assert notes == [f"--retry-failed / --resubmit-uncertain: was failed as {old_id}"]  # the old id is kept
 

@@ -54,7 +54,7 @@ def wait_until(condition: Callable[[], bool]) -> None:
 
 
 def states(folder: Path) -> dict[str, int]:
-    with sqlite3.connect(folder / ".sume-batch/slow.sqlite") as db:
+    with sqlite3.connect(folder / ".sume-batch/slow.rehearsal.sqlite") as db:
         return dict(db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall())
 
 
@@ -102,7 +102,7 @@ def test_a_second_sigint_forces_and_the_store_stays_consistent(tmp_path: Path) -
         assert process.returncode == 130, err
         assert "Traceback" not in err
         issued = set(server.stats()["job_ids"])
-    with sqlite3.connect(tmp_path / ".sume-batch/slow.sqlite") as db:
+    with sqlite3.connect(tmp_path / ".sume-batch/slow.rehearsal.sqlite") as db:
         recorded = {
             job_id for (ids,) in db.execute("SELECT sume_ids FROM jobs") for job_id in json.loads(ids)
         }
@@ -124,7 +124,7 @@ def test_a_second_run_on_the_same_store_is_refused_at_once_naming_the_holder(tmp
     assert second.returncode == 3
     assert refused_after < 1.0 + 0.5  # the interpreter's start-up is most of it
     assert err == (
-        f"error: another sume-batch run is using .sume-batch/slow.sqlite (pid {first.pid} on {os.uname().nodename});"
+        f"error: another sume-batch run is using .sume-batch/slow.rehearsal.sqlite (pid {first.pid} on {os.uname().nodename});"
         " wait for it or stop it\n"
     )
 
@@ -153,7 +153,7 @@ def test_a_signal_while_the_run_finishes_still_leaves_its_reports(tmp_path: Path
     with running_sandbox(config) as server:
         server.add_fault("slow", path="/api/v1/credits", method="GET", times=2)  # the preflight and the last
         process = start_run(tmp_path, server.base_url, server.api_key)
-        wait_until(lambda: (tmp_path / ".sume-batch/slow.sqlite").exists() and states(tmp_path) == {"downloaded": 6})
+        wait_until(lambda: (tmp_path / ".sume-batch/slow.rehearsal.sqlite").exists() and states(tmp_path) == {"downloaded": 6})
         time.sleep(0.2)  # the run is now reading the balance for its report
         process.send_signal(signal.SIGINT)
         signalled = time.monotonic()

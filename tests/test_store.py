@@ -76,8 +76,8 @@ def test_run_on_a_corrupt_store_stops_before_sending_anything(
     monkeypatch.chdir(tmp_path)
     write(tmp_path, "version: 1\nname: c\njobs:\n  - {id: a, type: image, prompt: p}\n")
     (tmp_path / ".sume-batch").mkdir()
-    (tmp_path / ".sume-batch/c.sqlite").write_bytes(b"garbage" * 1000)
+    (tmp_path / ".sume-batch/c.rehearsal.sqlite").write_bytes(b"garbage" * 1000)
     result = invoke("run", "campaign.yaml", "--sandbox", "--yes")
     assert result.code == 2
-    assert result.err.startswith("error: .sume-batch/c.sqlite is not a usable run store (")
-    assert (tmp_path / ".sume-batch/c.sqlite").read_bytes() == b"garbage" * 1000  # untouched
+    assert result.err.startswith("error: .sume-batch/c.rehearsal.sqlite is not a usable run store (")
+    assert (tmp_path / ".sume-batch/c.rehearsal.sqlite").read_bytes() == b"garbage" * 1000  # untouched

@@ -132,6 +132,7 @@ def account_json(api_key: str, plan: str, *, workspace_id: str, user_id: str, em
     """`GET /me`: the user, the workspace and sanitized metadata about the key (never the key)."""
     return {
         "object": "account",
+        "environment": "sandbox",  # not in the docs: tells a client its jobs are rehearsals
         "user": {"id": user_id, "object": "user", "name": "Sandbox Owner", "email": email},
         "workspace": {"id": workspace_id, "object": "workspace", "name": "Sandbox Workspace", "plan": plan},
         "api_key": {

@@ -32,7 +32,7 @@ def main(kills: int) -> None:
                 codes = test_chaos.kill_and_finish(folder, server, kills=kills, seed=kills)
                 stats = server.stats()
             test_chaos.check(folder, stats)  # one create per key, no lost id, every job finished or says why
-            with sqlite3.connect(folder / ".sume-batch/chaos.sqlite") as db:
+            with sqlite3.connect(folder / ".sume-batch/chaos.rehearsal.sqlite") as db:
                 states = collections.Counter(state for (state,) in db.execute("SELECT state FROM jobs"))
                 adopted = db.execute("SELECT COUNT(*) FROM events WHERE note LIKE 'adopted%'").fetchone()[0]
             per_key = collections.Counter(stats["creates_by_idempotency_key"].values())

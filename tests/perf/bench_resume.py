@@ -36,7 +36,7 @@ jobs:
 def build(folder: Path, jobs: int) -> None:
     (folder / "resume.yaml").write_text(MANIFEST.replace("NUMBERS", ", ".join(map(str, range(jobs)))))
     manifest, specs = prepare(folder / "resume.yaml")
-    store = RunStore.open(folder / ".sume-batch/resume.sqlite")
+    store = RunStore.open(folder / ".sume-batch/resume.rehearsal.sqlite")
     store.add_planned(
         (s.key, s.id, s.kind.name, s.request, s.matrix, p.credits) for s, p in make_plan(manifest, specs).jobs
     )
