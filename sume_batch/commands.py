@@ -113,10 +113,9 @@ def chosen_store(
     if sandbox:
         raise UsageError(f"no rehearsal store in {folder}: this campaign has not been rehearsed yet")
     base_url = (env or {}).get("SUME_API_BASE_URL") or DEFAULT_BASE_URL
-    raise UsageError(
-        f"no run store in {folder} for {base_url}: this campaign has not been run there yet"
-        " (--sandbox reads the rehearsal store)"
-    )
+    rehearsed = offline_store(manifest, state_dir, env or {}, sandbox=True) is not None
+    hint = "it was rehearsed: add --sandbox" if rehearsed else "--sandbox reads the rehearsal store"
+    raise UsageError(f"no run store in {folder} for {base_url}: this campaign has not been run there yet ({hint})")
 
 
 def offline_store(

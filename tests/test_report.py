@@ -216,7 +216,7 @@ def test_report_command_rewrites_the_reports_from_the_store(
     before = json.loads((latest / "report.json").read_text())
     (latest / "report.html").unlink()
     monkeypatch.chdir(chaos_run)
-    result = invoke("report", "campaign.yaml")
+    result = invoke("report", "campaign.yaml", "--sandbox")
     assert result.code == 0, result.err
     assert result.out.splitlines() == [f"wrote reports/looks/{before['run']['id']}/{name}"
                                        for name in ("report.html", "report.json", "junit.xml")]  # fmt: skip
