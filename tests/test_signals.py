@@ -153,7 +153,8 @@ def test_a_lock_left_by_a_killed_run_never_blocks(tmp_path: Path) -> None:
 
 def test_a_signal_while_the_run_finishes_still_leaves_its_reports(tmp_path: Path) -> None:
     write(tmp_path, CAMPAIGN)
-    config = SandboxConfig.from_profile("instant", faults={"slow_seconds": 5.0})
+    # Prices stated on create: no balance read confirms the first image's price, so /credits is read twice.
+    config = SandboxConfig.from_profile("instant", faults={"slow_seconds": 5.0}, stated_prices=True)
     with running_sandbox(config) as server:
         server.add_fault("slow", path="/api/v1/credits", method="GET", times=2)  # the preflight and the last
         process = start_run(tmp_path, server.base_url, server.api_key)
