@@ -31,7 +31,7 @@ from sume_batch.errors import (
     TransportError,
     UncertainCreateError,
 )
-from sume_batch.responses import Created, Job, created_job_ids, parse_job
+from sume_batch.responses import Created, Job, created_job_ids, parse_job, stated_credits
 
 DEFAULT_BASE_URL = "https://www.sume.so/api/v1"
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
@@ -222,10 +222,8 @@ class SumeClient:
                 raise UncertainCreateError(
                     "the create was answered without a job id", request_id=payload.get("request_id")
                 )
-            credits = payload.get("required_credits")
-            return Created(
-                ids, float(credits) if isinstance(credits, int | float) else None, payload.get("request_id")
-            )
+            request_id = payload.get("request_id")
+            return Created(ids, stated_credits(payload), request_id if isinstance(request_id, str) else None)
 
         created: Created = await self._retrying(attempt, what=f"POST {path}", create=True)
         return created

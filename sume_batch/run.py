@@ -275,6 +275,7 @@ async def _execute(call: Call, live: Live) -> int:
             clock=time.time, on_change=changed, idempotency_honoured=options.idempotency_honoured,
             budget=live.budget, balance=BalanceWatch(start=live.balance), registry=live.registry,
         )  # fmt: skip
+        live.client.halt = executor.halt  # a first Ctrl-C also ends any rate-limit wait or back-off
         progress.credits = lambda: executor.reserved
         with Interrupts(executor, echo=echo) as interrupts:
             await interrupts.run(plan)
