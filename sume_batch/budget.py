@@ -124,8 +124,9 @@ class BalanceWatch:
         return self.start is not None and self.creates > 0 and self.creates % BALANCE_EVERY == 0
 
     def excess(self, balance: float | None) -> float:
-        """Credits gone beyond what this run reserved (0 when the balance explains itself)."""
+        """Credits gone beyond what this run reserved; 0 when the balance explains itself (within
+        BALANCE_TOLERANCE) or cannot be read."""
         if self.start is None or balance is None:
             return 0.0
-        fall = self.start - balance
-        return max(0.0, fall - self.sent - BALANCE_TOLERANCE)
+        excess = (self.start - balance) - self.sent
+        return excess if excess > BALANCE_TOLERANCE else 0.0

@@ -37,7 +37,7 @@ from sume_batch.expand import JobSpec
 from sume_batch.kinds import request_body
 from sume_batch.poll import Poller
 from sume_batch.pricing import Price
-from sume_batch.reconcile import LOST_CREATE_GRACE_S, proof_due, reconcile
+from sume_batch.reconcile import LOST_CREATE_GRACE_S, SLACK_S, reconcile
 from sume_batch.redact import Redactor
 from sume_batch.registry import Registry
 from sume_batch.responses import Created, Media, balance_of, find_media, validation_detail
@@ -47,7 +47,9 @@ DOWNLOAD_ATTEMPTS = 3
 FINAL_REFUSALS = frozenset({400, 404, 409, 422})  # the request itself was refused: resending cannot help
 DATA_KINDS = frozenset({"reference_analysis", "asset_upload"})  # their result JSON is an output too
 SECONDARY_ROLES = ("thumbnail", "preview", "poster")  # downloaded only when a result has nothing else
-RECONCILE_PASSES = 2  # after the jobs: adopt or re-submit what this run's lost creates did
+RECONCILE_PASSES = 2  # after the jobs: adopt or re-submit what this run's lost creates did (and waits)
+QUIET_MIN_S = 0.1  # the least gap after a lost answer (see `_create`)
+PROOF_WAIT_MAX_S = 90.0  # the most a run's end waits to prove a lost create made nothing; else the next run
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Any]
@@ -95,11 +97,13 @@ class Executor:
     idempotency_honoured: bool = False  # the API is known to honour Idempotency-Key (v1 documents none)
     same_key: set[str] = field(default_factory=set)  # uncertain jobs re-sent with their lost create's key
     halt: asyncio.Event = field(default_factory=asyncio.Event)  # set by `interrupt`: stop waiting too
-    unrecorded: dict[str, tuple[str, ...]] = field(default_factory=dict)  # ids the store could not take
+    unrecorded: dict[str, tuple[str, ...]] = field(default_factory=dict)  # job id → ids the store lacks
     poller: Poller = field(init=False)
     creating: asyncio.Lock = field(default_factory=asyncio.Lock)  # one create at a time (see above)
     probes: dict[str, asyncio.Lock] = field(default_factory=dict)  # kind → its price-confirming create
     requests: dict[str, Mapping[str, Any]] = field(default_factory=dict)  # job key → request, to match echoes
+    quiet_until: float = 0.0  # no create before this: the last one's answer was lost (see `_create`)
+    round_trip: float = 0.0  # the slowest answered create of this run, intent to answer
 
     @property
     def reserved(self) -> float:
@@ -161,22 +165,26 @@ class Executor:
 
     async def reconcile(self, *, final: bool = False) -> list[str]:
         """Settle what can be settled among uncertain creates (see `reconcile`): the keys of jobs
-        adopted (to poll) or proven never made (to submit). At the end of a run (`final`) it first
-        waits, within the grace, for the moment a lost create's absence can be proven."""
-        if self.halt.is_set():
-            return []
-        if final:
-            due = proof_due(self.store, self.clock(), self.settings.lost_create_grace)
-            if due is not None and await self._pause(due):
-                return []
-        try:
-            settled = await reconcile(
-                self.client, self.store, foreign=self.foreign(), requests=self.requests,
-                now=self.clock(), grace=self.settings.lost_create_grace,
-            )  # fmt: skip
-        except (ApiError, httpx.HTTPError) as error:  # they stay uncertain; the next run tries again
-            self.stop(f"could not reconcile uncertain creates: {self.redactor.text(str(error))}")
-            return []
+        adopted (to poll) or proven never made (to submit). At the end of a run (`final`) it waits,
+        within the grace, for the moment a lost create's absence can be proven."""
+        settled: dict[str, str] = {}
+        for _ in range(RECONCILE_PASSES):
+            try:
+                outcome = await reconcile(
+                    self.client, self.store, foreign=self.foreign(), requests=self.requests,
+                    now=self.clock(), grace=self.settings.lost_create_grace,
+                )  # fmt: skip
+            except (ApiError, httpx.HTTPError) as error:  # they stay uncertain; the next run tries again
+                self.stop(f"could not reconcile uncertain creates: {self.redactor.text(str(error))}")
+                break
+            settled |= outcome.settled
+            wait = None if outcome.next_proof is None else outcome.next_proof - self.clock()
+            if self.halt.is_set() or not final or wait is None or wait > PROOF_WAIT_MAX_S:
+                break
+            if self.client.on_wait is not None:
+                self.client.on_wait("proving a lost create made no job", wait)
+            if await self._pause(max(wait, 0.0)):
+                break
         for key, state in settled.items():
             self.on_change(self.store.job(key).id, state)
         self.remember(id_ for key in settled for id_ in self.store.job(key).sume_ids)
@@ -291,12 +299,7 @@ class Executor:
             upload = await self.upload(spec)
             body = request_body(spec.kind, spec.request, brand_urls=self.brand_urls, upload=upload)
             async with self.creating if not self.idempotency_honoured else contextlib.nullcontext():
-                created = await self.client.create(
-                    spec.kind.path,
-                    body,
-                    idempotency_key=f"sb-{spec.key}-{attempt}",
-                    before_send=about_to_send,
-                )
+                created = await self._create(spec, body, attempt, about_to_send)
         except UncertainCreateError as error:  # the reservation stays: it may have been charged
             self.balance.sent += cost
             fields: dict[str, Any] = {
@@ -309,6 +312,24 @@ class Executor:
             self.budget.release(cost)
             return self._not_created(job, error)
         return await self._created(spec, price, job, created, cost, probe=probe)
+
+    async def _create(
+        self, spec: JobSpec, body: Mapping[str, Any], attempt: int, about_to_send: Callable[[], None]
+    ) -> Created:
+        """One create, after the quiet gap a lost answer leaves: the next create of ours must not
+        fall inside the lost one's time window, or reconciliation could not tell them apart."""
+        if (quiet := self.quiet_until - self.clock()) > 0 and await self._pause(quiet):
+            raise NotSentError(self.stopped or "interrupted")
+        try:
+            created = await self.client.create(
+                spec.kind.path, body, idempotency_key=f"sb-{spec.key}-{attempt}", before_send=about_to_send
+            )
+        except UncertainCreateError:
+            self.quiet_until = self.clock() + max(QUIET_MIN_S, 2 * self.round_trip) + 2 * SLACK_S
+            raise
+        intent = self.store.job(spec.key).intent_at
+        self.round_trip = max(self.round_trip, self.clock() - (intent or self.clock()))
+        return created
 
     async def _created(
         self, spec: JobSpec, price: Price, job: StoredJob, created: Created, cost: float, *, probe: bool
@@ -338,7 +359,7 @@ class Executor:
     def lost_ids(self, job: StoredJob, sume_ids: tuple[str, ...], error: Exception) -> StoreWriteError:
         """The store could not take a create's ids: stop creating, keep them in the registry, and
         say them (ids are not secrets) so no paid job is ever lost."""
-        self.unrecorded[job.key] = sume_ids
+        self.unrecorded[job.id] = sume_ids
         kept = self.registry is not None and self.registry.rescue(job.key, sume_ids)
         self.interrupt(self.redactor.text(f"the run store could not be written: {error}"))
         where = "kept in the registry for the next run" if kept else "NOT kept anywhere: note them"

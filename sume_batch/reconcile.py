@@ -35,7 +35,6 @@ CRASH_WINDOW_S = 60.0  # a crashed run's create was made at most this long after
 LOST_CREATE_GRACE_S = (
     30.0  # how long after a lost answer the API may still make the job (run --lost-create-grace)
 )
-PROOF_MARGIN_S = 1.0  # waited beyond the grace: measured latency widens the window a little
 PAGE, MAX_PAGES = 100, 50
 ECHO_FIELDS = ("input", "request", "params")  # where a job object may echo what it was asked
 
@@ -189,11 +188,12 @@ def uncertain_creates(store: RunStore) -> list[StoredJob]:
     ]
 
 
-def proof_due(store: RunStore, now: float, grace: float) -> float | None:
-    """Seconds until the soonest uncertain create could be proven never made, if that is within `grace`."""
-    moments = [lost_at(job) + grace + PROOF_MARGIN_S - now for job in uncertain_creates(store)]
-    waits = [wait for wait in moments if 0 < wait <= grace + PROOF_MARGIN_S]
-    return min(waits) if waits else None
+@dataclass(frozen=True)
+class Outcome:
+    """What one reconciliation settled, and when the next uncertain create could be proven never made."""
+
+    settled: dict[str, str]  # job key → its new state: `submitted` (adopted) or `planned` (never made)
+    next_proof: float | None = None  # on our clock; None when no create waits only for time to pass
 
 
 NOTES = {
@@ -215,12 +215,11 @@ async def reconcile(
     requests: Mapping[str, Mapping[str, Any]] | None = None,
     now: float,
     grace: float = LOST_CREATE_GRACE_S,
-) -> dict[str, str]:
-    """Settle what can be settled among the store's uncertain creates; returns key → the new state
-    of every job adopted (`submitted`) or proven never made (`planned`)."""
+) -> Outcome:
+    """Settle what can be settled among the store's uncertain creates (see `Outcome`)."""
     uncertain = uncertain_creates(store)
     if not uncertain:
-        return {}
+        return Outcome({})
     everything = store.jobs().values()
     known = {sume_id for job in everything for sume_id in job.sume_ids} | set(foreign)
     listed: list[Mapping[str, Any]] = []
@@ -232,11 +231,11 @@ async def reconcile(
         complete[api_type] = listing.complete
     offsets = measure(everything, listed)
     found = gather(uncertain, listed, known, offsets=offsets, grace=grace, requests=requests)
-    provable = {
-        job.key: complete[KINDS[job.kind].api_type] and now >= window(job, offsets)[1] + grace
-        for job in uncertain
-    }
-    return apply(store, uncertain, decide(uncertain, found, provable=provable), grace)
+    proof = {job.key: window(job, offsets)[1] + grace + SLACK_S for job in uncertain}
+    provable = {job.key: complete[KINDS[job.kind].api_type] and now >= proof[job.key] for job in uncertain}
+    decisions = decide(uncertain, found, provable=provable)
+    waiting = [proof[key] for key, (verdict, ids) in decisions.items() if verdict == "uncertain" and not ids]
+    return Outcome(apply(store, uncertain, decisions, grace), min(waiting) if waiting else None)
 
 
 def apply(

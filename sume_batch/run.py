@@ -13,6 +13,7 @@ import logging
 import os
 import shlex
 import signal
+import sqlite3
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
@@ -277,10 +278,10 @@ async def _execute(call: Call, live: Live) -> int:
         )  # fmt: skip
         live.client.halt = executor.halt  # a first Ctrl-C also ends any rate-limit wait or back-off
         progress.credits = lambda: executor.reserved
-        with Interrupts(executor, echo=echo) as interrupts:
+        with Interrupts(executor, echo=echo) as interrupts, store_failures(executor):
             await interrupts.run(plan)
             if executor.unrecorded:
-                raise unrecorded_error(executor, store.path_name)
+                raise unrecorded_error(executor)
             counts = Counter(job.state for job in store.plan_of(record.seq))
             after = await balance_after(live.client, live.balance, halt=executor.halt)
             number = interrupts.signal
@@ -303,11 +304,25 @@ async def _execute(call: Call, live: Live) -> int:
     return code
 
 
-def unrecorded_error(executor: Executor, store: str) -> StoreWriteError:
-    lines = [f"{store} could not be written, so no further job was created. Job ids it could not record:"]
-    lines += [f"  {executor.store.job(key).id}: {', '.join(ids)}" for key, ids in executor.unrecorded.items()]
-    kept = "kept in the registry" if executor.registry is not None else "not kept: copy them"
-    lines.append(f"They are {kept}; free the space and run again: the next run takes them back.")
+@contextlib.contextmanager
+def store_failures(executor: Executor) -> Iterator[None]:
+    """A store that cannot be written (a full disk, a read-only folder, an I/O error) ends the run
+    with exit 74, printing every job id it could not take."""
+    try:
+        yield
+    except sqlite3.Error as error:
+        raise unrecorded_error(executor, error) from None
+
+
+def unrecorded_error(executor: Executor, error: Exception | None = None) -> StoreWriteError:
+    why = f" ({error})" if error else ""
+    lines = [f"{executor.store.path_name} could not be written{why}, so no further job was created."]
+    if executor.unrecorded:
+        lines.append("Job ids it could not record (ids are not secrets):")
+        lines += [f"  {job_id}: {', '.join(ids)}" for job_id, ids in executor.unrecorded.items()]
+        kept = "kept in the machine's registry" if executor.registry is not None else "not kept: copy them"
+        lines.append(f"They are {kept}; the next run takes them back.")
+    lines.append("Free the space (or fix the folder) and run again: every recorded job resumes.")
     return StoreWriteError("\n".join(lines))
 
 

@@ -353,7 +353,7 @@ class RunStore:
 
     def made_by_rehearsals(self) -> list[StoredJob]:
         """Jobs whose current ids a sandbox run made (by the journal: the run going when they came)."""
-        runs = [(run.started_at, bool(run.info.get("sandbox"))) for run in self.runs()]
+        runs = sorted((run.started_at, bool(run.info.get("sandbox"))) for run in self.runs())
         made = dict(self.db.execute("SELECT key, MAX(at) FROM events WHERE state = 'submitted' GROUP BY key"))
         found = []
         for job in self.jobs().values():

@@ -128,11 +128,13 @@ def _is_media(value: object) -> bool:
     return isinstance(value, str) and value.startswith("/storage/")
 
 
-def account_json(api_key: str, plan: str, *, workspace_id: str, user_id: str, email: str) -> dict[str, Any]:
+def account_json(
+    api_key: str, plan: str, *, workspace_id: str, user_id: str, email: str, environment: str = "sandbox"
+) -> dict[str, Any]:
     """`GET /me`: the user, the workspace and sanitized metadata about the key (never the key)."""
     return {
         "object": "account",
-        "environment": "sandbox",  # not in the docs: tells a client its jobs are rehearsals
+        **({"environment": environment} if environment else {}),  # not in the docs: "these are rehearsals"
         "user": {"id": user_id, "object": "user", "name": "Sandbox Owner", "email": email},
         "workspace": {"id": workspace_id, "object": "workspace", "name": "Sandbox Workspace", "plan": plan},
         "api_key": {

@@ -100,6 +100,10 @@ class SandboxConfig:
     # workspace its store remembers.
     workspace_id: str = ""
     stated_prices: bool = False  # every create's answer states its price (`required_credits`)
+    environment: str = "sandbox"  # what GET /me says; "" plays a real API (for tests of targets)
+    # Fields laid over every create's answer, wrong types included (`{"job_ids": 12345}`): for tests
+    # that a client keeps every id a malformed answer holds.
+    create_extras: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     user_id: str = "user_sandbox01"
     user_email: str = "sandbox.owner@example.com"
 

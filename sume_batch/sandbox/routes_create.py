@@ -69,6 +69,7 @@ async def create(request: Request, check: Check, planner: Planner) -> Response:
     payload = plan.answer(state.create_jobs(plan.orders))
     if state.config.stated_prices:  # an API that states every create's price, not only Reference Analysis's
         payload.setdefault("required_credits", sum(order.price for order in plan.orders))
+    payload.update(state.config.create_extras)
     status = _pick_status(state)
     state.stats.record_commit(key, request_hash)
     if honour and key:

@@ -38,7 +38,7 @@ async def get_me(request: Request) -> Response:
     config = state.config
     account = catalog.account_json(
         request.scope[API_KEY_KEY], config.plan, workspace_id=state.workspace_id, user_id=config.user_id,
-        email=config.user_email,
+        email=config.user_email, environment=config.environment,
     )  # fmt: skip
     return json_response(account)
 
