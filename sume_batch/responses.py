@@ -84,23 +84,24 @@ def created_job_ids(payload: Mapping[str, Any]) -> tuple[str, ...]:
 
     Each place is read on its own, and a field of an unexpected type yields what it can (a lone
     id where a list was expected) or nothing: an id the API returned is paid for, so one malformed
-    field must never cost the ids beside it."""
+    field must never cost the ids beside it. A number is no id (it would be polled forever)."""
     ids = [*_ids(payload.get("job"), nested=True), *_ids(payload.get("job_id"))]
-    for name in ("job_ids", "data", "jobs"):
+    listed = payload.get("job_ids")
+    ids += [one for item in (listed if isinstance(listed, list) else [listed]) for one in _ids(item)]
+    for name in ("data", "jobs"):  # lists of job objects
         value = payload.get(name)
         for item in value if isinstance(value, list) else [value]:
-            ids += _ids(item, nested=True)
+            ids += _ids(item, nested=True) if isinstance(item, Mapping) else []
     return tuple(dict.fromkeys(ids))
 
 
 def _ids(value: object, *, nested: bool = False) -> list[str]:
-    """An id (a string or a whole number), or a job object's `id` when `nested`."""
+    """An id (a non-empty string: Sume ids are `job_…`), or a job object's `id` when `nested`;
+    anything else (a number, a list where a string belongs) is no id at all."""
     if nested and isinstance(value, Mapping):
         return _ids(value.get("id"))
-    if isinstance(value, str) and value.strip():
+    if isinstance(value, str) and value.strip() and len(value) <= 200:
         return [value.strip()]
-    if isinstance(value, int) and not isinstance(value, bool):
-        return [str(value)]
     return []
 
 

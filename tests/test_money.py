@@ -280,3 +280,30 @@ def test_a_refusal_keeps_the_apis_field_level_reason(workdir: Path) -> None:
     report = read_report(workdir, "ads")
     assert reason in report["jobs"][0]["failure"]["message"]
     assert reason in (workdir / "reports/ads/latest/junit.xml").read_text()
+
+
+@pytest.mark.parametrize(
+    ("answer", "ids"),
+    [
+        ({"job": {"id": "job_a"}, "job_ids": 12345}, ("job_a",)),
+        ({"job": {"id": "job_a"}, "job_ids": "job_b"}, ("job_a", "job_b")),
+        ({"job_id": "job_a", "data": "none", "jobs": [None, 3, {"id": "job_c"}]}, ("job_a", "job_c")),
+        ({"job": "job_a", "job_id": ["x"], "data": [{"id": 5}, {"id": "job_d"}]}, ("job_d",)),
+        ({"job": {"id": "job_a"}, "job_id": "job_a", "job_ids": ["job_a", None, {"id": "job_e"}]}, ("job_a",)),
+    ],
+)
+def test_every_id_in_a_malformed_create_answer_is_read(answer: dict[str, Any], ids: tuple[str, ...]) -> None:
+    from sume_batch.responses import created_job_ids
+
+    assert created_job_ids(answer) == ids
+
+
+@pytest.mark.parametrize(
+    ("answer", "credits"),
+    [({"required_credits": 5}, 5.0), ({"required_credits": "7.5"}, 7.5), ({"required_credits": True}, None),
+     ({"required_credits": -1}, None), ({"job": {"required_credits": 40}}, 40.0), ({"required_credits": [1]}, None)],
+)  # fmt: skip
+def test_a_stated_price_is_read_only_when_it_is_a_price(answer: dict[str, Any], credits: float | None) -> None:
+    from sume_batch.responses import stated_credits
+
+    assert stated_credits(answer) == credits
