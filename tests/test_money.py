@@ -288,7 +288,7 @@ def test_a_refusal_keeps_the_apis_field_level_reason(workdir: Path) -> None:
         ({"job": {"id": "job_a"}, "job_ids": 12345}, ("job_a",)),
         ({"job": {"id": "job_a"}, "job_ids": "job_b"}, ("job_a", "job_b")),
         ({"job_id": "job_a", "data": "none", "jobs": [None, 3, {"id": "job_c"}]}, ("job_a", "job_c")),
-        ({"job": "job_a", "job_id": ["x"], "data": [{"id": 5}, {"id": "job_d"}]}, ("job_d",)),
+        ({"job": "job_a", "job_id": ["x"], "data": [{"id": 5}, {"id": "job_d"}]}, ("job_a", "job_d")),
         ({"job": {"id": "job_a"}, "job_id": "job_a", "job_ids": ["job_a", None, {"id": "job_e"}]}, ("job_a",)),
     ],
 )
