@@ -115,7 +115,9 @@ def chosen_store(
     base_url = (env or {}).get("SUME_API_BASE_URL") or DEFAULT_BASE_URL
     rehearsed = offline_store(manifest, state_dir, env or {}, sandbox=True) is not None
     hint = "it was rehearsed: add --sandbox" if rehearsed else "--sandbox reads the rehearsal store"
-    raise UsageError(f"no run store in {folder} for {base_url}: this campaign has not been run there yet ({hint})")
+    raise UsageError(
+        f"no run store in {folder} for {base_url}: this campaign has not been run there yet ({hint})"
+    )
 
 
 def offline_store(

@@ -16,6 +16,7 @@ import json
 import mimetypes
 import random
 import sqlite3
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -85,7 +86,8 @@ class Executor:
     store: RunStore
     settings: Settings
     redactor: Redactor
-    clock: Clock
+    clock: Clock  # wall time, for what is stored and compared with the API's own times
+    ticks: Clock = time.monotonic  # for intervals: a jump of the wall clock must not time a job out
     budget: Budget = field(default_factory=lambda: Budget(cap=None))
     balance: BalanceWatch = field(default_factory=lambda: BalanceWatch(start=None))
     registry: Registry | None = None
@@ -318,14 +320,14 @@ class Executor:
     ) -> Created:
         """One create, after the quiet gap a lost answer leaves: the next create of ours must not
         fall inside the lost one's time window, or reconciliation could not tell them apart."""
-        if (quiet := self.quiet_until - self.clock()) > 0 and await self._pause(quiet):
+        if (quiet := self.quiet_until - self.ticks()) > 0 and await self._pause(quiet):
             raise NotSentError(self.stopped or "interrupted")
         try:
             created = await self.client.create(
                 spec.kind.path, body, idempotency_key=f"sb-{spec.key}-{attempt}", before_send=about_to_send
             )
         except UncertainCreateError:
-            self.quiet_until = self.clock() + max(QUIET_MIN_S, 2 * self.round_trip) + 2 * SLACK_S
+            self.quiet_until = self.ticks() + max(QUIET_MIN_S, 2 * self.round_trip) + 2 * SLACK_S
             raise
         intent = self.store.job(spec.key).intent_at
         self.round_trip = max(self.round_trip, self.clock() - (intent or self.clock()))
@@ -425,8 +427,10 @@ class Executor:
         return target
 
     async def wait(self, job: StoredJob, started: float) -> StoredJob:
-        """Wait (on the shared poller) until all our Sume jobs are terminal or the timeout passes."""
-        deadline = max(job.submitted_at or started, started) + self.settings.timeouts[job.kind]
+        """Wait (on the shared poller) until all our Sume jobs are terminal or the timeout passes;
+        the time already spent is read once from the wall clock, the rest counted monotonically."""
+        spent = max(0.0, self.clock() - max(job.submitted_at or started, started))
+        deadline = self.ticks() + self.settings.timeouts[job.kind] - spent
         if job.state == "timed_out":
             job = self._move(job, "submitted", note="resumed")
         self.poller.watch(job.sume_ids, self.settings.poll_intervals[job.kind])
@@ -434,7 +438,7 @@ class Executor:
             while (final := self.poller.done(job.sume_ids)) is None:
                 if self.poller.failure is not None:
                     raise self.poller.failure
-                if self.clock() >= deadline:
+                if self.ticks() >= deadline:
                     return self._move(job, "timed_out")
                 if self.halt.is_set() or self.poller.closed:
                     return job  # interrupted: still submitted, so the next run polls it again

@@ -12,8 +12,9 @@ answered is in the store, so what is left is either the lost create's job or som
   avatar), none echoing another request, none wanted by another uncertain job: reported as
   "adopted by time", which is what it is.
 - Never made: no unknown job of its type at all from the create's intent until `grace` seconds
-  after its answer was lost, with that whole span listed and past: the create made nothing, so it
-  is submitted again (a fresh Idempotency-Key) — nothing can be paid twice.
+  after its answer was lost, with that whole span listed and past, in a listing that does show
+  jobs this machine knows (an API whose listing shows nothing proves nothing): the create made
+  nothing, so it is submitted again (a fresh Idempotency-Key) — nothing can be paid twice.
 - Otherwise it stays `uncertain`, with the ids it may have made; re-created only on request.
 """
 
@@ -228,7 +229,8 @@ async def reconcile(
         since = min(window(job)[0] for job in uncertain if KINDS[job.kind].api_type == api_type)
         listing = await list_since(client, api_type, since)
         listed += listing.items
-        complete[api_type] = listing.complete
+        # A listing proves an absence only if it is complete and shows jobs we know it should show.
+        complete[api_type] = listing.complete and any(str(item.get("id")) in known for item in listing.items)
     offsets = measure(everything, listed)
     found = gather(uncertain, listed, known, offsets=offsets, grace=grace, requests=requests)
     proof = {job.key: window(job, offsets)[1] + grace + SLACK_S for job in uncertain}

@@ -171,6 +171,15 @@ def _total(values: Iterable[float | None]) -> float | None:
     return sum(known) if known else None
 
 
+def _run_seconds(run: RunRecord) -> float | None:
+    """How long the run took: measured on a monotonic clock when the run recorded it (a jump of the
+    wall clock must not make it negative), else from its start and end."""
+    measured = run.outcome.get("duration_seconds")
+    if isinstance(measured, int | float):
+        return float(measured)
+    return round(run.ended_at - run.started_at, 3) if run.ended_at is not None else None
+
+
 def _run_entry(run: RunRecord | None, redactor: Redactor) -> dict[str, Any]:
     if run is None:
         return {"id": None, "number": None, "started_at": None, "ended_at": None, "duration_seconds": None,
@@ -185,7 +194,7 @@ def _run_entry(run: RunRecord | None, redactor: Redactor) -> dict[str, Any]:
         "number": run.seq,
         "started_at": _iso(run.started_at),
         "ended_at": _iso(ended) if ended is not None else None,
-        "duration_seconds": round(ended - run.started_at, 3) if ended is not None else None,
+        "duration_seconds": _run_seconds(run),
         "sandbox": run.info.get("sandbox"),
         "partial": ended is None or bool(run.outcome.get("interrupted")),
         "stopped": stopped,

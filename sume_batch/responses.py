@@ -188,9 +188,17 @@ def balance_of(payload: Mapping[str, Any]) -> float | None:
     return None
 
 
+CAPACITY_FIELDS = ("active_generation_capacity", "generation_capacity", "capacity", "concurrency")
+MAX_CAPACITY = 10_000  # more than this is no capacity a client can use: read as unknown
+
+
 def capacity_of(payload: Mapping[str, Any]) -> int | None:
-    """How many generations may run at once, if `GET /credits` says so."""
-    capacity = payload.get("active_generation_capacity") or payload.get("concurrency")
-    if isinstance(capacity, Mapping):
-        capacity = capacity.get("limit", capacity.get("max"))
-    return capacity if isinstance(capacity, int) and not isinstance(capacity, bool) else None
+    """How many generations may run at once, if `GET /credits` says so in any spelling; a value
+    that is not a whole number from 1 to MAX_CAPACITY is unknown (a negative one broke the run)."""
+    for name in CAPACITY_FIELDS:
+        capacity = payload.get(name)
+        if isinstance(capacity, Mapping):
+            capacity = capacity.get("limit", capacity.get("max"))
+        if isinstance(capacity, int) and not isinstance(capacity, bool):
+            return capacity if 1 <= capacity <= MAX_CAPACITY else None
+    return None

@@ -242,7 +242,7 @@ async def _execute(call: Call, live: Live) -> int:
         raise UsageError(f"cannot write reports to {reports}: {error.strerror or error}") from None
     start_again(store, plan, options.selection)
     info = run_info(call, live)
-    record = store.begin_run(info)
+    record, began = store.begin_run(info), time.monotonic()
     folder = reports / run_folder_name(record)
     folder.mkdir(exist_ok=True)
     rows = (
@@ -287,7 +287,8 @@ async def _execute(call: Call, live: Live) -> int:
             number = interrupts.signal
             code = 128 + number if number is not None else 0 if set(counts) <= OK else 1
             outcome = {"stopped": executor.stopped, "interrupted": interrupts.during_jobs, "exit_code": code,
-                       "balance_after": after}  # fmt: skip
+                       "balance_after": after,
+                       "duration_seconds": round(time.monotonic() - began, 3)}  # fmt: skip
             store.end_run(record.seq, outcome)
             log.info("run %d ended: %s", record.seq, ", ".join(f"{n} {state}" for state, n in counts.items()))
             source = Source(campaign=manifest.name, downloads=manifest.downloads, folder=folder,

@@ -207,7 +207,10 @@ class RunStore:
         A damaged store is an error that names the file, never a silent fresh start: a fresh
         store would forget which jobs were paid for, and the next run would buy them again.
         """
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise cannot_keep(path, error) from None
         fresh = not path.exists() or path.stat().st_size == 0
         try:
             db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -226,6 +229,10 @@ class RunStore:
                 )
             else:
                 migrate(db, version)
+        except sqlite3.OperationalError as error:
+            if fresh or "readonly" in str(error) or "unable to open" in str(error):
+                raise cannot_keep(path, error) from None
+            raise unusable(path, error) from None
         except sqlite3.DatabaseError as error:
             raise unusable(path, error) from None
         store = cls(db, clock, path)
@@ -474,8 +481,11 @@ def run_lock(store: Path) -> Iterator[None]:
     `flock` belongs to the open file, so the kernel releases it when the holder exits or is killed:
     a lock left by a dead process never blocks (unlike a lock file that outlives its writer).
     """
-    store.parent.mkdir(parents=True, exist_ok=True)
-    descriptor = os.open(store.with_name(store.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        store.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(store.with_name(store.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as error:
+        raise cannot_keep(store, error) from None
     try:
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -527,6 +537,14 @@ def move_store(source: Path, destination: Path) -> None:
         Path(f"{source}{suffix}").unlink(missing_ok=True)
         Path(f"{destination}{suffix}").unlink(missing_ok=True)
     source.replace(destination)
+
+
+def cannot_keep(path: Path, error: Exception) -> StoreError:
+    """A folder the store cannot be made in (read-only, not a folder, no permission)."""
+    reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+    return StoreError(
+        f"cannot keep the run store in {path.parent}: {reason}; choose another with --state-dir"
+    )
 
 
 def unusable(path: Path, error: Exception) -> StoreError:

@@ -11,14 +11,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from helpers import invoke, read_report, write
+
 from sume_batch.sandbox import SandboxConfig, running_sandbox
 
 FAST = "poll_interval: {image: 0.02, video: 0.02, ad_video: 0.02}"
 
 
-def images(folder: Path, count: int, *, name: str = "spend", cap: int | None = None, prompt: str = "Bottle") -> Path:
+def images(
+    folder: Path, count: int, *, name: str = "spend", cap: int | None = None, prompt: str = "Bottle"
+) -> Path:
     budget = f"budget: {{max_credits: {cap}}}\n" if cap is not None else ""
     return write(
         folder,
@@ -113,7 +115,9 @@ def test_a_store_from_before_targets_is_taken_over_without_losing_paid_jobs(work
 
 
 @pytest.mark.parametrize("stated", [True, False], ids=["stated-price", "balance-only"])
-def test_a_price_ten_times_the_estimate_spends_at_most_the_cap_plus_one_job(workdir: Path, stated: bool) -> None:
+def test_a_price_ten_times_the_estimate_spends_at_most_the_cap_plus_one_job(
+    workdir: Path, stated: bool
+) -> None:
     images(workdir, 50, cap=200)  # estimated 4 each: 200, within the cap
     config = SandboxConfig.from_profile("instant", prices={"image": 40}, stated_prices=stated)
     with running_sandbox(config) as server:
@@ -156,7 +160,10 @@ def test_the_cap_covers_the_whole_campaign_across_regenerate(workdir: Path) -> N
         again = invoke("run", "spend.yaml", "--yes", "--regenerate", env=env_of(server))
         creates = server.stats()["creates_by_idempotency_key"]
     assert "campaign credits: 20 spent or held + 20 to submit = 40: OVER BUDGET (20 max)" in plan.out
-    assert again.code == 3 and "the campaign would reach 40 credits (20 spent or held, 20 to submit)" in again.err
+    assert (
+        again.code == 3
+        and "the campaign would reach 40 credits (20 spent or held, 20 to submit)" in again.err
+    )
     assert len(creates) == 5
 
 
@@ -211,13 +218,26 @@ def test_a_full_disk_under_the_store_loses_no_paid_job_id(workdir: Path) -> None
         pytest.skip("mounting a small file system needs root (CI runs as root)")
     state = workdir / "state"
     state.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(state)], check=False).returncode:
+    if subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(state)], check=False
+    ).returncode:
         pytest.skip("cannot mount a tmpfs here")
     try:
         images(workdir, 40)
-        with running_sandbox(SandboxConfig.from_profile("instant", durations={"image_generation": 0.5})) as server:
+        with running_sandbox(
+            SandboxConfig.from_profile("instant", durations={"image_generation": 0.5})
+        ) as server:
             env = {**os.environ, **env_of(server)}
-            command = [sys.executable, "-m", "sume_batch", "run", "spend.yaml", "--yes", "--state-dir", str(state)]
+            command = [
+                sys.executable,
+                "-m",
+                "sume_batch",
+                "run",
+                "spend.yaml",
+                "--yes",
+                "--state-dir",
+                str(state),
+            ]
             process = subprocess.Popen(command, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                        text=True)  # fmt: skip
             deadline = time.monotonic() + 20
@@ -228,7 +248,7 @@ def test_a_full_disk_under_the_store_loses_no_paid_job_id(workdir: Path) -> None
             with filler.open("wb", buffering=0) as handle, contextlib.suppress(OSError):  # the disk fills up
                 while True:
                     handle.write(b"\0" * 4096)
-            out, err = process.communicate(timeout=60)
+            _, err = process.communicate(timeout=60)
             made = set(server.stats()["job_ids"])
             assert process.returncode in (74, 0), err
             filler.unlink()  # space freed
@@ -251,7 +271,9 @@ def test_a_full_disk_under_the_store_loses_no_paid_job_id(workdir: Path) -> None
 def test_a_create_answer_with_wrong_typed_fields_keeps_its_ids(workdir: Path) -> None:
     images(workdir, 4)
     extras = {"job_ids": 12345, "required_credits": "lots", "data": "none", "request_id": 7}
-    with running_sandbox(SandboxConfig.from_profile("instant", create_shape="job", create_extras=extras)) as server:
+    with running_sandbox(
+        SandboxConfig.from_profile("instant", create_shape="job", create_extras=extras)
+    ) as server:
         result = invoke("run", "spend.yaml", "--yes", env=env_of(server))
         stats = server.stats()
     assert result.code == 0, result.out + result.err
@@ -289,7 +311,10 @@ def test_a_refusal_keeps_the_apis_field_level_reason(workdir: Path) -> None:
         ({"job": {"id": "job_a"}, "job_ids": "job_b"}, ("job_a", "job_b")),
         ({"job_id": "job_a", "data": "none", "jobs": [None, 3, {"id": "job_c"}]}, ("job_a", "job_c")),
         ({"job": "job_a", "job_id": ["x"], "data": [{"id": 5}, {"id": "job_d"}]}, ("job_a", "job_d")),
-        ({"job": {"id": "job_a"}, "job_id": "job_a", "job_ids": ["job_a", None, {"id": "job_e"}]}, ("job_a",)),
+        (
+            {"job": {"id": "job_a"}, "job_id": "job_a", "job_ids": ["job_a", None, {"id": "job_e"}]},
+            ("job_a",),
+        ),
     ],
 )
 def test_every_id_in_a_malformed_create_answer_is_read(answer: dict[str, Any], ids: tuple[str, ...]) -> None:
@@ -303,7 +328,9 @@ def test_every_id_in_a_malformed_create_answer_is_read(answer: dict[str, Any], i
     [({"required_credits": 5}, 5.0), ({"required_credits": "7.5"}, 7.5), ({"required_credits": True}, None),
      ({"required_credits": -1}, None), ({"job": {"required_credits": 40}}, 40.0), ({"required_credits": [1]}, None)],
 )  # fmt: skip
-def test_a_stated_price_is_read_only_when_it_is_a_price(answer: dict[str, Any], credits: float | None) -> None:
+def test_a_stated_price_is_read_only_when_it_is_a_price(
+    answer: dict[str, Any], credits: float | None
+) -> None:
     from sume_batch.responses import stated_credits
 
     assert stated_credits(answer) == credits

@@ -84,11 +84,13 @@ def test_misbehaving_api_costs_one_create_per_job_and_never_leaks_the_key(
 ) -> None:
     campaign(workdir, budget=400)
     config = SandboxConfig.from_profile(profile, seed=3, idempotency=idempotency, speed_factor=40.0)
-    result, stats = run_against(config, "--yes")
+    result, stats = run_against(config, "--yes", "--lost-create-grace", "1")  # the sandbox commits at once
     report = summary(workdir)
     assert result.code in (0, 1), result.err
     for job in report["jobs"]:  # every job finished, or says why not
-        assert job["status"] == "downloaded" or job["failure"] or job["status"] in ("uncertain", "skipped"), job
+        assert job["status"] == "downloaded" or job["failure"] or job["status"] in ("uncertain", "skipped"), (
+            job
+        )
     assert all(count == 1 for count in stats["creates_by_idempotency_key"].values())
     assert stats["storage_requests_with_credentials"] == 0
     assert report["credits"]["reserved"] <= 400
@@ -207,7 +209,10 @@ def test_a_create_that_made_nothing_is_proven_so_and_submitted_again(workdir: Pa
     assert again.code == 0, again.out
     assert sorted(creates.values()) == [1] * (JOBS + 1)  # img-1 once more, under a new Idempotency-Key
     with sqlite3.connect(workdir / ".sume-batch/every-kind.rehearsal.sqlite") as db:
-        notes = [note for (note,) in db.execute("SELECT note FROM events WHERE note LIKE 'the create made no job%'")]
+        notes = [
+            note
+            for (note,) in db.execute("SELECT note FROM events WHERE note LIKE 'the create made no job%'")
+        ]
     assert notes == [
         "the create made no job (none in GET /jobs from its intent until 0.5 s after its answer was lost):"
         " it is submitted again"
@@ -260,7 +265,9 @@ def test_status_reads_the_store_and_says_what_the_next_run_does(workdir: Path) -
         )
     text = invoke("status", "campaign.yaml", "--sandbox")
     assert (text.code, text.err) == (0, "")
-    assert text.out.splitlines()[0] == ".sume-batch/every-kind.rehearsal.sqlite: 10 jobs: 9 downloaded, 1 failed"
+    assert (
+        text.out.splitlines()[0] == ".sume-batch/every-kind.rehearsal.sqlite: 10 jobs: 9 downloaded, 1 failed"
+    )
     assert "next run: leave (retry only on request) 1, reuse 9\n" in text.out
     last = text.out.splitlines()[-1]
     assert re.fullmatch(r"  failed: ad \[job_\w+\]: generation_failed: m \(request id req_\w+\)", last), last
@@ -403,7 +410,9 @@ def test_a_face_swap_with_one_failed_avatar_keeps_the_others(workdir: Path) -> N
     assert job["failure"]["message"].startswith("1 of 2 jobs failed: ")
     assert job["failure"]["job_id"] in job["sume_job_ids"]  # the avatar's job that failed, not the other
     assert job["failure"]["job_id"] != job["files"][0]["sume_job_id"]
-    assert read_report(workdir, "fs")["credits"]["reserved"] == 40  # the paid avatar counts against the budget
+    assert (
+        read_report(workdir, "fs")["credits"]["reserved"] == 40
+    )  # the paid avatar counts against the budget
 
 
 def test_retry_failed_is_priced_by_plan_and_buys_only_the_failed_job_again(workdir: Path) -> None:

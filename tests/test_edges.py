@@ -1,0 +1,122 @@
+"""Edges of a run that once ended in a traceback or a wrong figure: a negative capacity, a read-only
+state folder, a clock that jumps, the resume hint's flags (issues 10 and 11)."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from helpers import invoke, write
+
+from sume_batch.responses import capacity_of
+from sume_batch.sandbox import SandboxConfig, running_sandbox
+
+CAMPAIGN = (
+    "version: 1\nname: edge\nexecution: {concurrency: 4, poll_interval: {image: 0.02}}\n"
+    "jobs:\n  - {id: 'img-{{ n }}', type: image, prompt: 'p{{ n }}', matrix: {n: [1, 2, 3]}}\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("payload", "capacity"),
+    [
+        ({"active_generation_capacity": {"limit": 4}}, 4),
+        ({"generation_capacity": 6}, 6),
+        ({"active_generation_capacity": -3}, None),
+        ({"active_generation_capacity": 0}, None),
+        ({"active_generation_capacity": True}, None),
+        ({"active_generation_capacity": {"limit": "many"}}, None),
+        ({"concurrency": 10**12}, None),
+    ],
+)
+def test_capacity_is_read_from_every_spelling_and_only_when_it_is_a_capacity(
+    payload: dict[str, object], capacity: int | None
+) -> None:
+    assert capacity_of(payload) == capacity
+
+
+def test_a_read_only_state_folder_is_a_clear_error(workdir: Path) -> None:
+    if os.geteuid() == 0:
+        import subprocess
+
+        state = workdir / "state"
+        state.mkdir()
+        if subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(state)], check=False
+        ).returncode:
+            pytest.skip("cannot mount a read-only file system here")
+    else:
+        state = workdir / "state"
+        state.mkdir()
+        state.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    write(workdir, CAMPAIGN)
+    try:
+        with running_sandbox(SandboxConfig.from_profile("instant")) as server:
+            env = {"SUME_API_KEY": server.api_key, "SUME_API_BASE_URL": server.base_url}
+            result = invoke("run", "campaign.yaml", "--yes", "--state-dir", str(state), env=env)
+            creates = server.stats()["creates_by_idempotency_key"]
+    finally:
+        if os.geteuid() == 0:
+            import subprocess
+
+            subprocess.run(["umount", "-l", str(state)], check=False)
+    assert result.code == 2, result.err
+    assert result.err.startswith(f"error: cannot keep the run store in {state}: ")
+    assert "Traceback" not in result.err and creates == {}
+
+
+def test_a_clock_jump_changes_no_duration_and_times_out_no_job(workdir: Path) -> None:
+    import sys
+    import textwrap
+
+    write(workdir, CAMPAIGN)
+    # The wall clock jumps back an hour once the run starts; intervals must not see it.
+    (workdir / "jump.py").write_text(
+        textwrap.dedent("""
+        import sys, time
+        real, start = time.time, time.time()
+        time.time = lambda: real() - (3600 if real() - start > 0.3 else 0)
+        from sume_batch.cli import main
+        sys.argv = ["sume-batch", *sys.argv[1:]]
+        main()
+        """)
+    )
+    config = SandboxConfig.from_profile("instant", durations={"image_generation": 0.6})
+    with running_sandbox(config) as server:
+        import subprocess
+
+        env = {**os.environ, "SUME_API_KEY": server.api_key, "SUME_API_BASE_URL": server.base_url}
+        done = subprocess.run([sys.executable, "jump.py", "run", "campaign.yaml", "--yes"], cwd=workdir, env=env,
+                              capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    line = next(line for line in done.stdout.splitlines() if line.startswith("Done in"))
+    seconds = float(line.split()[2])
+    assert 0 < seconds < 30, line
+
+
+def test_the_resume_hint_repeats_every_flag_that_chose_the_target_and_the_store() -> None:
+    from types import SimpleNamespace
+
+    from sume_batch.redact import Redactor
+    from sume_batch.run import Call, Endpoint, Options, resume_command
+    from sume_batch.target import Target
+
+    def hint(api: Endpoint, env: dict[str, str], **chosen: object) -> str:
+        base: dict[str, object] = {"yes": True, "dry_run": False, "concurrency": None, "state_dir": None}
+        options = Options(**{**base, "interactive": False, **chosen})  # type: ignore[arg-type]
+        manifest = SimpleNamespace(path=Path("camp aign.yaml"))
+        call = Call(manifest, None, api, options, Redactor(), print, bool, env)  # type: ignore[arg-type]
+        return resume_command(call, Target(api.base_url, "", api.sandbox is not None))
+
+    rehearsal = hint(Endpoint("http://127.0.0.1:1/api/v1", "k", sandbox="realistic"), {}, state_dir=Path("D"))
+    assert rehearsal.startswith(
+        "sume-batch run 'camp aign.yaml' --sandbox --sandbox-profile realistic --state-dir D"
+    )
+    real = hint(Endpoint("https://staging.example/api/v1", "k"), {"SUME_API_BASE_URL": "https://staging.example/api/v1"},
+                idempotency_honoured=True, assume_price=12.0)  # fmt: skip
+    assert real == (
+        "SUME_API_BASE_URL=https://staging.example/api/v1 sume-batch run 'camp aign.yaml' --idempotency-honoured"
+        " --assume-price 12"
+    )
