@@ -120,3 +120,29 @@ def test_the_resume_hint_repeats_every_flag_that_chose_the_target_and_the_store(
         "SUME_API_BASE_URL=https://staging.example/api/v1 sume-batch run 'camp aign.yaml' --idempotency-honoured"
         " --assume-price 12"
     )
+
+
+def test_ctrl_c_while_the_command_loads_exits_130_without_a_traceback(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import textwrap
+
+    script = tmp_path / "interrupted.py"
+    script.write_text(
+        textwrap.dedent("""
+        import sys
+
+        class Interrupt:  # Ctrl-C arrives while click is being imported
+            def find_spec(self, name, path=None, target=None):
+                if name == "click":
+                    raise KeyboardInterrupt
+                return None
+
+        sys.meta_path.insert(0, Interrupt())
+        sys.argv = ["sume-batch", "--help"]
+        from sume_batch.entry import main
+        main()
+        """)
+    )
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=30, check=False)
+    assert (done.returncode, done.stderr) == (130, "Interrupted.\n")
