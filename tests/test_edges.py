@@ -144,5 +144,7 @@ def test_ctrl_c_while_the_command_loads_exits_130_without_a_traceback(tmp_path: 
         main()
         """)
     )
-    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=30, check=False)
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=30, check=False
+    )
     assert (done.returncode, done.stderr) == (130, "Interrupted.\n")
