@@ -36,6 +36,7 @@ from sume_batch.errors import (
 )
 from sume_batch.expand import JobSpec
 from sume_batch.kinds import request_body
+from sume_batch.manifest import ConfinementError, confine_file, read_regular
 from sume_batch.poll import Poller
 from sume_batch.pricing import Price
 from sume_batch.reconcile import LOST_CREATE_GRACE_S, SLACK_S, reconcile
@@ -49,6 +50,7 @@ FINAL_REFUSALS = frozenset({400, 404, 409, 422})  # the request itself was refus
 DATA_KINDS = frozenset({"reference_analysis", "asset_upload"})  # their result JSON is an output too
 SECONDARY_ROLES = ("thumbnail", "preview", "poster")  # downloaded only when a result has nothing else
 RECONCILE_PASSES = 2  # after the jobs: adopt or re-submit what this run's lost creates did (and waits)
+MAX_UPLOAD_BYTES = 2 << 30  # 2 GiB: a local file a job uploads is read whole, so it is bounded
 QUIET_MIN_S = 0.1  # the least gap after a lost answer (see `_create`)
 PROOF_WAIT_MAX_S = 90.0  # the most a run's end waits to prove a lost create made nothing; else the next run
 
@@ -71,6 +73,7 @@ class Settings:
     timeouts: Mapping[str, float]
     poll_intervals: Mapping[str, float]
     lost_create_grace: float = LOST_CREATE_GRACE_S  # see `reconcile`
+    roots: tuple[Path, ...] = ()  # where local files may be (the manifest's folder and allowed roots)
 
 
 @dataclass
@@ -417,8 +420,14 @@ class Executor:
         kind = spec.kind
         if kind.upload_field is None or kind.upload_purpose is None:
             return None
-        path = self.settings.folder / str(spec.request[kind.upload_field])
-        data = path.read_bytes()
+        try:  # confined again now: a file or symlink swapped since `validate` must not be sent
+            path = confine_file(str(spec.request[kind.upload_field]), folder=self.settings.folder,
+                                roots=self.settings.roots or (self.settings.folder.resolve(),))  # fmt: skip
+        except ConfinementError as error:
+            raise OSError(str(error)) from None
+        data = read_regular(path, limit=MAX_UPLOAD_BYTES)
+        if len(data) > MAX_UPLOAD_BYTES:
+            raise OSError(f"{path.name} is larger than {MAX_UPLOAD_BYTES >> 20} MiB, the most a job uploads")
         content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         target = await self.client.presign(
             filename=path.name, content_type=content_type, size_bytes=len(data), purpose=kind.upload_purpose

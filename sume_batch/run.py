@@ -254,7 +254,7 @@ async def _execute(call: Call, live: Live) -> int:
     settings = Settings(
         folder=manifest.folder, downloads=manifest.downloads, concurrency=concurrency,
         timeouts=manifest.timeouts, poll_intervals=manifest.poll_intervals,
-        lost_create_grace=options.lost_create_grace,
+        lost_create_grace=options.lost_create_grace, roots=manifest.roots,
     )  # fmt: skip
     states = {job.id: job.state for job in store.jobs(spec.key for spec, _ in plan.jobs).values()}
     live.budget.committed = store.committed()

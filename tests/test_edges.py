@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -148,3 +149,27 @@ def test_ctrl_c_while_the_command_loads_exits_130_without_a_traceback(tmp_path: 
         [sys.executable, str(script)], capture_output=True, text=True, timeout=30, check=False
     )
     assert (done.returncode, done.stderr) == (130, "Interrupted.\n")
+
+
+def test_a_local_file_swapped_for_a_symlink_after_validate_is_never_uploaded(tmp_path: Path) -> None:
+    import asyncio
+    import shutil
+
+    from helpers import REPO
+
+    from sume_batch.commands import prepare
+    from sume_batch.execute import Executor, Settings
+    from sume_batch.redact import Redactor
+
+    shutil.copy(REPO / "tests/data/clip.mp4", tmp_path / "clip.mp4")
+    path = write(tmp_path, "version: 1\nname: up\njobs:\n  - {id: up, type: asset_upload, file: clip.mp4}\n")
+    manifest, (spec,) = prepare(path)  # validated: clip.mp4 is a regular file inside the folder
+    (tmp_path / "clip.mp4").unlink()
+    (tmp_path / "clip.mp4").symlink_to("/etc/hostname")  # and then swapped
+    settings = Settings(folder=manifest.folder, downloads=tmp_path / "out", concurrency=1, timeouts={},
+                        poll_intervals={}, roots=manifest.roots)  # fmt: skip
+    executor = Executor(
+        client=None, storage=None, store=None, settings=settings, redactor=Redactor(), clock=time.time
+    )  # type: ignore[arg-type]
+    with pytest.raises(OSError, match="local files must be inside the manifest's folder"):
+        asyncio.run(executor.upload(spec))
