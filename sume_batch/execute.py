@@ -39,7 +39,7 @@ from sume_batch.kinds import request_body
 from sume_batch.manifest import ConfinementError, confine_file, read_regular
 from sume_batch.poll import Poller
 from sume_batch.pricing import Price
-from sume_batch.reconcile import LOST_CREATE_GRACE_S, SLACK_S, reconcile
+from sume_batch.reconcile import CRASH_WINDOW_S, LOST_CREATE_GRACE_S, SLACK_S, reconcile
 from sume_batch.redact import Redactor
 from sume_batch.registry import Registry
 from sume_batch.responses import Created, Media, balance_of, find_media, validation_detail
@@ -238,14 +238,17 @@ class Executor:
                 )
 
     def settle_in_flight(self) -> None:
-        """Creates a crashed run left in flight may exist: report them uncertain, never resend."""
+        """Creates a crashed run left in flight may exist: report them uncertain, never resend.
+
+        The dead run sent nothing after such a create (creates go one at a time), and it was dead by
+        the time this run took the lock: so the create's window ends now, or CRASH_WINDOW_S after its
+        intent, whichever is sooner (a later job is no job of a create that old)."""
         note = "the previous run stopped while this job's create was in flight; it may exist"
-        crashed = self.store.last_event_at()  # the dead run's last write: its creates left before that
+        now = self.clock()
         for job in self.store.jobs().values():
             if job.state == "submitting":
-                self._move(
-                    job, "uncertain", error_message=note, settled_at=crashed + 1.0 if crashed else None
-                )
+                settled = min(now, job.intent_at + CRASH_WINDOW_S) if job.intent_at else None
+                self._move(job, "uncertain", error_message=note, settled_at=settled)
 
     def stop(self, why: str) -> None:
         self.stopped = self.stopped or why

@@ -31,7 +31,7 @@ from sume_batch.kinds import KINDS
 from sume_batch.store import RunStore, StoredJob
 
 MARGIN_S = 5.0  # skew between our clock and the API's `created_at`, until measured
-SLACK_S = 0.1  # beyond the measured spread of skew plus latency
+SLACK_S = 0.05  # beyond the measured bounds of the skew (the API's timestamps have milliseconds)
 CRASH_WINDOW_S = 60.0  # a crashed run's create was made at most this long after its intent
 LOST_CREATE_GRACE_S = (
     30.0  # how long after a lost answer the API may still make the job (run --lost-create-grace)
@@ -39,7 +39,7 @@ LOST_CREATE_GRACE_S = (
 PAGE, MAX_PAGES = 100, 50
 ECHO_FIELDS = ("input", "request", "params")  # where a job object may echo what it was asked
 
-Offsets = tuple[float, float]  # the least and the most `created_at - intent_at` seen
+Offsets = tuple[float, float]  # bounds of the API clock's skew against ours, slack included
 
 
 @dataclass(frozen=True)
@@ -72,16 +72,27 @@ def lost_at(job: StoredJob) -> float:
 
 
 def measure(jobs: Iterable[StoredJob], listed: Iterable[Mapping[str, Any]]) -> Offsets:
-    """Skew plus latency, from the creates whose answers did arrive: `created_at - intent_at`."""
+    """The skew of the API's clock against ours, bounded on both sides by the creates whose answers
+    did arrive: a job is made after its request left and before its answer came back, so
+    `created_at - answered_at <= skew <= created_at - intent_at`. The window of a lost create is
+    then its own span, shifted by that skew, with no latency added: one create's window does not
+    reach into the next one's. A listing whose times are whole seconds widens it by a second."""
     made = {str(item.get("id")): created_at(item) for item in listed}
-    samples = [
-        when - job.intent_at
-        for job in jobs
-        if job.intent_at and job.sume_ids and (when := made.get(job.sume_ids[0])) is not None
-    ]
-    if not samples:
+    low, high, whole = [], [], True
+    for job in jobs:
+        when = made.get(job.sume_ids[0]) if job.sume_ids else None
+        if when is None or not job.intent_at or not job.submitted_at or job.submitted_at <= job.intent_at:
+            continue  # adopted jobs (answered_at unknown) say nothing of the skew
+        low.append(when - job.submitted_at)
+        high.append(when - job.intent_at)
+        whole = whole and float(when).is_integer()
+    if not low:
         return -MARGIN_S, MARGIN_S
-    return min(samples) - SLACK_S, max(samples) + SLACK_S
+    slack = SLACK_S + (1.0 if whole else 0.0)
+    skew_low, skew_high = max(low), min(high)
+    if skew_low > skew_high:  # clocks that moved, or times out of order: fall back to the spread seen
+        skew_low, skew_high = min(low), max(high)
+    return skew_low - slack, skew_high + slack
 
 
 def expected(job: StoredJob) -> int:

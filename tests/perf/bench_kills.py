@@ -22,8 +22,8 @@ import test_chaos
 from helpers import write
 
 
-def main(kills: int) -> None:
-    for idempotency in ("honour", "ignore"):
+def main(kills: int, modes: tuple[str, ...] = ("honour", "ignore")) -> None:
+    for idempotency in modes:
         with tempfile.TemporaryDirectory() as name:
             folder = Path(name)
             write(folder, test_chaos.CAMPAIGN)
@@ -35,13 +35,21 @@ def main(kills: int) -> None:
             with sqlite3.connect(folder / ".sume-batch/chaos.rehearsal.sqlite") as db:
                 states = collections.Counter(state for (state,) in db.execute("SELECT state FROM jobs"))
                 adopted = db.execute("SELECT COUNT(*) FROM events WHERE note LIKE 'adopted%'").fetchone()[0]
+                never_made = db.execute(
+                    "SELECT COUNT(*) FROM events WHERE note LIKE 'the create made no job%'"
+                ).fetchone()[0]
+                why = collections.Counter(
+                    (message or "")[:70]
+                    for (message,) in db.execute("SELECT error_message FROM jobs WHERE state = 'uncertain'")
+                )
             per_key = collections.Counter(stats["creates_by_idempotency_key"].values())
             print(json.dumps({
                 "idempotency": idempotency, "kills": kills, "seconds": round(time.perf_counter() - started, 1),
                 "finishing_exit_codes": codes, "creates_per_key": dict(per_key), "ids_issued": len(stats["job_ids"]),
                 "ids_lost": 0, "states": dict(states), "adopted_by_reconciliation": adopted,
+                "proven_never_made": never_made, "uncertain_why": dict(why),
             }))  # fmt: skip
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 50)
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 50, tuple(sys.argv[2:]) or ("honour", "ignore"))
