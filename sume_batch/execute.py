@@ -51,7 +51,8 @@ DATA_KINDS = frozenset({"reference_analysis", "asset_upload"})  # their result J
 SECONDARY_ROLES = ("thumbnail", "preview", "poster")  # downloaded only when a result has nothing else
 RECONCILE_PASSES = 2  # after the jobs: adopt or re-submit what this run's lost creates did (and waits)
 MAX_UPLOAD_BYTES = 2 << 30  # 2 GiB: a local file a job uploads is read whole, so it is bounded
-QUIET_MIN_S = 0.1  # the least gap after a lost answer (see `_create`)
+QUIET_MIN_S = 0.02  # beyond the window's own slack, after a lost answer (see `_create`)
+QUIET_DEFAULT_S = 0.25  # the window's uncertainty until a create of this run has been answered
 PROOF_WAIT_MAX_S = 90.0  # the most a run's end waits to prove a lost create made nothing; else the next run
 
 Clock = Callable[[], float]
@@ -108,7 +109,7 @@ class Executor:
     probes: dict[str, asyncio.Lock] = field(default_factory=dict)  # kind → its price-confirming create
     requests: dict[str, Mapping[str, Any]] = field(default_factory=dict)  # job key → request, to match echoes
     quiet_until: float = 0.0  # no create before this: the last one's answer was lost (see `_create`)
-    round_trip: float = 0.0  # the slowest answered create of this run, intent to answer
+    fastest: float = QUIET_DEFAULT_S  # the quickest answered create of this run, intent to answer
 
     @property
     def reserved(self) -> float:
@@ -325,7 +326,9 @@ class Executor:
         self, spec: JobSpec, body: Mapping[str, Any], attempt: int, about_to_send: Callable[[], None]
     ) -> Created:
         """One create, after the quiet gap a lost answer leaves: the next create of ours must not
-        fall inside the lost one's time window, or reconciliation could not tell them apart."""
+        fall inside the lost one's time window, or reconciliation could not tell them apart. That
+        window is the lost create's span widened by the uncertainty of the API's skew, which the
+        quickest answered create bounds (see `reconcile.measure`), plus its slack."""
         if (quiet := self.quiet_until - self.ticks()) > 0 and await self._pause(quiet):
             raise NotSentError(self.stopped or "interrupted")
         try:
@@ -333,10 +336,10 @@ class Executor:
                 spec.kind.path, body, idempotency_key=f"sb-{spec.key}-{attempt}", before_send=about_to_send
             )
         except UncertainCreateError:
-            self.quiet_until = self.ticks() + max(QUIET_MIN_S, 2 * self.round_trip) + 2 * SLACK_S
+            self.quiet_until = self.ticks() + self.fastest + 2 * SLACK_S + QUIET_MIN_S
             raise
         intent = self.store.job(spec.key).intent_at
-        self.round_trip = max(self.round_trip, self.clock() - (intent or self.clock()))
+        self.fastest = min(self.fastest, max(0.0, self.clock() - (intent or self.clock())))
         return created
 
     async def _created(
