@@ -7,7 +7,8 @@ as the careful cost guards do it:
   to estimated credits seen for the job's kind (1 until the API states one). A job of unknown
   price reserves the bound the user stated (`--assume-price`), never 0.
 - Settle to what the API states (`required_credits` in a create's answer): that price replaces the
-  estimate for the job, and its ratio prices every later job of the kind.
+  estimate for the job, and its ratio prices every later job of the kind (a stated price below the
+  estimate, a free job say, never lowers what later jobs reserve).
 - The first job of each kind whose price is not confirmed goes alone (see `Executor.submit`), so a
   wrong estimate overspends by at most one job per kind: after it, the API has stated a price, or
   the balance says what it cost.
@@ -73,7 +74,7 @@ class Budget:
     def learn(self, kind: str, estimate: float | None, charged: float) -> None:
         self.confirmed.add(kind)
         if estimate:
-            self.ratios[kind] = max(self.ratios.get(kind, 0.0), charged / estimate)
+            self.ratios[kind] = max(self.ratios.get(kind, 1.0), charged / estimate)  # never below 1
 
     def differences(self) -> dict[str, float]:
         """Kinds whose learned ratio is not 1: where our estimate and the API's figure differ."""

@@ -64,6 +64,10 @@ class NotSentError(Exception):
     """A create was withheld before any byte left (the run was stopped)."""
 
 
+class OverBudgetError(Exception):
+    """A create was withheld: at the price the API has since stated, it would cross the cap."""
+
+
 @dataclass(frozen=True)
 class Settings:
     """What a run needs to know beyond the jobs themselves."""
@@ -137,6 +141,7 @@ class Executor:
         try:
             await self.reconcile()  # creates whose answers earlier runs lost
             self.resend_uncertain(jobs)
+            self.budget.committed = self.store.committed()  # a re-sent create reserves afresh
             await asyncio.gather(*(one(spec, price) for spec, price in jobs))
             for _ in range(RECONCILE_PASSES):  # and those this run lost
                 again = set(await self.reconcile(final=True))
@@ -174,6 +179,8 @@ class Executor:
         adopted (to poll) or proven never made (to submit). At the end of a run (`final`) it waits,
         within the grace, for the moment a lost create's absence can be proven."""
         settled: dict[str, str] = {}
+        if self.unrecorded:  # the store cannot be written: nothing can be settled now
+            return []
         for _ in range(RECONCILE_PASSES):
             try:
                 outcome = await reconcile(
@@ -198,11 +205,16 @@ class Executor:
         return list(settled)
 
     def foreign(self) -> set[str]:
-        """Job ids other campaigns' stores on this machine hold at this target."""
+        """Job ids no uncertain create of this store may adopt: those other campaigns' stores on this
+        machine hold at this target, those kept for any store after a write failure, and those this
+        run could not record."""
+        mine = {one for ids in self.unrecorded.values() for one in ids}
         try:
-            return self.registry.foreign() if self.registry else set()
+            return mine | (
+                self.registry.foreign() | self.registry.rescued_anywhere() if self.registry else set()
+            )
         except sqlite3.Error:
-            return set()
+            return mine
 
     def remember(self, sume_ids: Iterable[str]) -> None:
         """Enter ids in the machine's registry (after the store has them); best effort."""
@@ -214,14 +226,16 @@ class Executor:
         """Ids an earlier run could not write to this store (a full disk) go where they belong."""
         if self.registry is None:
             return
-        rescued = self.registry.rescued()
-        for key, ids in rescued.items():
+        taken = []
+        for key, ids in self.registry.rescued().items():
             job = self.store.jobs([key]).get(key)
             if job is not None and not job.sume_ids:
                 note = "job ids recovered from the registry: the store could not be written when they came"
                 self._move(job, "submitted", durable=True, sume_ids=ids, submitted_at=job.intent_at,
                            candidates=[], error_message=None, note=note)  # fmt: skip
-        self.registry.forget_rescued(rescued)
+                self.remember(ids)
+                taken.append(key)
+        self.registry.forget_rescued(taken)  # ids for a job that has others stay kept, for a person
 
     def resend_uncertain(self, jobs: Sequence[tuple[JobSpec, Price]]) -> None:
         """Where the API honours Idempotency-Key, send a lost create again with its own key: the API
@@ -248,7 +262,8 @@ class Executor:
         now = self.clock()
         for job in self.store.jobs().values():
             if job.state == "submitting":
-                settled = min(now, job.intent_at + CRASH_WINDOW_S) if job.intent_at else None
+                longest = max(CRASH_WINDOW_S, self.client.bounds.request_seconds + 30)
+                settled = min(now, job.intent_at + longest) if job.intent_at else None
                 self._move(job, "uncertain", error_message=note, settled_at=settled)
 
     def stop(self, why: str) -> None:
@@ -302,25 +317,47 @@ class Executor:
         def about_to_send() -> None:  # the HTTP slot is held: the bytes go out right after this
             if self.stopped:
                 raise NotSentError(self.stopped)
-            self._move(job, "submitting", durable=True, attempts=attempt, intent_at=self.clock())
+            intent = (
+                job.intent_at if spec.key in self.same_key else self.clock()
+            )  # a re-send keeps its window
+            self._move(job, "submitting", durable=True, attempts=attempt, intent_at=intent)
 
         try:
             upload = await self.upload(spec)
             body = request_body(spec.kind, spec.request, brand_urls=self.brand_urls, upload=upload)
             async with self.creating if not self.idempotency_honoured else contextlib.nullcontext():
+                cost += self._reprice(spec, price, cost)  # the kind's price may have been learned meanwhile
                 created = await self._create(spec, body, attempt, about_to_send)
-        except UncertainCreateError as error:  # the reservation stays: it may have been charged
-            self.balance.sent += cost
-            fields: dict[str, Any] = {
-                "error_message": self.redactor.text(str(error)),
-                "request_id": error.request_id,
-                "settled_at": self.clock(),
-            }
-            return self._move(job, "uncertain", **fields)
-        except (NotSentError, ApiError, httpx.HTTPError, OSError) as error:
-            self.budget.release(cost)
-            return self._not_created(job, error)
+        except (OverBudgetError, NotSentError, ApiError, httpx.HTTPError, OSError) as error:
+            return self._failed(spec, job, cost, error)
         return await self._created(spec, price, job, created, cost, probe=probe)
+
+    def _failed(self, spec: JobSpec, job: StoredJob, cost: float, error: Exception) -> StoredJob:
+        """Where a create that did not answer with ids leaves its job and its reservation."""
+        resent = spec.key in self.same_key and not isinstance(error, NotSentError | OverBudgetError)
+        if isinstance(error, UncertainCreateError) or resent:
+            # Sent, outcome unknown: the reservation stays, it may have been charged. A refusal of a
+            # re-sent key (409 in progress, 422 body changed) says nothing of the first create's job.
+            self.balance.sent += cost
+            why = f"re-sent with the same Idempotency-Key, answered: {error}" if resent else str(error)
+            settled = job.settled_at if resent else self.clock()
+            request_id = error.request_id if isinstance(error, ApiError) else None
+            return self._move(job, "uncertain", error_message=self.redactor.text(why), request_id=request_id,
+                              settled_at=settled)  # fmt: skip
+        self.budget.release(cost)
+        if isinstance(error, OverBudgetError):
+            return self._move(job, "skipped", reserved=0, note=f"budget: {error}")
+        return self._not_created(job, error)
+
+    def _reprice(self, spec: JobSpec, price: Price, cost: float) -> float:
+        """Reserve what the kind's price, learned while this job waited, adds; refuse past the cap."""
+        extra = (self.budget.cost(spec.kind.name, price.credits) or cost) - cost
+        if extra <= 0:
+            return 0.0
+        if not self.budget.admits(extra):
+            raise OverBudgetError(f"{self.budget.committed + extra:g} > {self.budget.cap} at the API's price")
+        self.budget.reserve(extra)
+        return extra
 
     async def _create(
         self, spec: JobSpec, body: Mapping[str, Any], attempt: int, about_to_send: Callable[[], None]

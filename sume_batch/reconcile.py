@@ -32,9 +32,9 @@ from sume_batch.store import RunStore, StoredJob
 
 MARGIN_S = 5.0  # skew between our clock and the API's `created_at`, until measured
 SLACK_S = 0.05  # beyond the measured bounds of the skew (the API's timestamps have milliseconds)
-CRASH_WINDOW_S = 60.0  # a crashed run's create was made at most this long after its intent
+CRASH_WINDOW_S = 150.0  # a crashed create was made at most this long after its intent (> request deadline)
 LOST_CREATE_GRACE_S = (
-    30.0  # how long after a lost answer the API may still make the job (run --lost-create-grace)
+    30.0  # how long after a lost answer the API may still make the job (--lost-create-grace)
 )
 PAGE, MAX_PAGES = 100, 50
 ECHO_FIELDS = ("input", "request", "params")  # where a job object may echo what it was asked
@@ -102,9 +102,14 @@ def expected(job: StoredJob) -> int:
 
 
 def created_at(item: Mapping[str, Any]) -> float | None:
+    """When the API made a job: an ISO 8601 time, or Unix seconds (or milliseconds); None if neither."""
+    value = item.get("created_at")
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = value / 1000 if value > 1e11 else value
+        return float(seconds) if 1e9 < seconds < 1e11 else None
     try:
-        return datetime.fromisoformat(str(item["created_at"]).replace("Z", "+00:00")).timestamp()
-    except (KeyError, ValueError, TypeError, OverflowError):
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+    except (ValueError, TypeError, OverflowError):
         return None
 
 
@@ -133,9 +138,12 @@ def gather(
     found: dict[str, Evidence] = {job.key: Evidence([], [], [], []) for job in jobs}
     for item in listed:
         when, sume_id = created_at(item), str(item.get("id") or "")
-        if when is None or not sume_id or sume_id in known:
+        if not sume_id or sume_id in known:
             continue
         for job in jobs:
+            if when is None or item.get("type") is None:  # unreadable: may be this create's, so no proof
+                found[job.key].late.append(sume_id)
+                continue
             start, end = window(job, offsets)
             if item.get("type") != KINDS[job.kind].api_type or not start <= when <= end + grace:
                 continue
@@ -185,10 +193,12 @@ async def list_since(client: SumeClient, api_type: str, since: float) -> Listing
         items += data
         cursor = page.get("next_cursor")
         oldest = min((when for item in data if (when := created_at(item)) is not None), default=None)
-        if not page.get("has_more") or not cursor:
-            return Listing(items, complete=True)
         if oldest is not None and oldest < since:
-            return Listing(items, complete=True)
+            return Listing(items, complete=True)  # reached back past the oldest window
+        if page.get("has_more") is False or (page.get("has_more") is None and not cursor):
+            return Listing(items, complete=page.get("has_more") is False)  # only an explicit end is one
+        if not cursor:
+            return Listing(items, complete=False)
     return Listing(items, complete=False)
 
 

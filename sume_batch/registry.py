@@ -83,6 +83,11 @@ class Registry:
             return False
         return True
 
+    def rescued_anywhere(self) -> set[str]:
+        """Every id kept for any store at this target: paid jobs, never another's to adopt."""
+        rows = self.db.execute("SELECT sume_ids FROM rescued WHERE target = ?", (self.target,))
+        return {one for (ids,) in rows for one in json.loads(ids)}
+
     def rescued(self) -> dict[str, tuple[str, ...]]:
         """Job key → ids a run could not record in this store."""
         rows = self.db.execute(

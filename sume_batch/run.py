@@ -48,7 +48,7 @@ from sume_batch.report import (
 from sume_batch.responses import balance_of, capacity_of
 from sume_batch.status import attention_line
 from sume_batch.store import RunStore, prepare_store, read_states, reading, run_lock
-from sume_batch.target import Target, legacy_path, store_folder, store_path, target_of
+from sume_batch.target import Target, legacy_path, same_workspace, store_folder, store_path, target_of
 
 Echo = Callable[[str], None]
 SHOWN_PROBLEMS = 20  # jobs listed at the end of a run; the report lists them all
@@ -171,6 +171,13 @@ async def _run(call: Call) -> int:
         target = target_of(call.api.base_url, me, sandbox=call.api.sandbox is not None)
         folder = store_folder(call.manifest.folder, options.state_dir)
         path = store_path(folder, call.manifest.name, target)
+        twin = same_workspace(folder, call.manifest.name, target)
+        if twin is not None and not path.exists():
+            raise UsageError(
+                f"{twin} holds this campaign's jobs in this very workspace, recorded for another spelling"
+                " of the API's URL; set SUME_API_BASE_URL to the URL it was run with rather than buy the"
+                " campaign again"
+            )
         with contextlib.nullcontext() if options.dry_run else run_lock(path):
             if not options.dry_run:
                 for notice in prepare_store(folder, call.manifest.name, target):

@@ -359,13 +359,15 @@ class RunStore:
         self.forget_files(job.key)
 
     def made_by_rehearsals(self) -> list[StoredJob]:
-        """Jobs whose current ids a sandbox run made (by the journal: the run going when they came)."""
+        """Jobs whose current ids a sandbox run made (by the journal: the run going when they came), or
+        whose create a sandbox run left in flight."""
         runs = sorted((run.started_at, bool(run.info.get("sandbox"))) for run in self.runs())
         made = dict(self.db.execute("SELECT key, MAX(at) FROM events WHERE state = 'submitted' GROUP BY key"))
         found = []
         for job in self.jobs().values():
-            when = made.get(job.key)
-            if job.sume_ids and when is not None:
+            in_flight = not job.sume_ids and job.state in ("submitting", "uncertain")
+            when = job.intent_at if in_flight else made.get(job.key)
+            if (job.sume_ids or in_flight) and when is not None:
                 going = [sandbox for started, sandbox in runs if started <= when]
                 if going and going[-1]:
                     found.append(job)
@@ -519,22 +521,33 @@ def prepare_store(folder: Path, campaign: str, target: Target) -> list[str]:
     legacy = legacy_path(folder, campaign)
     if target.rehearsal or not legacy.exists():
         return []
-    with contextlib.closing(RunStore.open(legacy, target=target, campaign=campaign)) as store:
+    with (
+        run_lock(legacy),
+        contextlib.closing(RunStore.open(legacy, target=target, campaign=campaign)) as store,
+    ):
         rehearsed = store.made_by_rehearsals()
         for job in rehearsed:
             store.restart(job, note="made by a rehearsal (a sandbox run): planned again", retire=False)
     move_store(legacy, path)
+    Path(f"{legacy}.lock").unlink(missing_ok=True)
     again = f"; {len(rehearsed)} job(s) a rehearsal made are planned again" if rehearsed else ""
     return [f"{legacy} is from before stores belonged to an API target: it is now {path}, the store of"
             f" {target.describe()}{again}"]  # fmt: skip
 
 
 def move_store(source: Path, destination: Path) -> None:
-    """Rename a store that no connection has open, with its WAL folded in first."""
-    with contextlib.closing(sqlite3.connect(source)) as db:
-        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    """Rename a store, its WAL folded in first; refused while another connection (a `status`, an
+    older run) still has it open, since moving a store under a reader could lose what it holds."""
+    in_use = StoreError(f"{source} is in use by another process; try again when it is done")
+    with contextlib.closing(sqlite3.connect(source, timeout=1)) as db:
+        try:
+            ((busy, log, done),) = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            if busy or log not in (-1, done):
+                raise in_use
+            db.execute("PRAGMA journal_mode=DELETE").fetchall()  # one file from here on: nothing beside it
+        except sqlite3.OperationalError:
+            raise in_use from None
     for suffix in ("-wal", "-shm"):
-        Path(f"{source}{suffix}").unlink(missing_ok=True)
         Path(f"{destination}{suffix}").unlink(missing_ok=True)
     source.replace(destination)
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,18 +67,44 @@ class Target:
 
 
 def normalize_url(base_url: str) -> str:
-    """One spelling per API: no trailing slash, a lower-case scheme and host."""
-    url = httpx.URL(base_url.strip().rstrip("/"))
-    return str(url.copy_with(scheme=url.scheme.lower(), host=(url.host or "").lower()))
+    """One spelling per API: no trailing slash, a lower-case scheme and host, and nothing that can
+    carry a credential (user info, query, fragment), since it names stores and is written down."""
+    url = httpx.URL(base_url.strip())
+    path = url.path.rstrip("/")
+    return str(httpx.URL(scheme=url.scheme.lower(), host=(url.host or "").lower(), port=url.port, path=path))
 
 
 def target_of(base_url: str, account: Mapping[str, Any], *, sandbox: bool) -> Target:
     """The target `GET /me` describes at `base_url`; a sandbox says so itself (`environment`)."""
-    workspace = account.get("workspace")
-    ident = workspace.get("id") if isinstance(workspace, Mapping) else workspace
-    digest = hashlib.sha256(str(ident).encode()).hexdigest() if isinstance(ident, str | int) and ident else ""
+    digest = hashlib.sha256(ident.encode()).hexdigest() if (ident := account_ident(account)) else ""
     rehearsal = sandbox or account.get("environment") == "sandbox"
     return Target(normalize_url(base_url), digest, rehearsal)
+
+
+def account_ident(account: Mapping[str, Any]) -> str:
+    """What names the workspace in `GET /me`: `workspace.id`, else `workspace_id`, else the key's or
+    the user's id (a key resolves to exactly one workspace); "" when the answer names none."""
+    for parent, name in (("workspace", "id"), ("", "workspace_id"), ("api_key", "id"), ("user", "id")):
+        holder = account.get(parent) if parent else account
+        bare = holder if parent == "workspace" else None  # `"workspace": "ws_…"`
+        value = holder.get(name) if isinstance(holder, Mapping) else bare
+        if isinstance(value, str | int) and not isinstance(value, bool) and str(value).strip():
+            return f"{parent or 'top'}:{value}"
+    return ""
+
+
+def same_workspace(folder: Path, campaign: str, target: Target) -> Path | None:
+    """Another store of this campaign that holds this very workspace under another spelling of the
+    API's URL (`https://sume.so/...` for `https://www.sume.so/...`, a proxy): never start afresh
+    beside it, which would buy the campaign again."""
+    if target.rehearsal or not target.workspace:
+        return None
+    for path in folder.glob(f"{campaign}.*.sqlite"):
+        recorded = _recorded_target(path) or {}
+        mine = recorded.get("campaign") == campaign and recorded.get("workspace") == target.workspace
+        if mine and recorded.get("base_url") != target.base_url and not recorded.get("rehearsal"):
+            return path
+    return None
 
 
 def store_folder(manifest_folder: Path, state_dir: Path | None) -> Path:
@@ -120,15 +147,25 @@ def find_store(folder: Path, campaign: str, *, base_url: str, rehearsal: bool) -
 
 def _recorded(path: Path) -> tuple[str, str] | None:
     """The campaign and base URL a store records, read without opening it for writing."""
+    recorded = _recorded_target(path)
+    try:
+        return (str(recorded["campaign"]), str(recorded["base_url"])) if recorded else None
+    except KeyError:
+        return None
+
+
+def _recorded_target(path: Path) -> dict[str, Any] | None:
+    """The target a store records (with its campaign), read-only; None for anything else."""
     import sqlite3  # noqa: PLC0415 - only when a folder of stores is searched
 
     try:
-        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        uri = f"file:{urllib.parse.quote(str(path))}?mode=ro"
+        with contextlib.closing(sqlite3.connect(uri, uri=True)) as db:
             row = db.execute("SELECT value FROM meta WHERE name = 'target'").fetchone()
     except sqlite3.Error:
         return None
     try:
-        recorded = json.loads(row[0]) if row else {}
-        return str(recorded["campaign"]), str(recorded["base_url"])
-    except (ValueError, KeyError, TypeError):
+        recorded = json.loads(row[0]) if row else None
+    except ValueError:
         return None
+    return recorded if isinstance(recorded, dict) else None

@@ -78,7 +78,7 @@ def test_a_rehearsal_resumed_against_a_fresh_sandbox_starts_over(workdir: Path) 
     images(workdir, 4)
     assert invoke("run", "spend.yaml", "--sandbox", "--yes").code == 0
     store = workdir / ".sume-batch/spend.rehearsal.sqlite"
-    with sqlite3.connect(store) as db:  # as if interrupted: two jobs still in flight
+    with contextlib.closing(sqlite3.connect(store)) as db, db:  # as if interrupted: two jobs in flight
         db.execute("UPDATE jobs SET state = 'submitted' WHERE id IN ('img-0', 'img-1')")
     again = invoke("run", "spend.yaml", "--sandbox", "--yes")
     assert again.code == 0, again.out + again.err

@@ -61,14 +61,16 @@ def listed(sume_id: str, at: float, type_: str = "image_generation") -> dict[str
             [{"id": "j1", "type": "image_generation"}],
             set(),
             {},
-            {"a": []},
-        ),  # no created_at: no match
+            {"a": ["j1"]},
+        ),  # no created_at: never adopted, but it may be this create's, so it is named (and blocks a proof)
     ],
     ids=["one", "known", "other-type", "too-early", "two", "shared", "face-swap", "crash-window", "no-time"],
 )
 def test_decide(jobs: list[StoredJob], items: list[dict[str, Any]], known: set[str], adopted: dict[str, list[str]],
                 ambiguous: dict[str, list[str]]) -> None:  # fmt: skip
-    decisions = decide(jobs, gather(jobs, items, known, grace=0), provable=dict.fromkeys(adopted | ambiguous, False))
+    decisions = decide(
+        jobs, gather(jobs, items, known, grace=0), provable=dict.fromkeys(adopted | ambiguous, False)
+    )
     assert {key: ids for key, (verdict, ids) in decisions.items() if verdict.startswith("adopted")} == adopted
     assert {key: ids for key, (verdict, ids) in decisions.items() if verdict == "uncertain"} == ambiguous
 
@@ -81,16 +83,42 @@ def echoed(sume_id: str, at: float, prompt: str) -> dict[str, Any]:
     ("items", "provable", "verdict", "ids"),
     [
         ([echoed("j1", T + 0.5, "mine"), echoed("j2", T + 0.6, "theirs")], False, "adopted-content", ["j1"]),
-        ([echoed("j2", T + 0.6, "theirs")], False, "uncertain", ["j2"]),  # echoes another request: never adopted
+        (
+            [echoed("j2", T + 0.6, "theirs")],
+            False,
+            "uncertain",
+            ["j2"],
+        ),  # echoes another request: never adopted
         ([listed("j1", T + 0.5)], False, "adopted-time", ["j1"]),
         ([], True, "never-made", []),  # nothing at all, listed and past the grace: made nothing
         ([], False, "uncertain", []),  # nothing yet, but the grace has not passed (or the listing was cut)
         ([listed("j9", T + 20)], True, "uncertain", ["j9"]),  # a job after the window, within the grace
         ([echoed("j2", T + 0.6, "theirs")], True, "uncertain", ["j2"]),  # someone else's job: no proof either
+        ([{"id": "j7", "type": "image_generation", "created_at": "soon"}], True, "uncertain", ["j7"]),
+        (
+            [{"id": "j6", "type": "image_generation", "created_at": (T + 0.5) * 1000}],
+            True,
+            "adopted-time",
+            ["j6"],
+        ),
+        ([{"id": "j8", "created_at": "2027-01-15T08:00:00Z"}], True, "uncertain", ["j8"]),  # no type
     ],
-    ids=["echo-match", "echo-other", "time", "never-made", "not-yet", "late", "other-blocks-proof"],
+    ids=[
+        "echo-match",
+        "echo-other",
+        "time",
+        "never-made",
+        "not-yet",
+        "late",
+        "other-blocks-proof",
+        "garbage-time-blocks-proof",
+        "epoch-milliseconds",
+        "no-type-blocks-proof",
+    ],
 )
-def test_decide_with_echoes_and_absence(items: list[dict[str, Any]], provable: bool, verdict: str, ids: list[str]) -> None:
+def test_decide_with_echoes_and_absence(
+    items: list[dict[str, Any]], provable: bool, verdict: str, ids: list[str]
+) -> None:
     jobs = [job("a")]
     found = gather(jobs, items, set(), grace=30, requests={"a": {"prompt": "mine", "aspect_ratio": "1:1"}})
     assert decide(jobs, found, provable={"a": provable}) == {"a": (verdict, ids)}
@@ -99,7 +127,9 @@ def test_decide_with_echoes_and_absence(items: list[dict[str, Any]], provable: b
 def test_two_identical_requests_never_adopt_one_echo() -> None:
     jobs = [job("a"), job("b", intent=T + 0.1)]
     request = {"prompt": "same", "aspect_ratio": "1:1"}
-    found = gather(jobs, [echoed("j1", T + 0.5, "same")], set(), grace=0, requests={"a": request, "b": request})
+    found = gather(
+        jobs, [echoed("j1", T + 0.5, "same")], set(), grace=0, requests={"a": request, "b": request}
+    )
     assert decide(jobs, found, provable={"a": False, "b": False}) == {
         "a": ("uncertain", ["j1"]), "b": ("uncertain", ["j1"]),
     }  # fmt: skip
