@@ -334,3 +334,33 @@ def test_a_stated_price_is_read_only_when_it_is_a_price(
     from sume_batch.responses import stated_credits
 
     assert stated_credits(answer) == credits
+
+
+def test_one_workspace_under_another_spelling_of_the_url_is_refused_not_bought_again(workdir: Path) -> None:
+    images(workdir, 2)
+    with running_sandbox(SandboxConfig.from_profile("instant", environment="")) as server:
+        assert invoke("run", "spend.yaml", "--yes", env=env_of(server)).code == 0
+        other = {**env_of(server), "SUME_API_BASE_URL": server.base_url.replace("127.0.0.1", "localhost")}
+        again = invoke("run", "spend.yaml", "--yes", env=other)
+        creates = server.stats()["creates_by_idempotency_key"]
+    assert again.code == 2 and "holds this campaign's jobs in this very workspace" in again.err
+    assert len(creates) == 2
+
+
+def test_a_stated_price_never_lowers_what_later_jobs_reserve() -> None:
+    from sume_batch.budget import Budget
+
+    budget = Budget(cap=100)
+    budget.reserve(4)
+    budget.settle("image", 4, 4, 0)  # a free job
+    assert (budget.committed, budget.cost("image", 4)) == (0, 4)
+    budget.settle("image", 4, 4, 40)
+    assert budget.cost("image", 4) == 40 and budget.cost("video", 10) == 10
+
+
+def test_a_base_url_is_stored_without_anything_that_can_carry_a_credential() -> None:
+    from sume_batch.target import normalize_url
+
+    assert (
+        normalize_url("https://user:tok@WWW.Sume.so/api/v1/?api_key=s#frag") == "https://www.sume.so/api/v1"
+    )
