@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import subprocess
 import textwrap
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -57,7 +61,31 @@ def read_report(folder: Path, campaign: str) -> dict[str, Any]:
     failed = [job for job in report["jobs"] if job["failure"] is not None]
     skipped = [job for job in report["jobs"] if job["failure"] is None and not job["ok"]]
     assert (int(suites.get("tests", -1)), len(cases)) == (len(report["jobs"]), len(report["jobs"]))
-    assert int(suites.get("failures", -1)) == len(failed) == len(suites.findall("./testsuite/testcase/failure"))
-    assert int(suites.get("skipped", -1)) == len(skipped) == len(suites.findall("./testsuite/testcase/skipped"))
+    assert (
+        int(suites.get("failures", -1)) == len(failed) == len(suites.findall("./testsuite/testcase/failure"))
+    )
+    assert (
+        int(suites.get("skipped", -1)) == len(skipped) == len(suites.findall("./testsuite/testcase/skipped"))
+    )
     assert (latest / "report.html").read_text().startswith("<!doctype html>")
     return report
+
+
+@contextlib.contextmanager
+def tmpfs(folder: Path, options: str) -> Iterator[Path]:
+    """A small file system of its own at `folder` (`size=16m`, `size=1m,ro`): a full or read-only disk
+    for real. Needs root, as CI has; skipped elsewhere."""
+    import pytest
+
+    folder.mkdir(exist_ok=True)
+    if (
+        os.geteuid() != 0
+        or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], check=False
+        ).returncode
+    ):
+        pytest.skip("mounting a small file system needs root (CI runs as root)")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)

@@ -4,12 +4,11 @@ state folder, a clock that jumps, the resume hint's flags (issues 10 and 11)."""
 from __future__ import annotations
 
 import os
-import stat
 import time
 from pathlib import Path
 
 import pytest
-from helpers import invoke, write
+from helpers import invoke, tmpfs, write
 
 from sume_batch.responses import capacity_of
 from sume_batch.sandbox import SandboxConfig, running_sandbox
@@ -39,30 +38,14 @@ def test_capacity_is_read_from_every_spelling_and_only_when_it_is_a_capacity(
 
 
 def test_a_read_only_state_folder_is_a_clear_error(workdir: Path) -> None:
-    if os.geteuid() == 0:
-        import subprocess
-
-        state = workdir / "state"
-        state.mkdir()
-        if subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(state)], check=False
-        ).returncode:
-            pytest.skip("cannot mount a read-only file system here")
-    else:
-        state = workdir / "state"
-        state.mkdir()
-        state.chmod(stat.S_IRUSR | stat.S_IXUSR)
     write(workdir, CAMPAIGN)
-    try:
-        with running_sandbox(SandboxConfig.from_profile("instant")) as server:
-            env = {"SUME_API_KEY": server.api_key, "SUME_API_BASE_URL": server.base_url}
-            result = invoke("run", "campaign.yaml", "--yes", "--state-dir", str(state), env=env)
-            creates = server.stats()["creates_by_idempotency_key"]
-    finally:
-        if os.geteuid() == 0:
-            import subprocess
-
-            subprocess.run(["umount", "-l", str(state)], check=False)
+    with (
+        tmpfs(workdir / "state", "size=1m,ro") as state,
+        running_sandbox(SandboxConfig.from_profile("instant")) as server,
+    ):
+        env = {"SUME_API_KEY": server.api_key, "SUME_API_BASE_URL": server.base_url}
+        result = invoke("run", "campaign.yaml", "--yes", "--state-dir", str(state), env=env)
+        creates = server.stats()["creates_by_idempotency_key"]
     assert result.code == 2, result.err
     assert result.err.startswith(f"error: cannot keep the run store in {state}: ")
     assert "Traceback" not in result.err and creates == {}
