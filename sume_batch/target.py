@@ -140,9 +140,20 @@ def find_store(folder: Path, campaign: str, *, base_url: str, rehearsal: bool) -
         if not path.name.endswith(".previous.sqlite") and _recorded(path) == (campaign, wanted)
     ]
     if found:
-        return max(found, key=lambda path: path.stat().st_mtime)
+        return max(found, key=_written_at)
     legacy = legacy_path(folder, campaign)
     return legacy if legacy.exists() else None
+
+
+def _written_at(path: Path) -> float:
+    """When a store was last written: its WAL takes the writes, so the later of the two files."""
+    times = [0.0]
+    for file in (path, Path(f"{path}-wal")):
+        try:
+            times.append(file.stat().st_mtime)
+        except OSError:  # moved aside meanwhile, or never had a WAL
+            continue
+    return max(times)
 
 
 def _recorded(path: Path) -> tuple[str, str] | None:
