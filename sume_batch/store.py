@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import os
 import socket
@@ -126,6 +127,10 @@ IN_FLIGHT = frozenset({"submitted", "completed", "fetched", "timed_out"})
 CHARGED = frozenset(
     {"submitting", "submitted", "completed", "fetched", "downloaded", "timed_out", "uncertain"}
 )
+# A job that may have cost credits, in SQL (its parameters: CHARGED): a Face Swap partly made is paid.
+_CHARGED_WHERE = (
+    f"(state IN ({', '.join('?' * len(CHARGED))}) OR (state = 'failed' AND key IN (SELECT key FROM files)))"  # noqa: S608 - placeholders only
+)
 
 
 @dataclass(frozen=True)
@@ -175,22 +180,23 @@ class RunStore:
         self.db = connection
         self.clock = clock
         self.path = path
-        self._select: str | None = None
 
     @property
     def path_name(self) -> str:
         return str(self.path) if self.path else "the run store"
 
-    @property
+    @functools.cached_property
     def columns(self) -> str:
         """The job columns to select; a column an older store lacks (read-only, so not migrated)
         reads as its default."""
-        if self._select is None:
-            present = {row[1] for row in self.db.execute("PRAGMA table_info(jobs)")}
-            self._select = ", ".join(
-                name if name in present else f"{_DEFAULTS.get(name, 'NULL')} AS {name}" for name in _COLUMNS
-            )
-        return self._select
+        return ", ".join(
+            name if name in self.present else f"{_DEFAULTS.get(name, 'NULL')} AS {name}" for name in _COLUMNS
+        )
+
+    @functools.cached_property
+    def present(self) -> frozenset[str]:
+        """The job columns this store has (a store opened read-only is not migrated)."""
+        return frozenset(row[1] for row in self.db.execute("PRAGMA table_info(jobs)"))
 
     @classmethod
     def open(
@@ -351,8 +357,7 @@ class RunStore:
     def restart(self, job: StoredJob, *, note: str, retire: bool = True) -> None:
         """Make a job `planned` again (`--regenerate`, `--retry-failed`): its ids stay in the journal,
         and what it may have cost moves to `retired`, so the budget still counts it (`retire`)."""
-        charged = job.state in CHARGED or (job.state == "failed" and bool(self.files(job.key)))
-        retired = job.retired + (job.reserved if charged and retire else 0.0)
+        retired = job.retired + (job.reserved if retire and self.may_have_cost(job.key) else 0.0)
         self.move(job.key, "planned", note=note, sume_ids=[], candidates=[], error_code=None,
                   error_message=None, error_job_id=None, sume_status=None, reserved=0, submitted_at=None,
                   intent_at=None, settled_at=None, retired=retired)  # fmt: skip
@@ -428,29 +433,31 @@ class RunStore:
         row = self.db.execute("SELECT MAX(at) FROM events").fetchone()
         return float(row[0]) if row and row[0] is not None else None
 
+    def credits(self) -> tuple[float, float]:
+        """(reserved, of which stated by the API) over every job that may have cost credits."""
+        reserved, required, _ = self._sums()
+        return reserved, required
+
     def committed(self) -> float:
         """The credits the campaign has spent or holds at this target: every reservation that may
         have been charged, and what earlier lives of re-created jobs cost (the budget covers all)."""
-        marks = ", ".join("?" * len(CHARGED))
-        (total,) = self.db.execute(
-            "SELECT COALESCE(SUM(CASE WHEN state IN ("  # noqa: S608
-            + marks
-            + ") OR (state = 'failed' AND key IN (SELECT key FROM files)) THEN reserved ELSE 0 END)"
-            " + SUM(retired), 0) FROM jobs",
-            tuple(CHARGED),
-        ).fetchone()
-        return float(total)
+        reserved, _, retired = self._sums()
+        return reserved + retired
 
-    def credits(self) -> tuple[float, float]:
-        """(reserved, of which stated by the API) over every job that may have cost credits."""
-        marks = ", ".join("?" * len(CHARGED))
-        reserved, required = self.db.execute(
-            "SELECT COALESCE(SUM(reserved), 0), COALESCE(SUM(required), 0) FROM jobs"  # noqa: S608
-            f" WHERE state IN ({marks})"
-            " OR (state = 'failed' AND key IN (SELECT key FROM files))",  # a Face Swap partly made: paid
-            tuple(CHARGED),
+    def _sums(self) -> tuple[float, float, float]:
+        """Reserved and stated credits of the jobs that may have cost credits, and all retired ones."""
+        row = self.db.execute(
+            f"SELECT COALESCE(SUM(CASE WHEN {_CHARGED_WHERE} THEN reserved END), 0),"  # noqa: S608
+            f" COALESCE(SUM(CASE WHEN {_CHARGED_WHERE} THEN required END), 0),"
+            f" {'COALESCE(SUM(retired), 0)' if 'retired' in self.present else '0'}"
+            " FROM jobs",
+            (*CHARGED, *CHARGED),
         ).fetchone()
-        return float(reserved), float(required)
+        return float(row[0]), float(row[1]), float(row[2])
+
+    def may_have_cost(self, key: str) -> bool:
+        row = self.db.execute(f"SELECT 1 FROM jobs WHERE key = ? AND {_CHARGED_WHERE}", (key, *CHARGED))  # noqa: S608
+        return row.fetchone() is not None
 
 
 _COLUMNS = (
