@@ -259,10 +259,9 @@ class Executor:
         the time this run took the lock: so the create's window ends now, or CRASH_WINDOW_S after its
         intent, whichever is sooner (a later job is no job of a create that old)."""
         note = "the previous run stopped while this job's create was in flight; it may exist"
-        now = self.clock()
+        now, longest = self.clock(), max(CRASH_WINDOW_S, self.client.bounds.request_seconds + 30)
         for job in self.store.jobs().values():
             if job.state == "submitting":
-                longest = max(CRASH_WINDOW_S, self.client.bounds.request_seconds + 30)
                 settled = min(now, job.intent_at + longest) if job.intent_at else None
                 self._move(job, "uncertain", error_message=note, settled_at=settled)
 
@@ -317,9 +316,8 @@ class Executor:
         def about_to_send() -> None:  # the HTTP slot is held: the bytes go out right after this
             if self.stopped:
                 raise NotSentError(self.stopped)
-            intent = (
-                job.intent_at if spec.key in self.same_key else self.clock()
-            )  # a re-send keeps its window
+            resent = spec.key in self.same_key  # a re-send keeps its first create's window
+            intent = job.intent_at if resent else self.clock()
             self._move(job, "submitting", durable=True, attempts=attempt, intent_at=intent)
 
         try:
@@ -375,8 +373,6 @@ class Executor:
         except UncertainCreateError:
             self.quiet_until = self.ticks() + self.fastest + 2 * SLACK_S + QUIET_MIN_S
             raise
-        intent = self.store.job(spec.key).intent_at
-        self.fastest = min(self.fastest, max(0.0, self.clock() - (intent or self.clock())))
         return created
 
     async def _created(
@@ -394,6 +390,8 @@ class Executor:
             )  # fmt: skip
         except (sqlite3.Error, OSError) as error:
             raise self.lost_ids(job, created.job_ids, error) from error
+        if job.intent_at is not None and job.submitted_at is not None:
+            self.fastest = min(self.fastest, max(0.0, job.submitted_at - job.intent_at))
         self.remember(created.job_ids)
         if charged is not None:
             self.budget.settle(spec.kind.name, price.credits, cost, charged)
