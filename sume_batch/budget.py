@@ -19,7 +19,7 @@ as the careful cost guards do it:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from sume_batch.store import StoredJob
@@ -80,17 +80,13 @@ class Budget:
         """Kinds whose learned ratio is not 1: where our estimate and the API's figure differ."""
         return {kind: ratio for kind, ratio in self.ratios.items() if abs(ratio - 1.0) > 1e-9}
 
-    def total(self, priced: Iterable[tuple[str, float | None]]) -> float:
-        """What these (kind, estimate) jobs would reserve now."""
-        return sum(self.cost(kind, estimate) or 0.0 for kind, estimate in priced)
-
-
-def ratio_text(ratios: Mapping[str, float]) -> str:
-    """`image: the API charged 10× our estimate` lines, for plan and the run's summary."""
-    return "; ".join(
-        f"{kind}: the API charged {ratio:.3g}× our estimate, so its jobs are priced at that rate"
-        for kind, ratio in sorted(ratios.items())
-    )
+    def price_note(self) -> str | None:
+        """`prices: image: the API charged 10× our estimate, …`, for plan and a run; None when none differ."""
+        parts = [
+            f"{kind}: the API charged {ratio:.3g}× our estimate, so its jobs are priced at that rate"
+            for kind, ratio in sorted(self.differences().items())
+        ]
+        return "prices: " + "; ".join(parts) if parts else None
 
 
 def campaign_line(budget: Budget, to_submit: float) -> str:

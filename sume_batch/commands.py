@@ -13,7 +13,7 @@ from functools import cache
 from pathlib import Path
 
 from sume_batch.api import DEFAULT_BASE_URL
-from sume_batch.budget import campaign_line, ratio_text
+from sume_batch.budget import campaign_line
 from sume_batch.errors import ManifestError, UsageError
 from sume_batch.expand import JobSpec, expand_jobs
 from sume_batch.manifest import Manifest, file_digest, load_manifest, load_pricing
@@ -93,8 +93,8 @@ def plan(
         echo(gate(json.dumps(document, indent=2, ensure_ascii=False)))
         return 0
     lines = [plan_text(result)]
-    if budget.differences():
-        lines.append("prices: " + ratio_text(budget.differences()))
+    if note := budget.price_note():
+        lines.append(note)
     if diff:
         lines.append(campaign_line(budget, diff.new_credits))
         lines.append(diff.text())

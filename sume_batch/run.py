@@ -25,7 +25,7 @@ import httpx
 
 from sume_batch import registry
 from sume_batch.api import DEFAULT_BASE_URL, SumeClient
-from sume_batch.budget import BalanceWatch, Budget, ratio_text
+from sume_batch.budget import BalanceWatch, Budget
 from sume_batch.errors import RefusedError, StoreWriteError, UsageError
 from sume_batch.execute import Executor, Settings
 from sume_batch.manifest import Manifest, file_digest
@@ -191,8 +191,8 @@ async def _run(call: Call) -> int:
                              cost=budget.cost)  # fmt: skip
             echo(redactor.name(plan_text(call.plan)))
             echo(diff.text())
-            if budget.differences():
-                echo("prices: " + ratio_text(budget.differences()))
+            if note := budget.price_note():
+                echo(note)
             echo(preflight_text(account, balance, capacity))
             if options.dry_run:
                 echo("Dry run: nothing was sent.")
@@ -264,7 +264,6 @@ async def _execute(call: Call, live: Live) -> int:
         lost_create_grace=options.lost_create_grace, roots=manifest.roots,
     )  # fmt: skip
     states = {job.id: job.state for job in store.jobs(spec.key for spec, _ in plan.jobs).values()}
-    live.budget.committed = store.committed()
     with (
         run_log(folder / "run.log", redactor) as log,
         Progress(states, echo=echo, live=options.live, quiet=options.quiet) as progress,
@@ -303,8 +302,8 @@ async def _execute(call: Call, live: Live) -> int:
             document = build_report(store, source, redactor=redactor, now=time.time())
             problem = publish(document, folder)
     echo(summary_text(document, folder / FILE_NAMES["html"]))
-    if live.budget.differences():
-        echo("prices: " + ratio_text(live.budget.differences()))
+    if note := live.budget.price_note():
+        echo(note)
     if number is not None:
         echo(f"Interrupted: every job is recorded. Resume with: {resume_command(call, live.target)}")
     if problem:
