@@ -20,9 +20,9 @@ from sume_batch.manifest import Manifest, file_digest, load_manifest, load_prici
 from sume_batch.plan import Plan, Selection, diff_plan, make_plan, plan_json, plan_text, restrict
 from sume_batch.redact import Redactor
 from sume_batch.report import Source, build_report, point_latest, run_folder_name, write_reports
-from sume_batch.run import Options, read_budget, run_campaign
+from sume_batch.run import Options, read_campaign, run_campaign
 from sume_batch.status import read_status, status_text
-from sume_batch.store import RunRecord, read_states, reading
+from sume_batch.store import RunRecord, reading
 from sume_batch.target import find_store, store_folder
 
 Echo = Callable[[str], None]
@@ -79,8 +79,7 @@ def plan(
     manifest, specs = prepare(path, max_jobs=max_jobs, roots=roots)
     result: Plan = restrict(make_plan(manifest, specs, prices, assume=assume_price), selection)
     store = offline_store(manifest, state_dir, env, sandbox=sandbox)
-    budget = read_budget(store, manifest.max_credits, assume_price)
-    stored = read_states(store) if store else {}
+    stored, budget = read_campaign(store, manifest.max_credits, assume_price)
     diff = diff_plan(result, stored, selection.again(), cost=budget.cost) if stored else None
     document = {
         **plan_json(result), "since_last_run": diff.__dict__ if diff else None,

@@ -47,7 +47,7 @@ from sume_batch.report import (
 )  # fmt: skip
 from sume_batch.responses import balance_of, capacity_of
 from sume_batch.status import attention_line
-from sume_batch.store import RunStore, prepare_store, read_states, reading, run_lock
+from sume_batch.store import RunStore, prepare_store, reading, run_lock
 from sume_batch.target import Target, legacy_path, same_workspace, store_folder, store_path, target_of
 
 Echo = Callable[[str], None]
@@ -186,9 +186,8 @@ async def _run(call: Call) -> int:
             legacy = legacy_path(folder, call.manifest.name)
             if existing is None and options.dry_run and not target.rehearsal and legacy.exists():
                 existing = legacy  # what the run would take over (see `prepare_store`)
-            budget = read_budget(existing, call.manifest.max_credits, options.assume_price)
-            diff = diff_plan(call.plan, read_states(existing) if existing else {}, options.selection.again(),
-                             cost=budget.cost)  # fmt: skip
+            states, budget = read_campaign(existing, call.manifest.max_credits, options.assume_price)
+            diff = diff_plan(call.plan, states, options.selection.again(), cost=budget.cost)
             echo(redactor.name(plan_text(call.plan)))
             echo(diff.text())
             if note := budget.price_note():
@@ -231,12 +230,17 @@ class Live:
     budget: Budget
 
 
-def read_budget(path: Path | None, cap: float | None, assumed: float | None) -> Budget:
-    """The campaign's budget at its target: what its store says was spent, and the prices it learned."""
+def read_campaign(
+    path: Path | None, cap: float | None, assumed: float | None
+) -> tuple[dict[str, str], Budget]:
+    """What a campaign's store at its target says, read once and read-only: job key → state (empty
+    when there is no store yet), and the budget (what was spent, the prices the API stated)."""
     if path is None or not path.exists():
-        return Budget(cap=cap, assumed=assumed)
+        return {}, Budget(cap=cap, assumed=assumed)
     with reading(path) as store:
-        return Budget.from_store(store.jobs().values(), store.committed(), cap=cap, assumed=assumed)
+        jobs = store.jobs().values()
+        budget = Budget.from_store(jobs, store.committed(), cap=cap, assumed=assumed)
+        return {job.key: job.state for job in jobs}, budget
 
 
 async def _execute(call: Call, live: Live) -> int:

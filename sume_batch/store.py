@@ -595,11 +595,3 @@ def _open_read_only(path: Path) -> sqlite3.Connection:
             raise
         db = sqlite3.connect(f"file:{path}?immutable=1", uri=True)
     return db
-
-
-def read_states(path: Path) -> dict[str, str]:
-    """Job key → state from a store, read-only; empty when there is no store yet."""
-    if not path.exists():
-        return {}
-    with reading(path) as store:
-        return dict(store.db.execute("SELECT key, state FROM jobs").fetchall())
