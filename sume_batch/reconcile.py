@@ -195,19 +195,11 @@ async def list_since(client: SumeClient, api_type: str, since: float) -> Listing
         oldest = min((when for item in data if (when := created_at(item)) is not None), default=None)
         if oldest is not None and oldest < since:
             return Listing(items, complete=True)  # reached back past the oldest window
-        if page.get("has_more") is False or (page.get("has_more") is None and not cursor):
-            return Listing(items, complete=page.get("has_more") is False)  # only an explicit end is one
+        if page.get("has_more") is False:
+            return Listing(items, complete=True)  # only an explicit end is one
         if not cursor:
             return Listing(items, complete=False)
     return Listing(items, complete=False)
-
-
-def uncertain_creates(store: RunStore) -> list[StoredJob]:
-    return [
-        job
-        for job in store.jobs().values()
-        if job.state == "uncertain" and not job.sume_ids and job.intent_at
-    ]
 
 
 @dataclass(frozen=True)
@@ -239,10 +231,10 @@ async def reconcile(
     grace: float = LOST_CREATE_GRACE_S,
 ) -> Outcome:
     """Settle what can be settled among the store's uncertain creates (see `Outcome`)."""
-    uncertain = uncertain_creates(store)
+    everything = store.jobs().values()
+    uncertain = [job for job in everything if job.state == "uncertain" and not job.sume_ids and job.intent_at]
     if not uncertain:
         return Outcome({})
-    everything = store.jobs().values()
     known = {sume_id for job in everything for sume_id in job.sume_ids} | set(foreign)
     listed: list[Mapping[str, Any]] = []
     complete: dict[str, bool] = {}
