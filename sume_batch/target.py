@@ -23,7 +23,7 @@ import contextlib
 import hashlib
 import json
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -99,10 +99,9 @@ def same_workspace(folder: Path, campaign: str, target: Target) -> Path | None:
     beside it, which would buy the campaign again."""
     if target.rehearsal or not target.workspace:
         return None
-    for path in folder.glob(f"{campaign}.*.sqlite"):
-        recorded = _recorded_target(path) or {}
-        mine = recorded.get("campaign") == campaign and recorded.get("workspace") == target.workspace
-        if mine and recorded.get("base_url") != target.base_url and not recorded.get("rehearsal"):
+    for path, recorded in _recorded_stores(folder, campaign):
+        same = recorded.get("workspace") == target.workspace and not recorded.get("rehearsal")
+        if same and recorded.get("base_url") != target.base_url:
             return path
     return None
 
@@ -135,9 +134,7 @@ def find_store(folder: Path, campaign: str, *, base_url: str, rehearsal: bool) -
         return path if path.exists() else None
     wanted = normalize_url(base_url)
     found = [
-        path
-        for path in folder.glob(f"{campaign}.*.sqlite")
-        if not path.name.endswith(".previous.sqlite") and _recorded(path) == (campaign, wanted)
+        path for path, recorded in _recorded_stores(folder, campaign) if recorded.get("base_url") == wanted
     ]
     if found:
         return max(found, key=_written_at)
@@ -156,13 +153,13 @@ def _written_at(path: Path) -> float:
     return max(times)
 
 
-def _recorded(path: Path) -> tuple[str, str] | None:
-    """The campaign and base URL a store records, read without opening it for writing."""
-    recorded = _recorded_target(path)
-    try:
-        return (str(recorded["campaign"]), str(recorded["base_url"])) if recorded else None
-    except KeyError:
-        return None
+def _recorded_stores(folder: Path, campaign: str) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """Each store of this campaign in `folder`, with the target it records; those set aside are left out
+    (a campaign name may hold dots, so the recorded name decides, not the file's)."""
+    for path in folder.glob(f"{campaign}.*.sqlite"):
+        recorded = _recorded_target(path)
+        if recorded and recorded.get("campaign") == campaign and not path.name.endswith(".previous.sqlite"):
+            yield path, recorded
 
 
 def _recorded_target(path: Path) -> dict[str, Any] | None:
