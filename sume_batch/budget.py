@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from sume_batch.plan import credits
 from sume_batch.store import StoredJob
 
 BALANCE_TOLERANCE = 1.0  # credits: rounding between our figures and the API's
@@ -92,17 +93,11 @@ class Budget:
 def campaign_line(budget: Budget, to_submit: float) -> str:
     """The whole campaign at its target against its cap: what `run` refuses over."""
     total = budget.committed + to_submit
-    figures = (
-        f"{_credits(budget.committed)} spent or held + {_credits(to_submit)} to submit = {_credits(total)}"
-    )
+    figures = f"{credits(budget.committed)} spent or held + {credits(to_submit)} to submit = {credits(total)}"
     if budget.cap is None:
         return f"campaign credits: {figures} (no budget.max_credits)"
-    verdict = "OVER BUDGET" if total > budget.cap + 1e-9 else "within budget"
-    return f"campaign credits: {figures}: {verdict} ({_credits(budget.cap)} max)"
-
-
-def _credits(amount: float) -> str:
-    return f"{amount:,.0f}" if float(amount).is_integer() else f"{amount:,.2f}"
+    verdict = "within budget" if budget.admits(to_submit) else "OVER BUDGET"
+    return f"campaign credits: {figures}: {verdict} ({credits(budget.cap)} max)"
 
 
 @dataclass

@@ -109,9 +109,8 @@ def refusal(plan: Plan, diff: Diff, balance: float | None, budget: Budget, optio
     """Why `run` must not spend, or None; checked before any create. The budget covers the whole
     campaign at its target, what earlier runs spent included; the balance needs to cover only what
     this run would submit."""
-    need = budget.committed + diff.new_credits
-    if budget.cap is not None and need > budget.cap + 1e-9:
-        cap = f"over budget.max_credits ({credits(budget.cap)})"
+    if budget.cap is not None and not budget.admits(diff.new_credits):
+        need, cap = budget.committed + diff.new_credits, f"over budget.max_credits ({credits(budget.cap)})"
         if not budget.committed:
             return f"the estimate ({credits(need)} credits) is {cap}"
         spent = f"{credits(budget.committed)} spent or held, {credits(diff.new_credits)} to submit"
