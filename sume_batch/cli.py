@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import traceback
 from collections.abc import Callable
@@ -49,6 +50,9 @@ def main(argv: list[str] | None = None) -> None:
     """The console-script entry point: the one place errors become exit codes."""
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     code = run_cli(cli.main, argv, debug=debug)
+    # The work is done and its exit code decided: a late Ctrl-C (a second one while the process
+    # winds down) must neither print a traceback nor kill it by signal instead of exiting `code`.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     sys.exit(code)
 
 

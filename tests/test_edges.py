@@ -156,3 +156,30 @@ def test_a_local_file_swapped_for_a_symlink_after_validate_is_never_uploaded(tmp
     )  # type: ignore[arg-type]
     with pytest.raises(OSError, match="local files must be inside the manifest's folder"):
         asyncio.run(executor.upload(spec))
+
+
+def test_a_ctrl_c_while_the_process_winds_down_keeps_its_exit_code(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import textwrap
+
+    script = tmp_path / "late.py"
+    script.write_text(
+        textwrap.dedent("""
+        import atexit, os, signal, sys, time
+
+        def late_ctrl_c():  # a second Ctrl-C that lands while the process exits
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.1)
+
+        atexit.register(late_ctrl_c)
+        sys.argv = ["sume-batch", "--version"]
+        from sume_batch.entry import main
+        main()
+        """)
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert (done.returncode, done.stderr) == (0, ""), done.stderr
+    assert done.stdout.startswith("sume-batch, version")
