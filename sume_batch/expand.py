@@ -27,18 +27,12 @@ import jinja2
 import jsonschema
 from jinja2.exceptions import SecurityError
 
+from sume_batch.confine import ConfinementError, confine_file
 from sume_batch.errors import ManifestError, Problem
 from sume_batch.kinds import Kind
-from sume_batch.manifest import (
-    ConfinementError,
-    JobTemplate,
-    Manifest,
-    Matrix,
-    campaign_schema,
-    confine_file,
-    error_message,
-)
+from sume_batch.manifest import JobTemplate, Manifest, Matrix
 from sume_batch.render import Renderer, TemplateFailure
+from sume_batch.schema import campaign_schema, error_message
 
 MAX_RENDERED_CHARS = 20_000
 JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")

@@ -2,34 +2,37 @@
 
 Order matters: the size cap, then YAML (safe, marked, duplicate keys refused), then the version
 gate (so a newer manifest gets one upgrade message, not a page of schema noise), then the JSON
-Schema, with every problem reported at its file:line:col. Paths the manifest names (uploaded
-files, output folders) are confined to its folder, or to a root the person running it allows.
+Schema (`schema`), with every problem reported at its file:line:col. Paths the manifest names
+(uploaded files, output folders) are confined to its folder, or to a root the person running it
+allows (`confine`).
 """
 
 from __future__ import annotations
 
-import difflib
-import hashlib
-import json
 import os
-import stat
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 
 from sume_batch import MANIFEST_VERSION, __version__
+from sume_batch.confine import allowed_roots, confine_folder
 from sume_batch.errors import ManifestError, Problem
 from sume_batch.kinds import KINDS, Kind
+from sume_batch.schema import campaign_schema, describe_error, schema_problems
 from sume_batch.yamlsafe import MAX_FILE_BYTES, Document, format_path, parse_yaml, text_position
+
+# isort: split
+# re-exported until execute/commands/run import from sume_batch.confine
+from sume_batch.confine import ConfinementError as ConfinementError  # noqa: PLC0414
+from sume_batch.confine import confine_file as confine_file  # noqa: PLC0414
+from sume_batch.confine import file_digest as file_digest  # noqa: PLC0414
+from sume_batch.confine import read_regular as read_regular  # noqa: PLC0414
 
 DEFAULT_MAX_JOBS = 10_000
 DEFAULT_CONCURRENCY = 8
-ALLOW_ROOT_HINT = "pass --allow-root DIR (or set SUME_BATCH_ALLOW_ROOT) to allow another folder"
 
 Marks = Mapping[str, tuple[int, int]]
 
@@ -96,14 +99,6 @@ class Manifest:
         return self.path.parent
 
 
-@cache
-def campaign_schema() -> dict[str, Any]:
-    """The campaign JSON Schema, read from the package (it ships with the code)."""
-    text = resources.files("sume_batch").joinpath("schemas/campaign.schema.json").read_text("utf-8")
-    schema: dict[str, Any] = json.loads(text)
-    return schema
-
-
 def load_manifest(path: Path, *, roots: Sequence[Path] = ()) -> Manifest:
     """Read and validate one campaign file; raise ManifestError with every problem found.
 
@@ -125,29 +120,6 @@ def load_manifest(path: Path, *, roots: Sequence[Path] = ()) -> Manifest:
             [Problem(shown, 0, 0, "", f"file is {os.path.getsize(path):,} bytes; the limit is {limit}")]
         )
     return parse_manifest(decode_text(data, shown), path=path, roots=roots)
-
-
-def read_regular(path: Path, *, limit: int) -> bytes:
-    """At most `limit + 1` bytes of a regular file. A FIFO or a device is refused before any read:
-    opened non-blocking (a FIFO without a writer would hang the open) and checked with fstat."""
-    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    with os.fdopen(descriptor, "rb") as handle:
-        mode = os.fstat(descriptor).st_mode
-        if stat.S_ISDIR(mode):
-            raise IsADirectoryError(path)
-        if not stat.S_ISREG(mode):
-            raise OSError(f"{kind_of(mode)}, not a regular file")
-        os.set_blocking(descriptor, True)
-        return handle.read(limit + 1)
-
-
-def kind_of(mode: int) -> str:
-    """What a non-regular file is, for a message."""
-    kinds = (
-        (stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe (FIFO)"),
-        (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"),
-    )  # fmt: skip
-    return next((name for test, name in kinds if test(mode)), "not a regular file")
 
 
 def decode_text(data: bytes, file: str) -> str:
@@ -193,95 +165,6 @@ def check_version(data: Mapping[str, Any], document: Document, file: str) -> Non
         raise ManifestError([Problem(file, line, column, "version", message)])
 
 
-def schema_problems(data: Any, document: Document, file: str) -> Iterator[Problem]:
-    """Every JSON Schema violation, located and phrased for a person."""
-    validator = jsonschema.Draft202012Validator(campaign_schema())
-    problems = (
-        problem for error in validator.iter_errors(data) for problem in describe_error(error, document, file)
-    )
-    yield from dict.fromkeys(problems)  # a job that is not a mapping fails each type's branch alike
-
-
-def describe_error(error: jsonschema.ValidationError, document: Document, file: str) -> Iterator[Problem]:
-    error = innermost(error)
-    path = tuple(error.absolute_path)
-    if error.validator in ("additionalProperties", "unevaluatedProperties"):
-        known = sorted(known_keys(_schema_of(error)))
-        instance: Mapping[str, Any] = error.instance  # type: ignore[assignment]  # these keywords see objects
-        for key in sorted(set(instance) - set(known), key=str):
-            line, column = document.mark((*path, key), key=True)
-            yield Problem(file, line, column, format_path((*path, key)), unknown_key_message(str(key), known))
-        return
-    line, column = document.mark(path)
-    yield Problem(file, line, column, format_path(path), error_message(error))
-
-
-def unknown_key_message(key: str, known: list[str]) -> str:
-    guesses = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-    hint = f"did you mean {guesses[0]!r}?" if guesses else "expected one of " + ", ".join(known)
-    return f"unknown key {key!r} ({hint})"
-
-
-def known_keys(schema: Mapping[str, Any]) -> set[str]:
-    """Property names a (sub)schema allows, following local `$ref`s and `allOf`."""
-    keys = set(schema.get("properties", {}))
-    for part in schema.get("allOf", []):
-        keys |= known_keys(part)
-    if "$ref" in schema:
-        keys |= known_keys(campaign_schema()["$defs"][schema["$ref"].rsplit("/", 1)[1]])
-    return keys
-
-
-def innermost(error: jsonschema.ValidationError) -> jsonschema.ValidationError:
-    """For `anyOf: [strict, template]` fields, the strict branch's own error says what is wrong."""
-    while error.validator == "anyOf" and "x-message" not in _schema_of(error):
-        strict = [sub for sub in error.context or () if sub.relative_schema_path[0] == 0]
-        if not strict:
-            break
-        error = strict[0]
-    return error
-
-
-def error_message(error: jsonschema.ValidationError) -> str:  # noqa: PLR0911 - one case per keyword
-    error = innermost(error)
-    schema, value = _schema_of(error), error.instance
-    if error.validator in ("pattern", "anyOf") and "x-message" in schema:
-        return f"{schema['x-message']}, got {value!r}"
-    if error.validator == "required":
-        return f"missing required key {error.message.split(' is a required')[0]}"
-    if error.validator in ("enum", "const"):
-        allowed: list[Any] = error.validator_value if error.validator == "enum" else [error.validator_value]  # type: ignore[assignment]
-        return f"{value!r} is not one of " + ", ".join(repr(option) for option in allowed)
-    if error.validator == "type":
-        return f"expected {_type_name(error.validator_value)}, got {_type_name(type_of(value))} {value!r}"
-    if error.validator in ("minimum", "exclusiveMinimum"):
-        return f"{value!r} is below the minimum of {error.validator_value}"
-    if error.validator == "maximum":
-        return f"{value!r} is above the maximum of {error.validator_value}"
-    if error.validator == "minLength":
-        return "must not be empty"
-    if error.validator == "minItems":
-        return f"needs at least {error.validator_value} item{'s' if error.validator_value != 1 else ''}"
-    if error.validator == "uniqueItems":
-        return "has duplicate items"
-    return str(error.message)
-
-
-def _schema_of(error: jsonschema.ValidationError) -> Mapping[str, Any]:
-    return error.schema if isinstance(error.schema, Mapping) else {}
-
-
-def type_of(value: Any) -> str:
-    names = {bool: "boolean", int: "integer", float: "number", str: "string", list: "array", dict: "object"}
-    return "null" if value is None else names.get(type(value), type(value).__name__)
-
-
-def _type_name(name: Any) -> str:
-    if isinstance(name, list):
-        return " or ".join(_type_name(one) for one in name)
-    return {"object": "a mapping", "array": "a list", "integer": "an integer"}.get(name, f"a {name}")
-
-
 def build_manifest(
     data: Mapping[str, Any], document: Document, path: Path, roots: Sequence[Path] = ()
 ) -> Manifest:
@@ -325,54 +208,6 @@ def build_manifest(
         limits=Limits(**data.get("templates", {})),
         roots=allowed,
     )
-
-
-class ConfinementError(Exception):
-    """A path the manifest names that is not a regular file (or folder) inside an allowed root."""
-
-
-def allowed_roots(folder: Path, extra: Sequence[Path]) -> tuple[Path, ...]:
-    """The manifest's folder and the roots its runner allowed, with symlinks resolved."""
-    return tuple(dict.fromkeys(Path(os.path.realpath(root)) for root in (folder, *extra)))
-
-
-def confine_folder(value: str, *, folder: Path, roots: Sequence[Path]) -> Path:
-    """An output folder: relative to the manifest's folder and, symlinks resolved, inside a root."""
-    lexical = Path(os.path.normpath(folder / value))
-    _check_inside(value, lexical, folder=folder, roots=roots, what="output folders")
-    return lexical
-
-
-def confine_file(value: str, *, folder: Path, roots: Sequence[Path]) -> Path:
-    """A local file a job uploads: inside a root once symlinks are resolved, and a regular file
-    (checked with stat, never opened: a FIFO or /dev/zero must not hang `validate`)."""
-    if "\x00" in value:
-        raise ConfinementError(f"{value!r} holds a NUL character")
-    real = _check_inside(value, folder / value, folder=folder, roots=roots, what="local files")
-    try:
-        mode = os.stat(real).st_mode
-    except FileNotFoundError:
-        raise ConfinementError(f"no such file: {value} (looked for {real})") from None
-    except OSError as error:
-        raise ConfinementError(f"{value} cannot be read: {error.strerror or error}") from None
-    if not stat.S_ISREG(mode):
-        raise ConfinementError(f"{value} is {kind_of(mode)}, not a regular file")
-    return real
-
-
-def _check_inside(value: str, path: Path, *, folder: Path, roots: Sequence[Path], what: str) -> Path:
-    try:
-        real = Path(os.path.realpath(path))
-    except (OSError, ValueError) as error:
-        raise ConfinementError(f"{value} cannot be used: {error}") from None
-    if any(real.is_relative_to(root) for root in roots):
-        return real
-    where = f"{what} must be inside the manifest's folder ({roots[0]}); {ALLOW_ROOT_HINT}"
-    if Path(value).is_absolute():
-        raise ConfinementError(f"{value} is an absolute path outside the allowed folders; {where}")
-    if not Path(os.path.normpath(Path(os.path.realpath(folder)) / value)).is_relative_to(roots[0]):
-        raise ConfinementError(f"{value} leaves the manifest's folder; {where}")
-    raise ConfinementError(f"{value} leads through a symlink to {real}; {where}")
 
 
 def build_job(
@@ -470,20 +305,3 @@ def load_pricing(path: Path) -> dict[str, Any]:
         raise ManifestError(problems)
     pricing: dict[str, Any] = document.data
     return pricing
-
-
-def file_digest(path: Path, *, chunk: int = 1 << 20) -> str:
-    """The sha256 of a local file a job uploads; part of the job's key, so new bytes mean a new job.
-
-    Only a regular file is read (opened non-blocking and checked with fstat, so a FIFO swapped in
-    after `confine_file` looked cannot hang it)."""
-    digest = hashlib.sha256()
-    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    with os.fdopen(descriptor, "rb") as handle:
-        mode = os.fstat(descriptor).st_mode
-        if not stat.S_ISREG(mode):
-            raise OSError(f"{path} is {kind_of(mode)}, not a regular file")
-        os.set_blocking(descriptor, True)
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
