@@ -1,6 +1,8 @@
-"""The one module that knows what a secret looks like (sume-api.md §12, issue 6).
+"""The redaction gate (sume-api.md §12, issue 6): every sink (terminal, logs, reports, store exports,
+crash output) passes text and data through a `Redactor`, and logging through `attach_redaction`.
 
-Every sink (terminal, logs, reports, store exports, crash output) passes text and data through a `Redactor`.
+`secret_shapes` knows what a secret looks like; a `Redactor` also hides, by value, the configured key and
+secrets and what `GET /me` said about the account, and makes the `Failure` that may be shown of an error.
 """
 
 from __future__ import annotations
@@ -9,38 +11,30 @@ import dataclasses
 import json
 import logging
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Final, TypeAlias
 from urllib.parse import quote, quote_plus
 
-from sume_batch.errors import ApiError
+from sume_batch.secret_shapes import (
+    DROPPED_FIELDS,
+    MARK,
+    MARKER,
+    MARKER_CHARS,
+    MASKED_FIELDS,
+    mark,
+    redact_shapes,
+    redact_urls,
+)
 
 Json: TypeAlias = "bool | int | float | str | list[Json] | dict[str, Json] | None"
 
-_Repl: TypeAlias = "str | Callable[[re.Match[str]], str]"
-
-MARK: Final = "<redacted>"
 # A configured secret shorter than this is ignored: hiding "abc" would shred prose; real keys are long.
 MIN_SECRET_LENGTH: Final = 8
 # The same for a value `GET /me` named (ids are short and chosen by the API, not by prose).
 MIN_ACCOUNT_LENGTH: Final = 4
 MAX_MESSAGE_LENGTH: Final = 500
 MAX_KEPT_KEYS: Final = 4096
-
-# Fields whose value is secret by nature: the key is kept, the value replaced by MARK (sume-api.md §7, §12).
-MASKED_FIELDS: Final = frozenset({
-    "upload_url", "required_headers", "object_key", "api_key", "apikey", "x_api_key", "authorization",
-    "proxy_authorization", "cookie", "set_cookie", "email", "owner_email", "workspace_id", "user_id",
-    "owner_id", "api_key_id", "key_id", "user", "workspace", "owner", "password", "secret", "client_secret",
-    "token", "access_token", "refresh_token", "id_token", "signature", "user_code", "device_code",
-    "login_url", "verification_uri", "verification_uri_complete", "verification_url",
-})  # fmt: skip
-# Raw provider payloads and debug dumps: dropped with their key (`error.details` must never be printed).
-DROPPED_FIELDS: Final = frozenset({
-    "details", "raw", "raw_response", "provider", "provider_payload", "provider_response", "provider_error",
-    "provider_request", "debug", "trace", "traceback", "stack", "stack_trace", "stacktrace",
-})  # fmt: skip
 
 # Where `GET /me` names the account (sume-api.md §1): user, workspace and key, or the same flat.
 # Names (user, workspace, key names) are words people chose, like a brand in a prompt: not hidden.
@@ -51,118 +45,8 @@ _ACCOUNT_FIELDS: Final = (
 )  # fmt: skip
 _PUBLIC_KEY_PREFIXES: Final = ("sume_live_", "sume_test_")  # every key starts so: no secret in them
 
-_MARKER = re.compile(r"<redacted(?::[a-z-]+)?>")
-_MARKER_CHARS: Final = frozenset("<>:-abcdefghijklmnopqrstuvwxyz")  # all a marker is made of
-_URL = re.compile(
-    r"(?<![A-Za-z0-9+.-])(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)"
-    r"(?:(?P<userinfo>[^\s/?#@\"'<>\\]*)@)?(?P<rest>[^\s\"'<>\\]*)"
-)
-_SUME_KEY = re.compile(r"sume_(?:live|test)_[A-Za-z0-9_-]+")
-_FIELD = re.compile(
-    r"(?<![A-Za-z0-9])(?P<name>authorization|api[_-]?key[_-]id|api[_-]?key|access[_-]token|refresh[_-]token"
-    r"|id[_-]token|client[_-]secret|workspace[_-]id|user[_-]id|object[_-]key|upload[_-]url)"
-    r"(?P<sep>[\"']?\s*[:=]\s*[\"']?)(?P<scheme>(?:bearer|basic|digest|token)\s+)?+"
-    r"(?P<value>(?:[^\s\"'<>,;&]|<redacted(?::[a-z-]+)?>)+)",
-    re.IGNORECASE,
-)
-_HEADERS = re.compile(
-    r"(?<![A-Za-z0-9])(?P<name>required[_-]headers)(?P<sep>[\"']?\s*[:=]\s*)"
-    r"(?:<redacted>|\{[^{}]*\}|\[[^\[\]]*\]|[\"']?[^\s\"',;{}\[\]]*[\"']?)",
-    re.IGNORECASE,
-)
-# "Bearer" then the token, apart by blanks, a colon or equals sign, or these written escaped: `%20` in a
-# URL, `+` in a form, `\n` in a repr or JSON string (a message quoting a prompt), and maybe a quote.
-_BEARER = re.compile(
-    r"(?:(?<![A-Za-z0-9])|(?<=%[0-9A-Fa-f]{2})|(?<=\\[ntr]))(?P<scheme>(?i:bearer))"
-    r"(?P<sep>(?:[\s:=+]|%(?:20|09|0[AaDd]|3[AaDd])|\\[ntr])+\\?[\"']?)(?P<token>[A-Za-z0-9._~+/-]+=*)"
-)
-_EMAIL = re.compile(
-    r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
-    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*\.[A-Za-z]{2,}(?![A-Za-z0-9-])"
-)
-_OBJECT_KEY = re.compile(r"(?<![A-Za-z0-9_.-])uploads/[^\s\"'<>?#,;]+")
-_ID = re.compile(
-    r"(?<![A-Za-z0-9_])(?:ws|wsp|workspace|user|usr|key|apikey|api_key)_(?P<body>[A-Za-z0-9][A-Za-z0-9_-]*)"
-)
-_REQUEST_ID = re.compile(r"(?<![A-Za-z0-9_])req_[A-Za-z0-9_-]+")
-
-_BLANKS: Final = " \n\t\r"
-_SHORT_TEXT: Final = 1000  # below this, one regex scan is cheaper than finding words
-_FIELD_HINTS: Final = ("authorization", "key", "token", "secret", "_id", "-id", "upload")
-_FIELD_KINDS: Final = {"workspace_id": "id", "user_id": "id", "api_key_id": "id", "apikey_id": "id",
-                       "object_key": "object-key", "upload_url": "url"}  # fmt: skip
-
-
 _PLAIN: Final = frozenset({bool, int, float})
 _KEEP, _MASK, _DROP = object(), object(), object()  # what `value` does with a mapping key's value
-
-
-def _mark(kind: str) -> str:
-    return f"<redacted:{kind}>"
-
-
-def _sub_words(pattern: re.Pattern[str], repl: _Repl, s: str, anchor: str) -> str:
-    """`pattern.sub(repl, s)` for a pattern that never matches a blank, run only on words holding `anchor`.
-
-    A regex scan costs ~15 ns a character and a long prompt rarely holds a URL; `str.find` is far cheaper.
-    The result is the same: no match crosses a blank and no lookaround of these patterns accepts one.
-    """
-    if len(s) <= _SHORT_TEXT:
-        return pattern.sub(repl, s)
-    out: list[str] = []
-    done = 0
-    at = s.find(anchor)
-    while at != -1:
-        start = max(done, *(s.rfind(blank, done, at) + 1 for blank in _BLANKS))
-        end = min((e for blank in _BLANKS if (e := s.find(blank, at)) != -1), default=len(s))
-        out += (s[done:start], pattern.sub(repl, s[start:end]))
-        done = end
-        at = s.find(anchor, end)
-    out.append(s[done:])
-    return "".join(out)
-
-
-def _redact_url(match: re.Match[str]) -> str:
-    """Keep scheme, host and path; replace userinfo, query and fragment (signatures live there)."""
-    rest = match["rest"]
-    body = rest.rstrip(".,;:!?)]}")
-    tail = rest[len(body) :]
-    body, hash_, fragment = body.partition("#")
-    path, question, query = body.partition("?")
-    userinfo = f"{MARK}@" if match["userinfo"] else ("@" if match["userinfo"] is not None else "")
-    query_mark = MARK if query else ""
-    fragment_mark = MARK if fragment else ""
-    return f"{match['scheme']}{userinfo}{path}{question}{query_mark}{hash_}{fragment_mark}{tail}"
-
-
-def _redact_field(match: re.Match[str]) -> str:
-    value = match["value"]
-    if _MARKER.fullmatch(value):
-        return match[0]
-    kind = _FIELD_KINDS.get(match["name"].lower().replace("-", "_"), "token")
-    return f"{match['name']}{match['sep']}{match['scheme'] or ''}{_mark(kind)}"
-
-
-def _redact_bearer(match: re.Match[str]) -> str:
-    token = match["token"]
-    # A word after "bearer" ("bearer of gifts") is prose; a token is 8+ characters with a digit or a
-    # symbol of token68 other than "-" (JWTs have dots), or is too long to be a word.
-    symbol = any(c.isdigit() or c in "._~+/=" for c in token)
-    looks_like_token = len(token) >= 8 and (symbol or len(token) >= 20)
-    return f"{match['scheme']}{match['sep']}{_mark('token')}" if looks_like_token else match[0]
-
-
-def _redact_object_key(match: re.Match[str]) -> str:
-    rest = match[0][len("uploads/") :]
-    # "uploads/ws_1/a.mp4" is a storage key; "uploads/presign" or "my uploads/downloads" is not.
-    return _mark("object-key") if any(c.isdigit() or c == "." for c in rest) else match[0]
-
-
-def _redact_id(match: re.Match[str]) -> str:
-    body = match["body"]
-    # Ids are random: a digit, or a long mixed-case body. `user_id`, `key_prefix`, `ws_client` stay.
-    mixed = len(body) >= 8 and any(c.islower() for c in body) and any(c.isupper() for c in body)
-    return _mark("id") if mixed or any(c.isdigit() for c in body) else match[0]
 
 
 @dataclass(frozen=True)
@@ -217,11 +101,11 @@ class Redactor:
             secret = raw.strip()
             if len(secret) >= MIN_SECRET_LENGTH:
                 for form in (secret, quote(secret, safe=""), quote_plus(secret, safe="")):
-                    markers[form] = _mark(kind)
+                    markers[form] = mark(kind)
         values: dict[str, str] = {}
         for value, kind in self.account:
             for form in _forms(value):
-                values.setdefault(form, _mark(kind))
+                values.setdefault(form, mark(kind))
         object.__setattr__(self, "_markers", {**values, **markers})
         object.__setattr__(self, "_literals", _literal_pattern(markers, values))
 
@@ -231,7 +115,7 @@ class Redactor:
 
         Ids need not look like ids (`ws_acmeprod` has no digit), so they are hidden by value, not by
         shape; a value of the wrong type or shorter than MIN_ACCOUNT_LENGTH is ignored."""
-        found = account_values(me)
+        found = _account_values(me)
         return dataclasses.replace(self, account=self.account + found) if found else self
 
     @classmethod
@@ -243,45 +127,19 @@ class Redactor:
         """The text with every secret replaced by its marker; ordinary prose and plain URLs pass unchanged.
 
         `ids=False` leaves out the workspace/user/key-id guess (see `name`)."""
-        if "://" in s:  # first: a query holds signatures, and markers inside it would cut the URL short
-            s = _sub_words(_URL, _redact_url, s, "://")
+        s = redact_urls(s)
         if self._literals is not None and any(needle in s for needle in self._markers):
             s = self._literals.sub(self._literal, s)  # `in` is far cheaper than a scan that finds nothing
-        if "sume_" in s:
-            s = _SUME_KEY.sub(_mark("key"), s)
-        low = s.lower()  # cheap substring checks skip the costly scans on ordinary prose
-        if ":" in s or "=" in s:
-            if "headers" in low:
-                s = _HEADERS.sub(lambda m: f"{m['name']}{m['sep']}{MARK}", s)
-            if any(hint in low for hint in _FIELD_HINTS):
-                s = _FIELD.sub(_redact_field, s)
-        if "earer" in low:
-            s = _BEARER.sub(_redact_bearer, s)
-        if "@" in s:
-            s = _sub_words(_EMAIL, _mark("email"), s, "@")
-        if "uploads/" in s:
-            s = _sub_words(_OBJECT_KEY, _redact_object_key, s, "uploads/")
-        return self._ids(s, ids=ids) if "_" in s else s
+        return redact_shapes(s, ids=ids, request_ids=not self.keep_request_ids)
 
     def _literal(self, match: re.Match[str]) -> str:
         group = match.lastgroup  # "secret", "account", or None for a marker, which is kept whole
         return self._markers[match[group]] if group else match[0]
 
-    def _ids(self, s: str, *, ids: bool) -> str:
-        if ids:
-            s = _sub_words(_ID, _redact_id, s, "_")
-        if not self.keep_request_ids:
-            s = _sub_words(_REQUEST_ID, _mark("request-id"), s, "req_")
-        return s
-
     def name(self, s: str) -> str:
         """A name people chose (a job id, a matrix axis or value, a file or folder): every secret but
         the id guess, which would take `key_visual_01` or `user_content_2024` for an API-key or user id."""
         return self.text(s, ids=False)
-
-    def url(self, u: str) -> str:
-        """A URL fit to print as a download source: origin and path, query and fragment redacted."""
-        return self.text(u.strip())
 
     def value(self, obj: object) -> Json:
         """A redacted deep copy of JSON-like data: secret fields masked, payloads dropped, text redacted."""
@@ -318,42 +176,6 @@ class Redactor:
                 self._keys[name] = known
         return known
 
-    def error(
-        self, error: ApiError | Mapping[str, object], *, job_id: str | None = None, status: str | None = None
-    ) -> Failure:
-        """The sanitized failure of a request, from an `ApiError` or a raw error envelope.
-
-        `status` defaults to the HTTP status ("HTTP 402") when the error has one.
-        """
-        if isinstance(error, ApiError):
-            http = f"HTTP {error.status}" if error.status else None
-            message = error.args[0] if error.args else None
-            return self.failure(
-                job_id=job_id,
-                status=status or http,
-                code=error.code,
-                message=message,
-                request_id=error.request_id,
-            )
-        body = error.get("error")
-        code, message, inner_request_id = _error_parts(body)
-        request_id = error.get("request_id") or inner_request_id
-        return self.failure(job_id=job_id, status=status, code=code, message=message, request_id=request_id)
-
-    def job_failure(self, job: Mapping[str, object], *, request_id: str | None = None) -> Failure:
-        """The sanitized failure of a job, from a job object (or `{"job": {...}}`) as the API returns it."""
-        inner = job.get("job")
-        if isinstance(inner, Mapping):
-            job = inner
-        code, message, error_request_id = _error_parts(job.get("error"))
-        return self.failure(
-            job_id=job.get("id") or job.get("job_id"),
-            status=job.get("status"),
-            code=code,
-            message=message,
-            request_id=request_id or job.get("request_id") or error_request_id,
-        )
-
     def failure(
         self, *, job_id: object, status: object, code: object, message: object, request_id: object
     ) -> Failure:
@@ -363,7 +185,7 @@ class Redactor:
             text = text[: MAX_MESSAGE_LENGTH - 1] + "…"
         rid = self._scalar(request_id)
         if rid is not None and not self.keep_request_ids:
-            rid = _mark("request-id")
+            rid = mark("request-id")
         return Failure(self._scalar(job_id), self._scalar(status), self._scalar(code), text, rid)
 
     def _scalar(self, value: object) -> str | None:
@@ -372,7 +194,7 @@ class Redactor:
         return self.text(str(value))
 
 
-def account_values(me: object) -> tuple[tuple[str, str], ...]:
+def _account_values(me: object) -> tuple[tuple[str, str], ...]:
     """(value, marker kind) for each value in a `GET /me` payload that names the account."""
     found: list[tuple[str, str]] = []
     for path, kind in _ACCOUNT_FIELDS:
@@ -413,16 +235,9 @@ def _literal_pattern(secrets: Mapping[str, str], values: Mapping[str, str]) -> r
 
     branches = [f"(?P<secret>{alternatives(secrets)})"] if secrets else []
     branches += [f"(?P<account>{alternatives(values)})[A-Za-z0-9_-]*"] if values else []
-    if any(set(form) <= _MARKER_CHARS for form in [*secrets, *values]):
-        branches.append(_MARKER.pattern)
+    if any(set(form) <= MARKER_CHARS for form in [*secrets, *values]):
+        branches.append(MARKER.pattern)
     return re.compile("|".join(branches))
-
-
-def _error_parts(error: object) -> tuple[object, object, object]:
-    """Code, message and request id of an API `error` value, tolerating a bare string."""
-    if isinstance(error, Mapping):
-        return error.get("code"), error.get("message"), error.get("request_id")
-    return None, error, None
 
 
 class RedactingFilter(logging.Filter):

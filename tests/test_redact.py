@@ -208,7 +208,7 @@ def test_request_ids_are_kept_unless_asked() -> None:
     ],
 )
 def test_url(url: str, expected: str) -> None:
-    assert REDACTOR.url(url) == expected
+    assert REDACTOR.text(url.strip()) == expected
 
 
 def test_value_masks_drops_and_redacts_deeply() -> None:
@@ -295,26 +295,16 @@ def test_value_is_a_copy() -> None:
     assert copy["a"] is not original["a"]
 
 
-FAILURE_JOB = {
-    "object": "job",
-    "id": "job_42",
-    "type": "image_generation",
-    "status": "failed",
-    "error": {
-        "code": "provider_error",
-        "message": f"Upstream said: key {KEY} invalid for ana@brand.com, see https://p.example/x?sig=1",
-        "details": {"provider_response": {"key": KEY}},
-    },
-    "result_url": None,
-}
+# A provider's message as a failed job carries it: the key, an email and a signed URL in it.
+FAILURE_MESSAGE = f"Upstream said: key {KEY} invalid for ana@brand.com, see https://p.example/x?sig=1"
 
 
 @pytest.mark.parametrize(
-    ("job", "request_id", "expected"),
+    ("parts", "expected"),
     [
         (
-            FAILURE_JOB,
-            "req_9",
+            {"job_id": "job_42", "status": "failed", "code": "provider_error", "message": FAILURE_MESSAGE,
+             "request_id": "req_9"},
             Failure(
                 job_id="job_42",
                 status="failed",
@@ -324,28 +314,27 @@ FAILURE_JOB = {
             ),
         ),
         (
-            {"job": {"id": "job_1", "status": "expired", "error": None}, "request_id": "req_top"},
-            None,
+            {"job_id": "job_1", "status": "expired", "code": None, "message": None, "request_id": None},
             Failure(job_id="job_1", status="expired", code=None, message=None, request_id=None),
         ),
         (
-            {"job_id": "job_2", "status": "failed", "error": "provider timeout", "request_id": "req_3"},
-            None,
+            {"job_id": "job_2", "status": "failed", "code": None, "message": "provider timeout", "request_id": "req_3"},
             Failure("job_2", "failed", None, "provider timeout", "req_3"),
         ),
         (
-            {"id": "job_3", "status": "failed", "error": {"code": "x", "message": "", "request_id": "req_i"}},
-            None,
+            {"job_id": "job_3", "status": "failed", "code": "x", "message": "", "request_id": "req_i"},
             Failure(job_id="job_3", status="failed", code="x", message=None, request_id="req_i"),
         ),
     ],
 )  # fmt: skip
-def test_job_failure(job: dict[str, object], request_id: str | None, expected: Failure) -> None:
-    assert REDACTOR.job_failure(job, request_id=request_id) == expected
+def test_failure(parts: dict[str, object], expected: Failure) -> None:
+    assert REDACTOR.failure(**parts) == expected
 
 
 def test_failure_as_dict_and_str() -> None:
-    failure = REDACTOR.job_failure(FAILURE_JOB, request_id="req_9")
+    failure = REDACTOR.failure(
+        job_id="job_42", status="failed", code="provider_error", message=FAILURE_MESSAGE, request_id="req_9"
+    )
     assert failure.as_dict() == {
         "job_id": "job_42",
         "status": "failed",
@@ -363,24 +352,29 @@ def test_failure_as_dict_and_str() -> None:
     )
 
 
-def test_error_from_an_api_error_never_shows_details() -> None:
+def test_failure_of_an_api_error_never_shows_details() -> None:
     error = InsufficientCreditsError(
         f"Not enough credits for {KEY}", status=402, code="insufficient_credits", request_id="req_1",
         details={"required": 10, "key": KEY},
     )  # fmt: skip
-    assert REDACTOR.error(error, job_id="job_5") == Failure(
+    # What the store keeps of an ApiError (execute.py) and a report makes of it: never its details.
+    failure = REDACTOR.failure(
+        job_id="job_5", status="HTTP 402", code=error.code, message=error.args[0], request_id=error.request_id
+    )
+    assert failure == Failure(
         job_id="job_5",
         status="HTTP 402",
         code="insufficient_credits",
         message="Not enough credits for <redacted:key>",
         request_id="req_1",
     )
-    assert REDACTOR.error(ApiError("boom"), status="rejected") == Failure(
-        None, "rejected", None, "boom", None
-    )
+    boom = ApiError("boom")
+    assert REDACTOR.failure(
+        job_id=None, status="rejected", code=boom.code, message=boom.args[0], request_id=boom.request_id
+    ) == Failure(None, "rejected", None, "boom", None)
 
 
-def test_error_from_an_envelope() -> None:
+def test_failure_of_an_envelope() -> None:
     envelope = {
         "error": {
             "code": "insufficient_credits",
@@ -389,12 +383,17 @@ def test_error_from_an_envelope() -> None:
         },
         "request_id": "req_abc",
     }
-    assert REDACTOR.error(envelope) == Failure(
-        None, None, "insufficient_credits", "Not enough credits.", "req_abc"
-    )
-    assert REDACTOR.error({"error": "bad"}, job_id="job_1", status="failed") == Failure(
-        "job_1", "failed", None, "bad", None
-    )
+    error = envelope["error"]  # the client keeps its code, message and request id (`details` never)
+    assert REDACTOR.failure(
+        job_id=None,
+        status=None,
+        code=error["code"],
+        message=error["message"],
+        request_id=envelope["request_id"],
+    ) == Failure(None, None, "insufficient_credits", "Not enough credits.", "req_abc")
+    assert REDACTOR.failure(
+        job_id="job_1", status="failed", code=None, message="bad", request_id=None
+    ) == Failure("job_1", "failed", None, "bad", None)
 
 
 def test_failure_message_is_cut_and_request_id_hidden_when_sharing() -> None:
@@ -458,7 +457,7 @@ def test_log_filter_on_a_logger_and_never_drops_records() -> None:
 
 def test_filtering_a_record_twice_changes_nothing_more() -> None:
     record = logging.LogRecord("httpx", logging.INFO, __file__, 1, "to %s (%d%%)", ("a@b.co", 5), None)
-    gate = RedactingFilter(REDACTOR)
+    gate = attach_redaction(REDACTOR)
     assert gate.filter(record) is True
     assert (record.getMessage(), record.args) == ("to <redacted:email> (5%)", None)
     assert gate.filter(record) is True
