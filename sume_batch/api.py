@@ -16,35 +16,21 @@ import random
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import httpx
 import tenacity
 
 from sume_batch import __version__
-from sume_batch.bounds import DOWNLOAD_TIME_ENV, REQUEST_ENV, Bounds, Pacer, bounded_request, retry_after
-from sume_batch.errors import (
-    ApiError,
-    AuthError,
-    BoundError,
-    InsufficientCreditsError,
-    TransportError,
-    UncertainCreateError,
-)
+from sume_batch.bounds import DOWNLOAD_TIME_ENV, REQUEST_ENV, Bounds, Pacer, bounded_request
+from sume_batch.errors import ApiError, BoundError, TransportError, UncertainCreateError
 from sume_batch.responses import Created, Job, created_job_ids, parse_job, stated_credits
+from sume_batch.target import DEFAULT_BASE_URL
+from sume_batch.wire import decode, error_from, network_failure
 
-DEFAULT_BASE_URL = "https://www.sume.so/api/v1"
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
-NETWORK_WORDS: tuple[tuple[type[httpx.HTTPError], str], ...] = (
-    (httpx.ConnectTimeout, "timed out connecting to the API"),
-    (httpx.ConnectError, "could not connect to the API"),
-    (httpx.ReadTimeout, "the API stopped sending its answer"),
-    (httpx.WriteTimeout, "the API stopped reading the request"),
-    (httpx.PoolTimeout, "no connection to the API came free"),
-    (httpx.RemoteProtocolError, "the API broke the HTTP protocol"),
-    (httpx.ReadError, "the connection broke while reading the answer"),
-    (httpx.WriteError, "the connection broke while sending the request"),
-)
+DOWNLOAD_ATTEMPTS = 3
 
 Sleep = Callable[[float], Awaitable[None]]
 OnWait = Callable[[str, float], None]  # (why, seconds): what the run waits for; 0 s when it stops waiting
@@ -59,39 +45,6 @@ class RetryBudget:
     def take(self) -> bool:
         self.remaining -= 1
         return self.remaining >= 0
-
-
-def error_from(response: httpx.Response, what: str | None = None) -> ApiError:
-    """The error envelope (or whatever came instead) → one of our exceptions; details kept, not shown.
-
-    `what` (`GET /jobs/job_1`: method and path, never the query) names the request in a message
-    about a body that is not the envelope."""
-    try:
-        body = response.json()
-    except (ValueError, RecursionError):  # RecursionError: JSON nested thousands deep
-        body = None
-    body = body if isinstance(body, dict) else {}
-    envelope: dict[str, Any] = body["error"] if isinstance(body.get("error"), dict) else {}
-    request_id = body.get("request_id")
-    request_id = request_id if isinstance(request_id, str) else response.headers.get("x-request-id")
-    code, message = envelope.get("code"), envelope.get("message")
-    code = code if isinstance(code, str) else None
-    if not envelope:
-        message = "the API answered with a body that is not the documented JSON"
-        message = f"{what}: {message}" if what else message
-    kwargs: dict[str, Any] = {
-        "status": response.status_code,
-        "code": code,
-        "request_id": request_id,
-        "details": envelope.get("details"),
-    }
-    if response.status_code in (401, 403):
-        return AuthError(str(message or "not authorised"), **kwargs)
-    if response.status_code == 402 or code == "insufficient_credits":
-        return InsufficientCreditsError(str(message or "not enough credits"), **kwargs)
-    if not envelope and response.status_code < 500:
-        return TransportError(str(message), **kwargs)
-    return ApiError(str(message or "request failed"), **kwargs)
 
 
 class SumeClient:
@@ -134,17 +87,8 @@ class SumeClient:
     async def credits(self) -> dict[str, Any]:
         return await self.get("/credits")
 
-    async def brand(self, domain: str | None = None) -> dict[str, Any]:
-        return await self.get("/brand", domain=domain)
-
     async def brand_current(self) -> dict[str, Any]:
         return await self.get("/brand/current")
-
-    async def avatars(self, **filters: object) -> dict[str, Any]:
-        return await self.get("/avatars", **filters)
-
-    async def avatar(self, avatar_id: str) -> dict[str, Any]:
-        return await self.get(f"/avatars/{avatar_id}")
 
     async def jobs(self, *, type: str | None = None, status: str | None = None, limit: int | None = None,
                    cursor: str | None = None) -> dict[str, Any]:  # fmt: skip
@@ -156,31 +100,21 @@ class SumeClient:
     async def job_result(self, job_id: str) -> dict[str, Any]:
         return await self.get(f"/jobs/{job_id}/result")
 
-    async def assets(self, **search: object) -> dict[str, Any]:
-        return await self.get("/assets", **search)
-
-    async def asset(self, asset_id: str) -> dict[str, Any]:
-        return await self.get(f"/assets/{asset_id}")
-
     async def presign(
         self, *, filename: str, content_type: str, size_bytes: int, purpose: str
     ) -> dict[str, Any]:
         """A temporary upload target; a presign makes no job and costs nothing, so it retries like a read."""
-        body = {
-            "filename": filename,
-            "content_type": content_type,
-            "size_bytes": size_bytes,
-            "purpose": purpose,
-        }
-        send = partial(self._request, "POST", "/uploads/presign", "read", json=body)
-        result: dict[str, Any] = await self._retrying(send, what="POST /uploads/presign")
-        return result
+        body = {"filename": filename, "content_type": content_type, "size_bytes": size_bytes}
+        send = partial(self._request, "POST", "/uploads/presign", "read", json={**body, "purpose": purpose})
+        what = "POST /uploads/presign"
+        found: dict[str, Any] = await self._retrying(send, what=what, worth=self._transient)
+        return found
 
     async def get(self, path: str, **params: object) -> dict[str, Any]:
         query = {name: str(value).lower() if isinstance(value, bool) else value
                  for name, value in params.items() if value is not None}  # fmt: skip
         send = partial(self._request, "GET", path, "read", params=query)
-        result: dict[str, Any] = await self._retrying(send, what=f"GET {path}")
+        result: dict[str, Any] = await self._retrying(send, what=f"GET {path}", worth=self._transient)
         return result
 
     async def create(
@@ -225,8 +159,42 @@ class SumeClient:
             request_id = payload.get("request_id")
             return Created(ids, stated_credits(payload), request_id if isinstance(request_id, str) else None)
 
-        created: Created = await self._retrying(attempt, what=f"POST {path}", create=True)
+        created: Created = await self._retrying(attempt, what=f"POST {path}", worth=self._refused)
         return created
+
+    async def download(
+        self, storage: httpx.AsyncClient, url: str, path: Path, *, kind: str, name: str
+    ) -> tuple[str, int]:
+        """Stream a media URL into `path` within its kind's bounds (`Bounds.download_to`); its sha256
+        and size. Retried like a read, but never past a refused (expired) link or one of our bounds."""
+        fetch = partial(self.bounds.download_to, storage, url, path, kind=kind, name=name)
+        found: tuple[str, int] = await self._retrying(
+            fetch, what=f"download of {name}", worth=self._fetchable, attempts=DOWNLOAD_ATTEMPTS
+        )
+        return found
+
+    async def upload(self, storage: httpx.AsyncClient, target: Mapping[str, Any], data: bytes) -> None:
+        """PUT a file to a presigned `upload_url` with only its `required_headers`, never the API key.
+
+        `storage` must be a client without credentials; the URL is signed, so it is never printed.
+        Its answer is held to the same bounds as an API answer (the longest download deadline, as an
+        upload may be as large). Not retried: the storage's refusal is the job's."""
+        url, given = target.get("upload_url"), target.get("required_headers")
+        what = "PUT (the presigned upload URL)"
+        if not isinstance(url, str) or not url.startswith(("https://", "http://")):
+            raise TransportError("POST /uploads/presign: the answer holds no upload_url")
+        given = given if isinstance(given, Mapping) else {}
+        headers = {str(name): str(value) for name, value in given.items()}
+        seconds = max(self.bounds.download_seconds.values())
+        try:
+            response = await bounded_request(
+                storage, "PUT", url, what=what, limit=self.bounds.body_bytes, seconds=seconds,
+                setting=DOWNLOAD_TIME_ENV, content=data, headers=headers,
+            )  # fmt: skip
+        except httpx.HTTPError as error:
+            raise TransportError(f"{what}: {network_failure(error)}") from error
+        if response.status_code >= 300:
+            raise error_from(response, what)
 
     async def _request(
         self,
@@ -260,8 +228,14 @@ class SumeClient:
             seconds=self.bounds.request_seconds, setting=REQUEST_ENV, **kwargs,
         )  # fmt: skip
 
-    async def _retrying(self, call: Callable[[], Awaitable[Any]], *, what: str, create: bool = False) -> Any:
-        """`call` with retries as the error allows; a network failure ends as our TransportError."""
+    async def _retrying(
+        self, call: Callable[[], Awaitable[Any]], *, what: str, worth: Callable[[BaseException], bool],
+        attempts: int | None = None,
+    ) -> Any:  # fmt: skip
+        """The one retry policy: `call`, tried again while `worth(error)` says a retry could help and
+        cannot cost (reads, creates and downloads each have theirs), after a full-jitter backoff or
+        the server's Retry-After (capped), ended at once by `halt`. httpx's errors end here, as our
+        TransportError naming the request."""
         pending: list[tuple[BaseException | None, str]] = []  # the error each wait follows, and why
 
         def wait(state: tenacity.RetryCallState) -> float:
@@ -277,9 +251,9 @@ class SumeClient:
 
         retrying = tenacity.AsyncRetrying(
             sleep=sleep,
-            stop=tenacity.stop_after_attempt(self.max_attempts),
+            stop=tenacity.stop_after_attempt(attempts or self.max_attempts),
             wait=wait,
-            retry=tenacity.retry_if_exception(self._refused if create else self._transient),
+            retry=tenacity.retry_if_exception(worth),
             reraise=True,
         )
         try:
@@ -306,10 +280,19 @@ class SumeClient:
         )
         return refused and self.budget.take()
 
+    @staticmethod
+    def _fetchable(error: BaseException) -> bool:
+        """Worth another try for a download: the network, or the storage failing — not a refused
+        (expired) link, which the next run fetches afresh, nor one of our bounds."""
+        if isinstance(error, BoundError):
+            return False
+        refused = isinstance(error, ApiError) and error.status == 403
+        return isinstance(error, httpx.TransportError) or (isinstance(error, ApiError) and not refused)
+
     def _backoff(self, error: BaseException | None, attempt: int, what: str) -> tuple[float, str]:
         """How long to wait before attempt `attempt + 1`, and why, capped at `bounds.wait_seconds`:
         a day-long Retry-After must not freeze the run."""
-        asked = getattr(error, "retry_after", None)
+        asked = error.retry_after if isinstance(error, ApiError) else None
         if asked is None:  # full jitter: uniform in [0, min(cap, base × 2^n)]
             asked = self.rng.uniform(0, min(30.0, 0.5 * 2 ** (attempt - 1)))
         status = error.status if isinstance(error, ApiError) else None
@@ -343,58 +326,3 @@ class SumeClient:
             self.on_wait(why, seconds)
 
 
-def decode(response: httpx.Response, what: str = "the request") -> dict[str, Any]:
-    """A response's JSON object, or the matching exception (with any Retry-After attached)."""
-    request_id = response.headers.get("x-request-id")
-    if 300 <= response.status_code < 400:
-        raise TransportError(
-            f"{what}: the API answered with a redirect, and sume-batch follows none (no credential may"
-            " go elsewhere); check SUME_API_BASE_URL",
-            status=response.status_code, request_id=request_id,
-        )  # fmt: skip
-    if response.status_code >= 400:
-        error = error_from(response, what)
-        error.retry_after = retry_after(response.headers)  # type: ignore[attr-defined]
-        raise error
-    try:
-        body = response.json()
-    except (ValueError, RecursionError):
-        body = None
-    if isinstance(body, dict) and request_id:
-        body.setdefault("request_id", request_id)  # the id to quote to support, header or body
-    if not isinstance(body, dict):
-        message = f"{what}: the API answered with a body that is not a JSON object"
-        raise TransportError(message, status=response.status_code, request_id=request_id)
-    return body
-
-
-def network_failure(error: httpx.HTTPError) -> str:
-    """What went wrong on the network, in words; never the URL (its query may be signed)."""
-    for kind, words in NETWORK_WORDS:
-        if isinstance(error, kind):
-            detail = f": {str(error)[:200]}" if kind is httpx.ConnectError and str(error) else ""
-            return f"{words} ({type(error).__name__}{detail})"
-    return f"no usable answer ({type(error).__name__})"
-
-
-async def upload_bytes(
-    storage: httpx.AsyncClient, target: Mapping[str, Any], data: bytes, *, bounds: Bounds | None = None
-) -> None:
-    """PUT a file to a presigned `upload_url` with only its `required_headers` — never the API key.
-
-    `storage` must be a client without credentials (see `execute`); the URL is signed, so it is
-    never printed. Its answer is held to the same bounds as an API answer (the longest download
-    deadline, as an upload may be as large).
-    """
-    bounds = bounds if bounds is not None else Bounds.from_env(os.environ)
-    url, given = target.get("upload_url"), target.get("required_headers")
-    if not isinstance(url, str) or not url.startswith(("https://", "http://")):
-        raise TransportError("POST /uploads/presign: the answer holds no upload_url")
-    headers = {str(name): str(value) for name, value in given.items()} if isinstance(given, Mapping) else {}
-    seconds = max(bounds.download_seconds.values())
-    response = await bounded_request(
-        storage, "PUT", url, what="PUT (the presigned upload URL)", limit=bounds.body_bytes, seconds=seconds,
-        setting=DOWNLOAD_TIME_ENV, content=data, headers=headers,
-    )  # fmt: skip
-    if response.status_code >= 300:
-        raise error_from(response, "PUT (the presigned upload URL)")

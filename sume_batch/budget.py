@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from sume_batch.plan import credits
-from sume_batch.store import StoredJob
+from sume_batch.records import StoredJob
 
 BALANCE_TOLERANCE = 1.0  # credits: rounding between our figures and the API's
 BALANCE_EVERY = 20  # creates between two balance checks during a run

@@ -1,4 +1,8 @@
-"""The `sume-batch` command: parse, call one core function, map the outcome to an exit code."""
+"""The `sume-batch` command: parse, call one command (`commands/`), map the outcome to an exit code.
+
+Each command's module is imported only when that command runs, so `--help` and `validate` load no
+HTTP, asyncio, terminal-UI or report code.
+"""
 
 from __future__ import annotations
 
@@ -8,41 +12,47 @@ import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from sume_batch import __version__, commands
+from sume_batch import __version__
 from sume_batch.errors import ManifestError, SumeBatchError
-from sume_batch.plan import Selection
-from sume_batch.redact import Redactor
 from sume_batch.report import FORMATS
-from sume_batch.run import Options, is_interactive, is_live
+
+if TYPE_CHECKING:
+    from sume_batch.plan import Selection
+    from sume_batch.redact import Redactor
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="sume-batch")
 @click.option("--debug", is_flag=True, help="Show a traceback when something goes wrong.")
-@click.pass_context
-def cli(ctx: click.Context, debug: bool) -> None:
+def cli(debug: bool) -> None:
     """Run generative-media campaigns against the Sume Public API.
 
     Describe a campaign in a YAML manifest, check and price it with `validate`
     and `plan` (no network, no credits), then `run` it.
     """
-    ctx.obj = {"debug": debug}
+
+
+def redactor() -> Redactor:
+    """The gate every message of ours passes (the API key of the environment, and every shape)."""
+    from sume_batch.redact import Redactor  # noqa: PLC0415 - loaded only when there is something to say
+
+    return Redactor.from_env(os.environ)
 
 
 def report_error(error: SumeBatchError) -> int:
     """Print an expected error for a person and return its exit code."""
-    redactor = Redactor.from_env(os.environ)
+    gate = redactor()
     if isinstance(error, ManifestError):
         for problem in error.problems:  # a value quoted from the manifest may hold a key or an email
-            click.echo(redactor.text(str(problem)), err=True)
+            click.echo(gate.text(str(problem)), err=True)
         count = len(error.problems)
         click.echo(f"{count} problem{'s' if count != 1 else ''}; nothing was sent.", err=True)
     else:
-        click.echo(f"error: {redactor.text(str(error))}", err=True)
+        click.echo(f"error: {gate.text(str(error))}", err=True)
     return error.exit_code
 
 
@@ -75,7 +85,7 @@ def run_cli(entry: Callable[..., Any], argv: list[str] | None, *, debug: bool) -
     except Exception as error:  # a bug of ours: say so plainly, redacted, and never dump a traceback
         if debug:
             click.echo(redacted_traceback(error), err=True)
-        message = Redactor.from_env(os.environ).text(f"{type(error).__name__}: {error}")
+        message = redactor().text(f"{type(error).__name__}: {error}")
         click.echo(f"internal error: {message} (rerun with --debug for details, and report it)", err=True)
         return INTERNAL_ERROR
     return result if isinstance(result, int) else 0
@@ -87,7 +97,7 @@ INTERNAL_ERROR = 70  # EX_SOFTWARE: a bug, not a failed job (1) nor bad input (2
 def redacted_traceback(error: BaseException) -> str:
     """The --debug traceback, through the redaction gate like every other output."""
     text = "".join(traceback.format_exception(error))
-    return Redactor.from_env(os.environ).text(text).rstrip()
+    return redactor().text(text).rstrip()
 
 
 def selection_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -112,6 +122,8 @@ def selection_options(command: Callable[..., Any]) -> Callable[..., Any]:
 def make_selection(
     only: tuple[str, ...], retry_failed: bool, resubmit_uncertain: bool, regenerate: bool
 ) -> Selection:
+    from sume_batch.plan import Selection  # noqa: PLC0415 - the planning stack, for plan and run only
+
     return Selection(
         only=only, retry_failed=retry_failed, resubmit_uncertain=resubmit_uncertain, regenerate=regenerate
     )
@@ -145,7 +157,9 @@ def validate(files: tuple[Path, ...], max_jobs: int | None, allow_roots: tuple[P
     No network, no credits. Lists every problem as file:line:col: path: message
     and exits 2 if there is any.
     """
-    return commands.validate(files, max_jobs=max_jobs, echo=click.echo, roots=allow_roots)
+    from sume_batch.commands.validate import validate  # noqa: PLC0415 - see the module's docstring
+
+    return validate(files, max_jobs=max_jobs, echo=click.echo, roots=allow_roots)
 
 
 @cli.command()
@@ -192,7 +206,9 @@ def plan(
     your own with pricing: in the manifest or --pricing. After a run, it also
     says what is new, unchanged (already paid) and removed since then.
     """
-    return commands.plan(
+    from sume_batch.commands.plan import plan  # noqa: PLC0415
+
+    return plan(
         file,
         max_jobs=max_jobs,
         pricing=pricing,
@@ -238,7 +254,9 @@ def sandbox(
     /api/v1 and can misbehave on demand (the chaos profile). Use the test key it
     prints: SUME_API_BASE_URL=http://127.0.0.1:8787/api/v1 SUME_API_KEY=sume_test_sandbox_key
     """
-    return commands.sandbox(
+    from sume_batch.commands.sandbox import sandbox  # noqa: PLC0415
+
+    return sandbox(
         host=host,
         port=port,
         profile=profile,
@@ -324,14 +342,16 @@ def run(
             "--allow-unknown-prices needs --assume-price CREDITS: the credits each job of unknown price"
             " reserves against the budget (reserving 0 let such jobs cross it)"
         )
+    from sume_batch.commands.run import Options, run  # noqa: PLC0415
+
     options = Options(
-        yes=yes, dry_run=dry_run, concurrency=concurrency, state_dir=state_dir, interactive=is_interactive(),
-        live=is_live(), quiet=quiet, idempotency_honoured=idempotency_honoured,
+        yes=yes, dry_run=dry_run, concurrency=concurrency, state_dir=state_dir, interactive=os.isatty(0),
+        live=os.isatty(2), quiet=quiet, idempotency_honoured=idempotency_honoured,
         selection=make_selection(only, retry_failed, resubmit_uncertain, regenerate),
         assume_price=assume_price, lost_create_grace=lost_create_grace,
     )  # fmt: skip
     sandbox = sandbox_profile if use_sandbox else None
-    return commands.run(
+    return run(
         file, max_jobs=max_jobs, pricing=pricing, sandbox=sandbox, options=options, roots=allow_roots,
         env=os.environ, echo=click.echo, confirm=lambda question: click.confirm(question, default=False),
     )  # fmt: skip
@@ -353,7 +373,9 @@ def status(
     TARGET is the campaign's manifest or its run store (.sqlite). Reads the store
     only: no request is sent, and it is safe while a run is going.
     """
-    return commands.status(
+    from sume_batch.commands.status import status  # noqa: PLC0415
+
+    return status(
         target, state_dir=state_dir, as_json=as_json, echo=click.echo, env=os.environ, sandbox=use_sandbox,
         roots=allow_roots,
     )  # fmt: skip
@@ -392,7 +414,9 @@ def report(
     TARGET is the campaign's manifest or its run store (.sqlite). No request is sent;
     it is safe while a run is going (that report is marked partial).
     """
-    return commands.report(
+    from sume_batch.commands.report import report  # noqa: PLC0415
+
+    return report(
         target, state_dir=state_dir, formats=formats, output=output, env=os.environ, echo=click.echo,
         sandbox=use_sandbox, roots=allow_roots,
     )  # fmt: skip

@@ -91,11 +91,13 @@ class ApiError(SumeBatchError):
         code: str | None = None,
         request_id: str | None = None,
         details: object = None,
+        retry_after: float | None = None,
     ) -> None:
         self.status = status
         self.code = code
         self.request_id = request_id
         self.details = details
+        self.retry_after = retry_after  # seconds the server asked us to wait (Retry-After), if it did
         super().__init__(message)
 
     def __str__(self) -> str:

@@ -14,10 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sume_batch import states
 from sume_batch.expand import JobSpec
 from sume_batch.kinds import KINDS
 from sume_batch.manifest import Manifest
 from sume_batch.pricing import Price, merge_prices, price_job
+from sume_batch.states import FAILED_BEFORE, TO_SUBMIT, JobState
 
 PRICE_NOTE = (
     "Prices are estimates: Sume publishes no per-job prices. Override them with pricing: or --pricing."
@@ -210,11 +212,6 @@ def plan_json(plan: Plan) -> dict[str, Any]:
     }
 
 
-# Stored states, by what the next `run` does with a job in them.
-TO_SUBMIT = frozenset({"planned", "reserved", "skipped"})
-FAILED = frozenset({"failed", "canceled", "expired", "rejected"})
-
-
 @dataclass(frozen=True)
 class Diff:
     """What changed since the last run of this campaign (from its store): like `terraform plan`."""
@@ -248,9 +245,9 @@ def diff_plan(
     new = [
         Price(cost(spec.kind.name, price.credits)) if cost else price
         for spec, price in plan.jobs
-        if stored.get(spec.key, "planned") in submit
+        if stored.get(spec.key, JobState.PLANNED) in submit
     ]
-    failed = sum(1 for spec, _ in plan.jobs if stored.get(spec.key) in FAILED - again)
+    failed = sum(1 for spec, _ in plan.jobs if stored.get(spec.key) in FAILED_BEFORE - again)
     return Diff(
         new=len(new),
         unchanged=len(plan.jobs) - len(new) - failed,
@@ -271,11 +268,8 @@ class Selection:
 
     def again(self) -> frozenset[str]:
         """Stored states whose jobs are created anew."""
-        if self.regenerate:
-            return frozenset({"downloaded", "completed", "fetched", "uncertain", "timed_out"} | FAILED)
-        return (FAILED if self.retry_failed else frozenset()) | (
-            frozenset({"uncertain"}) if self.resubmit_uncertain else frozenset()
-        )
+        chosen = {"retry_failed": self.retry_failed, "resubmit_uncertain": self.resubmit_uncertain}
+        return states.again(**chosen, regenerate=self.regenerate)
 
     def selects(self, spec: JobSpec) -> bool:
         return not self.only or any(_selected(spec, pattern) for pattern in self.only)

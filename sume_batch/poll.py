@@ -14,11 +14,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
-
 from sume_batch.api import SumeClient
 from sume_batch.errors import ApiError
 from sume_batch.responses import Job, parse_job
+from sume_batch.states import ApiStatus
 
 UNKNOWN_JOB = "the API does not know this job (purged, or made by another workspace)"
 LIST_FROM = 3  # waiting jobs from which one list request beats one request per job
@@ -109,10 +108,7 @@ class Poller:
                 if error.status != 404:
                     self._check_budget(error)
                     continue  # transient for this job: try again next round
-                job = Job(sume_id, "failed", error_code="not_found", error_message=UNKNOWN_JOB)
-            except httpx.HTTPError as error:
-                self._check_budget(error)
-                continue
+                job = Job(sume_id, ApiStatus.FAILED, error_code="not_found", error_message=UNKNOWN_JOB)
             changed |= self.record(dataclasses.replace(job, id=sume_id))  # filed under the id we asked for
         return changed
 
@@ -128,7 +124,7 @@ class Poller:
             self.requests += 1
             try:
                 page = await self.client.jobs(limit=PAGE, cursor=cursor)
-            except (ApiError, httpx.HTTPError) as error:
+            except ApiError as error:
                 self._check_budget(error)
                 break  # ask for the rest by id below
             for item in page.get("data") or ():

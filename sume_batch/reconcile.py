@@ -28,7 +28,9 @@ from typing import Any
 
 from sume_batch.api import SumeClient
 from sume_batch.kinds import KINDS
-from sume_batch.store import RunStore, StoredJob
+from sume_batch.records import StoredJob
+from sume_batch.states import JobState
+from sume_batch.store import RunStore
 
 MARGIN_S = 5.0  # skew between our clock and the API's `created_at`, until measured
 SLACK_S = 0.05  # beyond the measured bounds of the skew (the API's timestamps have milliseconds)
@@ -157,7 +159,8 @@ def gather(
     return found
 
 
-Decision = tuple[str, list[str]]  # ("adopted-content" | "adopted-time" | "never-made" | "uncertain", ids)
+# ("adopted-content" | "adopted-time" | "never-made" | JobState.UNCERTAIN: it stays so, ids)
+Decision = tuple[str, list[str]]
 
 
 def decide(
@@ -178,7 +181,7 @@ def decide(
         elif not evidence.short and not evidence.late and provable[job.key]:
             decisions[job.key] = ("never-made", [])
         else:
-            decisions[job.key] = ("uncertain", evidence.short or evidence.late)
+            decisions[job.key] = (JobState.UNCERTAIN, evidence.short or evidence.late)
     return decisions
 
 
@@ -232,7 +235,9 @@ async def reconcile(
 ) -> Outcome:
     """Settle what can be settled among the store's uncertain creates (see `Outcome`)."""
     everything = store.jobs().values()
-    uncertain = [job for job in everything if job.state == "uncertain" and not job.sume_ids and job.intent_at]
+    uncertain = [
+        job for job in everything if job.state == JobState.UNCERTAIN and not job.sume_ids and job.intent_at
+    ]
     if not uncertain:
         return Outcome({})
     known = {sume_id for job in everything for sume_id in job.sume_ids} | set(foreign)
@@ -249,7 +254,8 @@ async def reconcile(
     proof = {job.key: window(job, offsets)[1] + grace + SLACK_S for job in uncertain}
     provable = {job.key: complete[KINDS[job.kind].api_type] and now >= proof[job.key] for job in uncertain}
     decisions = decide(uncertain, found, provable=provable)
-    waiting = [proof[key] for key, (verdict, ids) in decisions.items() if verdict == "uncertain" and not ids]
+    stays = JobState.UNCERTAIN
+    waiting = [proof[key] for key, (verdict, ids) in decisions.items() if verdict == stays and not ids]
     return Outcome(apply(store, uncertain, decisions, grace), min(waiting) if waiting else None)
 
 
@@ -260,13 +266,11 @@ def apply(
     for job in jobs:
         verdict, ids = decisions[job.key]
         if verdict.startswith("adopted"):
-            store.move(job.key, "submitted", durable=True, sume_ids=ids, submitted_at=job.intent_at,
-                       candidates=[], error_message=None, note=NOTES[verdict])  # fmt: skip
-            settled[job.key] = "submitted"
+            store.adopt(job.key, ids, at=job.intent_at, note=NOTES[verdict])
+            settled[job.key] = JobState.SUBMITTED
         elif verdict == "never-made":
-            note = NOTES[verdict].format(grace=grace)
-            store.move(job.key, "planned", reserved=0, candidates=[], error_message=None, note=note)
-            settled[job.key] = "planned"
+            store.reopen(job.key, note=NOTES[verdict].format(grace=grace))
+            settled[job.key] = JobState.PLANNED
         else:
             reason = (
                 f"the create's answer was lost; it may have made {', '.join(ids)}"
@@ -274,5 +278,5 @@ def apply(
                 else "the create's answer was lost and no unrecorded job of its type was found in its time"
                 " window yet"
             )
-            store.move(job.key, "uncertain", candidates=ids, error_message=reason)
+            store.suspect(job.key, ids, why=reason)
     return settled

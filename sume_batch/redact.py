@@ -13,7 +13,7 @@ import logging
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Final, TypeAlias
+from typing import Any, Final, TypeAlias
 from urllib.parse import quote, quote_plus
 
 from sume_batch.secret_shapes import (
@@ -283,3 +283,21 @@ def attach_redaction(
     for handler in handlers:
         handler.addFilter(gate)
     return gate
+
+
+KEPT_AS_SENT = ("avatar_id", "avatar_ids")  # API ids the store reads back (Face Swap file names)
+
+
+def stored_variant(
+    request: Mapping[str, Any], matrix: Mapping[str, Any], redactor: Redactor
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The request and matrix values as the store keeps them: a prompt or a matrix value holding a
+    key or an email must not land on disk. Only reports read them back (job keys are hashed from
+    the originals, and creates are sent from the manifest), so nothing is lost."""
+    stored = redactor.value({name: value for name, value in request.items() if name not in KEPT_AS_SENT})
+    kept = {name: request[name] for name in KEPT_AS_SENT if name in request}
+    values = {
+        axis: redactor.name(value) if isinstance(value, str) else redactor.value(value)
+        for axis, value in matrix.items()
+    }
+    return {**(stored if isinstance(stored, dict) else {}), **kept}, values

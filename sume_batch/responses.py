@@ -14,8 +14,8 @@ from typing import Any
 
 import httpx
 
-RUNNING = frozenset({"queued", "running", "processing"})
-FAILED = frozenset({"failed", "canceled", "expired"})
+from sume_batch.states import API_RUNNING, API_SPELLINGS, ApiStatus
+
 MEDIA_TYPES = {
     ".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp",
     ".gif": "image/gif", ".mp4": "video/mp4", ".mov": "video/quicktime", ".webm": "video/webm",
@@ -28,14 +28,14 @@ class Job:
     """A job as the API reports it, in our words: status normalised, error sanitised."""
 
     id: str
-    status: str
+    status: ApiStatus
     type: str | None = None
     error_code: str | None = None
     error_message: str | None = None
 
     @property
     def done(self) -> bool:
-        return self.status == "completed" or self.status in FAILED
+        return self.status not in API_RUNNING
 
 
 @dataclass(frozen=True)
@@ -56,12 +56,13 @@ class Media:
     role: str  # the key it was found under, e.g. "url", "thumbnail_url"
 
 
-def normalize_status(status: object) -> str:
+def normalize_status(status: object) -> ApiStatus:
     """Documented statuses as one spelling; anything unknown counts as still running."""
     text = str(status or "").strip().lower()
-    if text == "cancelled":
-        return "canceled"
-    return text if text in RUNNING or text in FAILED or text == "completed" else "running"
+    try:
+        return API_SPELLINGS.get(text) or ApiStatus(text)
+    except ValueError:
+        return ApiStatus.RUNNING
 
 
 def parse_job(payload: Mapping[str, Any]) -> Job:

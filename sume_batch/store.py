@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import functools
 import json
 import os
 import socket
@@ -18,185 +17,22 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sume_batch import migrations
 from sume_batch.errors import LockedError, StoreError
+from sume_batch.records import RunRecord, StoredJob, StoreReader, checked_version, unusable
+from sume_batch.states import IllegalTransition, JobState, may_move
 from sume_batch.target import Target, aside_path, legacy_path, store_path
 
-SCHEMA_VERSION = 4
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS jobs (
-    key TEXT PRIMARY KEY,
-    id TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    request TEXT NOT NULL,
-    matrix TEXT NOT NULL,
-    state TEXT NOT NULL,
-    estimate REAL,
-    reserved REAL NOT NULL DEFAULT 0,
-    required REAL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    sume_ids TEXT NOT NULL DEFAULT '[]',
-    sume_status TEXT,
-    error_code TEXT,
-    error_message TEXT,
-    request_id TEXT,
-    submitted_at REAL,
-    intent_at REAL,
-    settled_at REAL,
-    candidates TEXT NOT NULL DEFAULT '[]',
-    updated_at REAL NOT NULL,
-    run INTEGER,
-    error_job_id TEXT,
-    retired REAL NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state);
-CREATE TABLE IF NOT EXISTS events (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    key TEXT NOT NULL,
-    state TEXT NOT NULL,
-    at REAL NOT NULL,
-    note TEXT
-);
-CREATE TABLE IF NOT EXISTS files (
-    key TEXT NOT NULL,
-    path TEXT NOT NULL,
-    sume_id TEXT NOT NULL,
-    sha256 TEXT NOT NULL,
-    bytes INTEGER NOT NULL,
-    content_type TEXT NOT NULL,
-    PRIMARY KEY (key, path)
-);
-CREATE TABLE IF NOT EXISTS runs (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    started_at REAL NOT NULL,
-    ended_at REAL,
-    info TEXT NOT NULL,
-    outcome TEXT NOT NULL DEFAULT '{}'
-);
-"""
 
-# Each migration takes a store from the version before it to its own: never edit one, add one.
-MIGRATIONS: dict[int, str] = {
-    2: """
-    ALTER TABLE jobs ADD COLUMN intent_at REAL;
-    ALTER TABLE jobs ADD COLUMN settled_at REAL;
-    ALTER TABLE jobs ADD COLUMN candidates TEXT NOT NULL DEFAULT '[]';
-    """,
-    3: """
-    ALTER TABLE jobs ADD COLUMN run INTEGER;
-    ALTER TABLE jobs ADD COLUMN error_job_id TEXT;
-    CREATE TABLE runs (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
-        started_at REAL NOT NULL,
-        ended_at REAL,
-        info TEXT NOT NULL,
-        outcome TEXT NOT NULL DEFAULT '{}'
-    );
-    """,
-    4: """
-    ALTER TABLE jobs ADD COLUMN retired REAL NOT NULL DEFAULT 0;
-    """,
-}
+class RunStore(StoreReader):
+    """A campaign's run store; open one per process with `RunStore.open` (or `reading`).
 
-
-def _version(db: sqlite3.Connection) -> int | None:
-    try:
-        row = db.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()
-    except sqlite3.OperationalError:
-        return None
-    return int(row[0]) if row else None
-
-
-def migrate(db: sqlite3.Connection, version: int) -> None:
-    """Bring a store from `version` to SCHEMA_VERSION, one migration per transaction."""
-    for target in range(version + 1, SCHEMA_VERSION + 1):
-        db.execute("BEGIN IMMEDIATE")
-        for statement in filter(str.strip, MIGRATIONS[target].split(";")):
-            db.execute(statement)
-        db.execute("UPDATE meta SET value = ? WHERE name = 'schema_version'", (str(target),))
-        db.execute("COMMIT")
-
-
-# Where a job stands, and what a later `run` does with it (DESIGN.md, "A job's life").
-TERMINAL = frozenset({"downloaded", "failed", "canceled", "expired", "rejected", "skipped"})
-IN_FLIGHT = frozenset({"submitted", "completed", "fetched", "timed_out"})
-CHARGED = frozenset(
-    {"submitting", "submitted", "completed", "fetched", "downloaded", "timed_out", "uncertain"}
-)
-# A job that may have cost credits, in SQL (its parameters: CHARGED): a Face Swap partly made is paid.
-_CHARGED_WHERE = (
-    f"(state IN ({', '.join('?' * len(CHARGED))}) OR (state = 'failed' AND key IN (SELECT key FROM files)))"  # noqa: S608 - placeholders only
-)
-
-
-@dataclass(frozen=True)
-class StoredJob:
-    """One row of the store, decoded."""
-
-    key: str
-    id: str
-    kind: str
-    request: Mapping[str, Any]
-    matrix: Mapping[str, Any]
-    state: str
-    estimate: float | None
-    reserved: float
-    required: float | None
-    attempts: int
-    sume_ids: tuple[str, ...]
-    sume_status: str | None
-    error_code: str | None
-    error_message: str | None
-    request_id: str | None
-    submitted_at: float | None
-    intent_at: float | None  # when the create was about to be sent
-    settled_at: float | None  # when its outcome became unknown (or the crash's latest possible time)
-    candidates: tuple[str, ...]  # ids an uncertain create may have made, when more than one fit
-    error_job_id: str | None = None  # the Sume job whose error is shown (one of several for Face Swap)
-    retired: float = 0.0  # credits the job's earlier lives cost (before --regenerate or --retry-failed)
-
-
-@dataclass(frozen=True)
-class RunRecord:
-    """One `run` of a campaign as the store remembers it."""
-
-    seq: int
-    started_at: float
-    ended_at: float | None  # None: still going, or killed before it could say
-    info: Mapping[str, Any]  # what was known at the start: campaign, manifest, folders, plan, balance
-    outcome: Mapping[str, Any]  # what was known at the end: stopped, exit code, balance
-
-
-class RunStore:
-    """A campaign's run store; open one per process with `RunStore.open`."""
-
-    def __init__(
-        self, connection: sqlite3.Connection, clock: Callable[[], float], path: Path | None = None
-    ) -> None:
-        self.db = connection
-        self.clock = clock
-        self.path = path
-
-    @property
-    def path_name(self) -> str:
-        return str(self.path) if self.path else "the run store"
-
-    @functools.cached_property
-    def columns(self) -> str:
-        """The job columns to select; a column an older store lacks (read-only, so not migrated)
-        reads as its default."""
-        return ", ".join(
-            name if name in self.present else f"{_DEFAULTS.get(name, 'NULL')} AS {name}" for name in _COLUMNS
-        )
-
-    @functools.cached_property
-    def present(self) -> frozenset[str]:
-        """The job columns this store has (a store opened read-only is not migrated)."""
-        return frozenset(row[1] for row in self.db.execute("PRAGMA table_info(jobs)"))
+    Its writes are named for what happened to a job (`reserve`, `intend`, `created`, `adopt`, ...);
+    each is one transaction, journalled in `events`, and refused (`IllegalTransition`) when the state
+    machine (`states`) has no such arrow from where the job stands."""
 
     @classmethod
     def open(
@@ -223,18 +59,10 @@ class RunStore:
             if not fresh and db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
                 raise sqlite3.DatabaseError("its integrity check failed")
             db.execute("PRAGMA journal_mode=WAL")
-            version = _version(db) if not fresh else None
             if fresh:
-                db.executescript(SCHEMA)
-                db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-            elif version is None:
-                raise sqlite3.DatabaseError("it has no schema version")
-            elif version > SCHEMA_VERSION:
-                raise StoreError(
-                    f"{path} was written by a newer sume-batch (store version {version}); upgrade"
-                )
+                migrations.create(db)
             else:
-                migrate(db, version)
+                migrations.migrate(db, checked_version(db, path))
         except sqlite3.OperationalError as error:
             if fresh or "readonly" in str(error) or "unable to open" in str(error):
                 raise cannot_keep(path, error) from None
@@ -245,11 +73,6 @@ class RunStore:
         if target is not None:
             store.bind(path, target, campaign)
         return store
-
-    def target(self) -> Target | None:
-        """The API target this store's jobs belong to; None for a store from before targets."""
-        row = self.db.execute("SELECT value FROM meta WHERE name = 'target'").fetchone()
-        return Target.from_json(json.loads(row[0])) if row else None
 
     def bind(self, path: Path, target: Target, campaign: str) -> None:
         recorded = self.target()
@@ -278,6 +101,8 @@ class RunStore:
             raise
         self.db.execute("COMMIT")
 
+    # --- runs and plans ------------------------------------------------------------------------------
+
     def add_planned(
         self,
         rows: Iterable[tuple[str, str, str, Mapping[str, Any], Mapping[str, Any], float | None]],
@@ -293,11 +118,11 @@ class RunStore:
             before = db.total_changes
             db.executemany(
                 "INSERT INTO jobs (key, id, kind, request, matrix, state, estimate, updated_at, run)"
-                " VALUES (?, ?, ?, ?, ?, 'planned', ?, ?, ?)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (key) DO UPDATE SET id = excluded.id, estimate = excluded.estimate,"
                 " run = COALESCE(excluded.run, run)",
                 (
-                    (key, id_, kind, _json(req), _json(mx), est, now, run)
+                    (key, id_, kind, _json(req), _json(mx), JobState.PLANNED, est, now, run)
                     for key, id_, kind, req, mx, est in rows
                 ),
             )
@@ -319,85 +144,128 @@ class RunStore:
                 "UPDATE runs SET ended_at = ?, outcome = ? WHERE seq = ?", (self.clock(), _json(outcome), seq)
             )
 
-    def runs(self) -> list[RunRecord]:
-        """Every run recorded, oldest first (stores older than version 3 recorded none)."""
-        if (_version(self.db) or 0) < 3:  # read-only openings do not migrate
-            return []
-        rows = self.db.execute("SELECT seq, started_at, ended_at, info, outcome FROM runs ORDER BY seq")
-        return [
-            RunRecord(seq, started, ended, json.loads(info), json.loads(outcome))
-            for seq, started, ended, info, outcome in rows
-        ]
+    # --- a job's life (see `states`) -----------------------------------------------------------------
 
-    def plan_of(self, run: int | None) -> list[StoredJob]:
-        """The jobs a run planned, in plan order; every job when `run` is None."""
-        query = f"SELECT {self.columns} FROM jobs"  # noqa: S608
-        rows = (
-            self.db.execute(query + " ORDER BY rowid")
-            if run is None
-            else self.db.execute(query + " WHERE run = ? ORDER BY rowid", (run,))
-        )
-        return [_decode(row) for row in rows]
+    def reserve(self, key: str, credits: float) -> None:
+        """Credits are held for the job's create (`budget`): nothing is sent yet."""
+        self._move(key, JobState.RESERVED, reserved=credits)
 
-    def moments(self) -> dict[str, dict[str, float]]:
-        """Job key → state → when the job last entered it (from the journal), for reports' timings.
+    def skip(self, key: str, why: str) -> None:
+        """The budget (or an unknown price) holds the job back; its reservation is given up."""
+        self._move(key, JobState.SKIPPED, reserved=0, note=f"budget: {why}")
 
-        Only since the job was last made `planned` again (`--regenerate`, `--retry-failed`): the
-        times of the outputs it had before belong to those, not to this job's new life."""
-        found: dict[str, dict[str, float]] = {}
-        rows = self.db.execute(
-            "SELECT e.key, e.state, MAX(e.at) FROM events AS e"
-            " LEFT JOIN (SELECT key, MAX(at) AS again FROM events WHERE state = 'planned' GROUP BY key) AS r"
-            " ON r.key = e.key WHERE r.again IS NULL OR e.at >= r.again GROUP BY e.key, e.state"
-        )
-        for key, state, at in rows:
-            found.setdefault(key, {})[state] = float(at)
-        return found
+    def intend(self, key: str, *, attempt: int, at: float) -> None:
+        """The create is about to go out (durable: a crash after this leaves an `uncertain` job)."""
+        self._move(key, JobState.SUBMITTING, durable=True, attempts=attempt, intent_at=at)
+
+    def created(
+        self, key: str, sume_ids: Iterable[str], *, reserved: float, required: float | None,
+        request_id: str | None, at: float,
+    ) -> None:  # fmt: skip
+        """The create answered with its job ids: durable before anything else is done."""
+        self._move(key, JobState.SUBMITTED, durable=True, sume_ids=list(sume_ids), required=required,
+                   reserved=reserved, request_id=request_id, submitted_at=at, error_code=None,
+                   error_message=None)  # fmt: skip
+
+    def adopt(self, key: str, sume_ids: Iterable[str], *, at: float | None, note: str) -> None:
+        """Job ids found for a create whose answer was lost (`reconcile`, or the registry's rescue)."""
+        self._move(key, JobState.SUBMITTED, durable=True, sume_ids=list(sume_ids), submitted_at=at,
+                   candidates=[], error_message=None, note=note)  # fmt: skip
+
+    def lose(self, key: str, *, why: str, request_id: str | None, settled_at: float | None) -> None:
+        """The create was sent and its outcome is unknown: its reservation stays (it may be charged)."""
+        self._move(key, JobState.UNCERTAIN, error_message=why, request_id=request_id, settled_at=settled_at)
+
+    def suspect(self, key: str, candidates: Iterable[str], *, why: str) -> None:
+        """An uncertain create stays so, with the ids it may have made."""
+        self._move(key, JobState.UNCERTAIN, candidates=list(candidates), error_message=why)
+
+    def refuse(self, key: str, *, final: bool, code: str | None, why: str, request_id: str | None) -> None:
+        """No job was made: `rejected` when the request itself was refused, else `planned` again."""
+        state = JobState.REJECTED if final else JobState.PLANNED
+        self._move(key, state, reserved=0, error_code=code, error_message=why, request_id=request_id)
+
+    def reopen(self, key: str, *, note: str) -> None:
+        """An uncertain create proven never made, or to be re-sent under its own key: `planned`."""
+        self._move(key, JobState.PLANNED, reserved=0, candidates=[], error_message=None, note=note)
+
+    def resume(self, key: str) -> None:
+        """A job that timed out is waited for again."""
+        self._move(key, JobState.SUBMITTED, note="resumed")
+
+    def time_out(self, key: str) -> None:
+        self._move(key, JobState.TIMED_OUT)
+
+    def finish(
+        self, key: str, state: JobState, *, sume_status: str, code: str | None = None,
+        why: str | None = None, failed_id: str | None = None,
+    ) -> None:  # fmt: skip
+        """Generation ended (`completed`, or how it failed); a Face Swap partly made is `completed`
+        with the failure of its other avatars."""
+        fields: dict[str, Any] = {"error_code": code, "error_message": why, "error_job_id": failed_id}
+        self._move(key, state, sume_status=sume_status, **(fields if why else {}))
+
+    def fetched(self, key: str) -> None:
+        """The results were read: downloading."""
+        self._move(key, JobState.FETCHED)
+
+    def downloaded(self, key: str, state: JobState = JobState.DOWNLOADED) -> None:
+        """Every output is saved; a Face Swap partly made ends in the state of its failures."""
+        self._move(key, state)
+
+    def price(self, key: str, credits: float, *, note: str) -> None:
+        """What the job cost, learned from the balance: its reservation follows."""
+        self._move(key, None, reserved=credits, required=credits, note=note)
+
+    def annotate(self, key: str, note: str | None = None, *, why: str | None = None) -> None:
+        """A note in the journal (and, with `why`, the job's message), its state unchanged."""
+        fields: dict[str, Any] = {"error_message": why} if why is not None else {}
+        self._move(key, None, note=note, **fields)
 
     def restart(self, job: StoredJob, *, note: str, retire: bool = True) -> None:
         """Make a job `planned` again (`--regenerate`, `--retry-failed`): its ids stay in the journal,
         and what it may have cost moves to `retired`, so the budget still counts it (`retire`)."""
         retired = job.retired + (job.reserved if retire and self.may_have_cost(job.key) else 0.0)
-        self.move(job.key, "planned", note=note, sume_ids=[], candidates=[], error_code=None,
-                  error_message=None, error_job_id=None, sume_status=None, reserved=0, submitted_at=None,
-                  intent_at=None, settled_at=None, retired=retired)  # fmt: skip
+        self._move(job.key, JobState.PLANNED, restart=True, note=note, sume_ids=[], candidates=[],
+                   error_code=None, error_message=None, error_job_id=None, sume_status=None, reserved=0,
+                   submitted_at=None, intent_at=None, settled_at=None, retired=retired)  # fmt: skip
         self.forget_files(job.key)
 
-    def made_by_rehearsals(self) -> list[StoredJob]:
-        """Jobs whose current ids a sandbox run made (by the journal: the run going when they came), or
-        whose create a sandbox run left in flight."""
-        runs = sorted((run.started_at, bool(run.info.get("sandbox"))) for run in self.runs())
-        made = dict(self.db.execute("SELECT key, MAX(at) FROM events WHERE state = 'submitted' GROUP BY key"))
-        found = []
-        for job in self.jobs().values():
-            in_flight = not job.sume_ids and job.state in ("submitting", "uncertain")
-            when = job.intent_at if in_flight else made.get(job.key)
-            if (job.sume_ids or in_flight) and when is not None:
-                going = [sandbox for started, sandbox in runs if started <= when]
-                if going and going[-1]:
-                    found.append(job)
-        return found
+    def start_again(self, keys: Iterable[str], again: frozenset[str], *, flag: str) -> None:
+        """Make the jobs in the `again` states (the `flag` buys them again) `planned`, see `restart`:
+        their old job ids stay in the journal, and what they cost stays counted against the budget."""
+        if not again:
+            return
+        for job in self.jobs(keys).values():
+            if job.state in again:
+                self.restart(job, note=f"{flag}: was {job.state} as {', '.join(job.sume_ids) or 'no job id'}")
 
-    def forget_files(self, key: str) -> None:
-        """Drop a job's output records (its files stay on disk until new ones replace them)."""
-        with self.transaction() as db:
-            db.execute("DELETE FROM files WHERE key = ?", (key,))
-
-    def move(
-        self, key: str, state: str, *, durable: bool = False, note: str | None = None, **fields: Any
-    ) -> None:
-        """Set a job's state (and any columns given), journalled in `events`, atomically."""
-        columns = {"state": state, "updated_at": self.clock(), **fields}
-        for name in ("sume_ids", "candidates"):
-            if name in columns:
-                columns[name] = json.dumps(list(columns[name]))
-        assignments = ", ".join(f"{name} = ?" for name in columns)
+    def _move(
+        self, key: str, state: JobState | None, *, durable: bool = False, note: str | None = None,
+        restart: bool = False, **fields: Any,
+    ) -> None:  # fmt: skip
+        """Set a job's state (None: keep it) and columns, journalled in `events`, atomically; an arrow
+        the state machine does not have is refused (a bug of ours, never written)."""
+        now = self.clock()
         with self.transaction(durable=durable) as db:
+            row = db.execute("SELECT state FROM jobs WHERE key = ?", (key,)).fetchone()
+            if row is None:
+                raise KeyError(key)
+            if state is None:
+                state = JobState(row[0])
+            elif not restart and not may_move(row[0], state):
+                raise IllegalTransition(f"job {key}: {row[0]} → {state} is not in the state machine")
+            columns = {"state": str(state), "updated_at": now, **fields}
+            for name in ("sume_ids", "candidates"):
+                if name in columns:
+                    columns[name] = json.dumps(list(columns[name]))
+            assignments = ", ".join(f"{name} = ?" for name in columns)
             db.execute(f"UPDATE jobs SET {assignments} WHERE key = ?", (*columns.values(), key))  # noqa: S608
             db.execute(
-                "INSERT INTO events (key, state, at, note) VALUES (?, ?, ?, ?)",
-                (key, state, columns["updated_at"], note),
+                "INSERT INTO events (key, state, at, note) VALUES (?, ?, ?, ?)", (key, str(state), now, note)
             )
+
+    # --- outputs -------------------------------------------------------------------------------------
 
     def add_file(
         self, key: str, *, path: str, sume_id: str, sha256: str, size: int, content_type: str
@@ -408,79 +276,22 @@ class RunStore:
                 (key, path, sume_id, sha256, size, content_type),
             )
 
-    def files(self, key: str | None = None) -> list[dict[str, Any]]:
-        query, args = "SELECT key, path, sume_id, sha256, bytes, content_type FROM files", tuple[str, ...]()
-        if key is not None:
-            query, args = query + " WHERE key = ?", (key,)
-        names = ("key", "path", "sume_id", "sha256", "bytes", "content_type")
-        return [
-            dict(zip(names, row, strict=True)) for row in self.db.execute(query + " ORDER BY key, path", args)
-        ]
-
-    def jobs(self, keys: Iterable[str] | None = None) -> dict[str, StoredJob]:
-        rows = self.db.execute(f"SELECT {self.columns} FROM jobs")  # noqa: S608
-        wanted = None if keys is None else set(keys)
-        return {row[0]: _decode(row) for row in rows if wanted is None or row[0] in wanted}
-
-    def job(self, key: str) -> StoredJob:
-        row = self.db.execute(f"SELECT {self.columns} FROM jobs WHERE key = ?", (key,)).fetchone()  # noqa: S608
-        if row is None:
-            raise KeyError(key)
-        return _decode(row)
-
-    def last_event_at(self) -> float | None:
-        """When the store was last written (after a crash: about when the writer died)."""
-        row = self.db.execute("SELECT MAX(at) FROM events").fetchone()
-        return float(row[0]) if row and row[0] is not None else None
-
-    def credits(self) -> tuple[float, float]:
-        """(reserved, of which stated by the API) over every job that may have cost credits."""
-        reserved, required, _ = self._sums()
-        return reserved, required
-
-    def committed(self) -> float:
-        """The credits the campaign has spent or holds at this target: every reservation that may
-        have been charged, and what earlier lives of re-created jobs cost (the budget covers all)."""
-        reserved, _, retired = self._sums()
-        return reserved + retired
-
-    def _sums(self) -> tuple[float, float, float]:
-        """Reserved and stated credits of the jobs that may have cost credits, and all retired ones."""
-        row = self.db.execute(
-            f"SELECT COALESCE(SUM(CASE WHEN {_CHARGED_WHERE} THEN reserved END), 0),"  # noqa: S608
-            f" COALESCE(SUM(CASE WHEN {_CHARGED_WHERE} THEN required END), 0),"
-            f" {'COALESCE(SUM(retired), 0)' if 'retired' in self.present else '0'}"
-            " FROM jobs",
-            (*CHARGED, *CHARGED),
-        ).fetchone()
-        return float(row[0]), float(row[1]), float(row[2])
-
-    def may_have_cost(self, key: str) -> bool:
-        row = self.db.execute(f"SELECT 1 FROM jobs WHERE key = ? AND {_CHARGED_WHERE}", (key, *CHARGED))  # noqa: S608
-        return row.fetchone() is not None
-
-
-_COLUMNS = (
-    "key", "id", "kind", "request", "matrix", "state", "estimate", "reserved", "required", "attempts",
-    "sume_ids", "sume_status", "error_code", "error_message", "request_id", "submitted_at",
-    "intent_at", "settled_at", "candidates", "error_job_id", "retired",
-)  # fmt: skip
+    def forget_files(self, key: str) -> None:
+        """Drop a job's output records (its files stay on disk until new ones replace them)."""
+        with self.transaction() as db:
+            db.execute("DELETE FROM files WHERE key = ?", (key,))
 
 
 def _json(value: object) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-_DEFAULTS = {"candidates": "'[]'", "retired": "0"}  # columns added since version 1 whose default is not NULL
-
-
-def _decode(row: tuple[Any, ...]) -> StoredJob:
-    values = dict(zip(_COLUMNS, row, strict=True))
-    values["request"] = json.loads(values["request"])
-    values["matrix"] = json.loads(values["matrix"])
-    values["sume_ids"] = tuple(json.loads(values["sume_ids"]))
-    values["candidates"] = tuple(json.loads(values["candidates"]))
-    return StoredJob(**values)
+def cannot_keep(path: Path, error: Exception) -> StoreError:
+    """A folder the store cannot be made in (read-only, not a folder, no permission)."""
+    reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+    return StoreError(
+        f"cannot keep the run store in {path.parent}: {reason}; choose another with --state-dir"
+    )
 
 
 @contextmanager
@@ -557,41 +368,3 @@ def move_store(source: Path, destination: Path) -> None:
     for suffix in ("-wal", "-shm"):
         Path(f"{destination}{suffix}").unlink(missing_ok=True)
     source.replace(destination)
-
-
-def cannot_keep(path: Path, error: Exception) -> StoreError:
-    """A folder the store cannot be made in (read-only, not a folder, no permission)."""
-    reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
-    return StoreError(
-        f"cannot keep the run store in {path.parent}: {reason}; choose another with --state-dir"
-    )
-
-
-def unusable(path: Path, error: Exception) -> StoreError:
-    """The one message for a store that cannot be used: name it, and never start afresh silently."""
-    return StoreError(f"{path} is not a usable run store ({error}); move it aside to start afresh")
-
-
-@contextmanager
-def reading(path: Path) -> Iterator[RunStore]:
-    """The store at `path`, read-only (for `plan`, `status` and `report`: no lock, no write, safe
-    during a run). A store in a folder we may not write (whose WAL index cannot be made) is read as
-    immutable: no run can be writing there either."""
-    try:
-        db = _open_read_only(path)
-        with contextlib.closing(db):
-            yield RunStore(db, clock=time.time)
-    except sqlite3.DatabaseError as error:
-        raise unusable(path, error) from None
-
-
-def _open_read_only(path: Path) -> sqlite3.Connection:
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        db.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
-    except sqlite3.OperationalError as error:
-        db.close()
-        if "readonly" not in str(error) and "unable to open" not in str(error):
-            raise
-        db = sqlite3.connect(f"file:{path}?immutable=1", uri=True)
-    return db

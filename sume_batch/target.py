@@ -28,8 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
+from sume_batch.errors import UsageError
 
+DEFAULT_BASE_URL = "https://www.sume.so/api/v1"  # as Sume's own CLI
+DEFAULT_PORTS = {"http": 80, "https": 443}
 REHEARSAL = "rehearsal"
 
 
@@ -51,7 +53,7 @@ class Target:
         """The part of a store's file name that names its target."""
         if self.rehearsal:
             return REHEARSAL
-        host = httpx.URL(self.base_url).host or "api"
+        host = urllib.parse.urlsplit(self.base_url).hostname or "api"
         return f"{host}-{self.id[:8]}"
 
     def describe(self) -> str:
@@ -69,9 +71,14 @@ class Target:
 def normalize_url(base_url: str) -> str:
     """One spelling per API: no trailing slash, a lower-case scheme and host, and nothing that can
     carry a credential (user info, query, fragment), since it names stores and is written down."""
-    url = httpx.URL(base_url.strip())
-    path = url.path.rstrip("/")
-    return str(httpx.URL(scheme=url.scheme.lower(), host=(url.host or "").lower(), port=url.port, path=path))
+    parts = urllib.parse.urlsplit(base_url.strip())
+    scheme, host = parts.scheme.lower(), (parts.hostname or "").lower()
+    try:
+        port = parts.port if parts.port != DEFAULT_PORTS.get(scheme) else None
+    except ValueError:  # the URL itself is not repeated: it may hold a credential
+        raise UsageError("the API's base URL (SUME_API_BASE_URL) has a port that is not a number") from None
+    netloc = (f"[{host}]" if ":" in host else host) + (f":{port}" if port is not None else "")
+    return urllib.parse.urlunsplit((scheme, netloc, parts.path.rstrip("/"), "", ""))
 
 
 def target_of(base_url: str, account: Mapping[str, Any], *, sandbox: bool) -> Target:

@@ -10,7 +10,9 @@ from typing import Any
 import httpx
 import pytest
 
-from sume_batch.api import Pacer, RetryBudget, SumeClient, error_from, retry_after
+from sume_batch.api import RetryBudget, SumeClient
+from sume_batch.bounds import Pacer, retry_after
+from sume_batch.wire import error_from
 from sume_batch.bounds import Bounds, seconds_until
 from sume_batch.errors import (
     ApiError,

@@ -35,12 +35,12 @@ def test_unknown_command_is_a_usage_error() -> None:
 
 
 def test_an_internal_error_is_one_redacted_line_with_its_own_exit_code(monkeypatch: object) -> None:
-    from sume_batch import commands
+    from sume_batch.commands import validate
 
     def broken(*args: object, **kwargs: object) -> int:
         raise RuntimeError("boom with sume_live_abcdefghijklmnop inside")
 
-    monkeypatch.setattr(commands, "validate", broken)  # type: ignore[attr-defined]
+    monkeypatch.setattr(validate, "validate", broken)  # type: ignore[attr-defined]
     result = invoke("validate", "x.yaml")
     assert result.code == 70
     assert result.err == (
@@ -52,7 +52,7 @@ def test_an_internal_error_is_one_redacted_line_with_its_own_exit_code(monkeypat
 
 
 def test_api_errors_are_printed_through_the_redaction_gate(monkeypatch: object) -> None:
-    from sume_batch import commands
+    from sume_batch.commands import validate
     from sume_batch.errors import AuthError
 
     def refused(*args: object, **kwargs: object) -> int:
@@ -60,7 +60,7 @@ def test_api_errors_are_printed_through_the_redaction_gate(monkeypatch: object) 
             "key sume_live_abcdefghijklmnop of owner@example.com revoked", status=401, request_id="req_1"
         )
 
-    monkeypatch.setattr(commands, "validate", refused)  # type: ignore[attr-defined]
+    monkeypatch.setattr(validate, "validate", refused)  # type: ignore[attr-defined]
     result = invoke("validate", "x.yaml")
     assert (
         result.err == "error: HTTP 401: key <redacted:key> of <redacted:email> revoked (request id req_1)\n"

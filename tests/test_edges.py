@@ -1,5 +1,5 @@
-"""Edges of a run that once ended in a traceback or a wrong figure: a negative capacity, a read-only
-state folder, a clock that jumps, the resume hint's flags (issues 10 and 11)."""
+"""Edges of a run that once ended in a traceback or a wrong figure: a read-only state folder, a clock
+that jumps, the resume hint's flags (issues 10 and 11; a negative capacity is in test_responses)."""
 
 from __future__ import annotations
 
@@ -10,31 +10,12 @@ from pathlib import Path
 import pytest
 from helpers import invoke, tmpfs, write
 
-from sume_batch.responses import capacity_of
 from sume_batch.sandbox import SandboxConfig, running_sandbox
 
 CAMPAIGN = (
     "version: 1\nname: edge\nexecution: {concurrency: 4, poll_interval: {image: 0.02}}\n"
     "jobs:\n  - {id: 'img-{{ n }}', type: image, prompt: 'p{{ n }}', matrix: {n: [1, 2, 3]}}\n"
 )
-
-
-@pytest.mark.parametrize(
-    ("payload", "capacity"),
-    [
-        ({"active_generation_capacity": {"limit": 4}}, 4),
-        ({"generation_capacity": 6}, 6),
-        ({"active_generation_capacity": -3}, None),
-        ({"active_generation_capacity": 0}, None),
-        ({"active_generation_capacity": True}, None),
-        ({"active_generation_capacity": {"limit": "many"}}, None),
-        ({"concurrency": 10**12}, None),
-    ],
-)
-def test_capacity_is_read_from_every_spelling_and_only_when_it_is_a_capacity(
-    payload: dict[str, object], capacity: int | None
-) -> None:
-    assert capacity_of(payload) == capacity
 
 
 def test_a_read_only_state_folder_is_a_clear_error(workdir: Path) -> None:
@@ -84,7 +65,7 @@ def test_the_resume_hint_repeats_every_flag_that_chose_the_target_and_the_store(
     from types import SimpleNamespace
 
     from sume_batch.redact import Redactor
-    from sume_batch.run import Call, Endpoint, Options, resume_command
+    from sume_batch.commands.run import Call, Endpoint, Options, resume_command
     from sume_batch.target import Target
 
     def hint(api: Endpoint, env: dict[str, str], **chosen: object) -> str:
@@ -140,22 +121,19 @@ def test_a_local_file_swapped_for_a_symlink_after_validate_is_never_uploaded(tmp
 
     from helpers import REPO
 
-    from sume_batch.commands import prepare
-    from sume_batch.execute import Executor, Settings
+    from sume_batch.commands.common import prepare
     from sume_batch.redact import Redactor
+    from sume_batch.transfer import Transfers
 
     shutil.copy(REPO / "tests/data/clip.mp4", tmp_path / "clip.mp4")
     path = write(tmp_path, "version: 1\nname: up\njobs:\n  - {id: up, type: asset_upload, file: clip.mp4}\n")
     manifest, (spec,) = prepare(path)  # validated: clip.mp4 is a regular file inside the folder
     (tmp_path / "clip.mp4").unlink()
     (tmp_path / "clip.mp4").symlink_to("/etc/hostname")  # and then swapped
-    settings = Settings(folder=manifest.folder, downloads=tmp_path / "out", concurrency=1, timeouts={},
-                        poll_intervals={}, roots=manifest.roots)  # fmt: skip
-    executor = Executor(
-        client=None, storage=None, store=None, settings=settings, redactor=Redactor(), clock=time.time
-    )  # type: ignore[arg-type]
+    transfers = Transfers(client=None, storage=None, store=None, redactor=Redactor(), folder=manifest.folder,  # type: ignore[arg-type]
+                          downloads=tmp_path / "out", roots=manifest.roots)  # fmt: skip
     with pytest.raises(OSError, match="local files must be inside the manifest's folder"):
-        asyncio.run(executor.upload(spec))
+        asyncio.run(transfers.upload(spec))
 
 
 def test_a_ctrl_c_while_the_process_winds_down_keeps_its_exit_code(tmp_path: Path) -> None:

@@ -28,7 +28,7 @@ import pytest
 from helpers import invoke, write
 
 from sume_batch.api import SumeClient
-from sume_batch.bounds import Bounds, MiB, Pacer
+from sume_batch.bounds import Bounds, MiB
 from sume_batch.errors import ApiError, BoundError, UncertainCreateError
 from sume_batch.progress import Progress
 
@@ -660,11 +660,3 @@ def test_the_body_bound_applies_to_declared_and_undeclared_lengths() -> None:
 
     with Server(lambda seen: big) as server:
         asyncio.run(main(server))
-
-
-def test_pacer_reads_a_unix_time_reset_against_the_wall_clock() -> None:
-    pacer = Pacer(clock=lambda: 100.0, wall=lambda: 1_700_000_000.0)
-    pacer.observe("read", httpx.Headers({"ratelimit-remaining": "0", "ratelimit-reset": "1700000030"}))
-    assert pacer.delay("read") == 30.0
-    pacer.observe("read", httpx.Headers({"x-ratelimit-remaining": "0", "x-ratelimit-reset": "3400000000"}))
-    assert pacer.delay("read", cap=120.0) == 120.0 and pacer.delay("read") == 120.0  # later requests too

@@ -294,38 +294,6 @@ def test_a_refusal_keeps_the_apis_field_level_reason(workdir: Path) -> None:
     assert reason in (workdir / "reports/ads/latest/junit.xml").read_text()
 
 
-@pytest.mark.parametrize(
-    ("answer", "ids"),
-    [
-        ({"job": {"id": "job_a"}, "job_ids": 12345}, ("job_a",)),
-        ({"job": {"id": "job_a"}, "job_ids": "job_b"}, ("job_a", "job_b")),
-        ({"job_id": "job_a", "data": "none", "jobs": [None, 3, {"id": "job_c"}]}, ("job_a", "job_c")),
-        ({"job": "job_a", "job_id": ["x"], "data": [{"id": 5}, {"id": "job_d"}]}, ("job_a", "job_d")),
-        (
-            {"job": {"id": "job_a"}, "job_id": "job_a", "job_ids": ["job_a", None, {"id": "job_e"}]},
-            ("job_a",),
-        ),
-    ],
-)
-def test_every_id_in_a_malformed_create_answer_is_read(answer: dict[str, Any], ids: tuple[str, ...]) -> None:
-    from sume_batch.responses import created_job_ids
-
-    assert created_job_ids(answer) == ids
-
-
-@pytest.mark.parametrize(
-    ("answer", "credits"),
-    [({"required_credits": 5}, 5.0), ({"required_credits": "7.5"}, 7.5), ({"required_credits": True}, None),
-     ({"required_credits": -1}, None), ({"job": {"required_credits": 40}}, 40.0), ({"required_credits": [1]}, None)],
-)  # fmt: skip
-def test_a_stated_price_is_read_only_when_it_is_a_price(
-    answer: dict[str, Any], credits: float | None
-) -> None:
-    from sume_batch.responses import stated_credits
-
-    assert stated_credits(answer) == credits
-
-
 def test_one_workspace_under_another_spelling_of_the_url_is_refused_not_bought_again(workdir: Path) -> None:
     images(workdir, 2)
     with running_sandbox(SandboxConfig.from_profile("instant", environment="")) as server:
@@ -335,22 +303,3 @@ def test_one_workspace_under_another_spelling_of_the_url_is_refused_not_bought_a
         creates = server.stats()["creates_by_idempotency_key"]
     assert again.code == 2 and "holds this campaign's jobs in this very workspace" in again.err
     assert len(creates) == 2
-
-
-def test_a_stated_price_never_lowers_what_later_jobs_reserve() -> None:
-    from sume_batch.budget import Budget
-
-    budget = Budget(cap=100)
-    budget.reserve(4)
-    budget.settle("image", 4, 4, 0)  # a free job
-    assert (budget.committed, budget.cost("image", 4)) == (0, 4)
-    budget.settle("image", 4, 4, 40)
-    assert budget.cost("image", 4) == 40 and budget.cost("video", 10) == 10
-
-
-def test_a_base_url_is_stored_without_anything_that_can_carry_a_credential() -> None:
-    from sume_batch.target import normalize_url
-
-    assert (
-        normalize_url("https://user:tok@WWW.Sume.so/api/v1/?api_key=s#frag") == "https://www.sume.so/api/v1"
-    )

@@ -17,8 +17,12 @@ from browser import browser, chromium
 from helpers import invoke, read_report, report_schema, write
 
 from sume_batch.redact import Redactor
-from sume_batch.report import Source, build_report, report_html, report_junit, run_folder_name, write_reports
+from sume_batch.report.document import Source, build_report, run_folder_name
+from sume_batch.report.folder import write_reports
+from sume_batch.report.html import report_html
+from sume_batch.report.junit import report_junit
 from sume_batch.sandbox import SandboxConfig, running_sandbox
+from sume_batch.states import JobState
 from sume_batch.store import RunStore
 
 XSS = "<script>alert(1)</script><img src=x onerror=alert(1)>"
@@ -48,16 +52,17 @@ def made_store(folder: Path, *, end: bool = True) -> RunStore:
         ("aa03", "teaser", "video", {"prompt": "Teaser"}, {}, None),
     ]
     store.add_planned(rows, run=record.seq)
-    store.move("aa01", "submitting", attempts=1)
-    store.move("aa01", "submitted", sume_ids=["job_1"], submitted_at=store.clock(), reserved=4.0, attempts=1,
-               request_id="req_1")  # fmt: skip
-    store.move("aa01", "completed")
-    store.add_file("aa01", path="hero-beach.png", sume_id="job_1", sha256="b" * 64, size=99, content_type="image/png")
-    store.move("aa01", "downloaded")
-    store.move("aa02", "submitted", sume_ids=["job_2"], submitted_at=store.clock(), reserved=4.0, attempts=1)
+    for key, request_id in (("aa01", "req_1"), ("aa02", "req_2")):
+        store.reserve(key, 4.0)
+        store.intend(key, attempt=1, at=store.clock())
+        store.created(key, [f"job_{key[-1]}"], reserved=4.0, required=None, request_id=request_id, at=store.clock())
+        if key == "aa01":
+            store.finish("aa01", JobState.COMPLETED, sume_status="completed")
+            store.fetched("aa01")
+            store.add_file("aa01", path="hero-beach.png", sume_id="job_1", sha256="b" * 64, size=99, content_type="image/png")
+            store.downloaded("aa01")
     message = f"provider said: key {KEY}, mail ops@brand.example, see https://cdn.example/x.png?X-Amz-Signature=s3cr3t"
-    store.move("aa02", "failed", error_code="generation_failed", error_message=message, request_id="req_2",
-               sume_status="failed")  # fmt: skip
+    store.finish("aa02", JobState.FAILED, sume_status="failed", code="generation_failed", why=message)
     if end:
         store.end_run(record.seq, {"stopped": None, "interrupted": False, "exit_code": 1, "balance_after": 96.0})
     return store
@@ -121,7 +126,7 @@ def test_junit_has_one_case_per_job_grouped_by_type_with_matrix_values(tmp_path:
 
 def test_junit_stays_parseable_whatever_a_prompt_holds(tmp_path: Path) -> None:
     store = made_store(tmp_path)
-    store.move("aa02", "failed", error_message="bad \x00\x1b[31m bytes ]]> & <tags>")
+    store.annotate("aa02", why="bad \x00\x1b[31m bytes ]]> & <tags>")
     text = report_junit(report_of(store, tmp_path))
     message = ElementTree.fromstring(text.encode()).find(".//failure")
     assert message is not None and "\ufffd[31m bytes ]]> & <tags>" in message.get("message", "")
@@ -312,11 +317,9 @@ def test_regenerated_jobs_forget_the_timings_and_files_of_their_old_outputs(tmp_
     from types import SimpleNamespace
 
     from sume_batch.plan import Selection
-    from sume_batch.run import start_again
 
     store = made_store(tmp_path)
-    plan = SimpleNamespace(jobs=[(SimpleNamespace(key="aa01"), None)])
-    start_again(store, plan, Selection(regenerate=True))  # type: ignore[arg-type]
+    store.start_again(["aa01"], Selection(regenerate=True).again(), flag="--regenerate")
     job = report_of(store, tmp_path)["jobs"][0]
     assert (job["status"], job["files"], job["provenance"], job["sume_job_ids"]) == ("planned", [], None, [])
     assert job["timings"] == {"submitted_at": None, "finished_at": None, "seconds": None}
@@ -325,16 +328,20 @@ def test_regenerated_jobs_forget_the_timings_and_files_of_their_old_outputs(tmp_
 
 def test_a_failure_names_the_sume_job_that_failed(tmp_path: Path) -> None:
     store = made_store(tmp_path)
-    store.move("aa02", "failed", sume_ids=["job_2", "job_3"], error_job_id="job_3")
+    with store.transaction() as db:  # a Face Swap of two avatars whose second failed
+        db.execute("UPDATE jobs SET sume_ids = ?, error_job_id = ? WHERE key = 'aa02'", ('["job_2", "job_3"]', "job_3"))
     assert report_of(store, tmp_path)["jobs"][1]["failure"]["job_id"] == "job_3"
 
 
 def test_reports_that_cannot_be_written_are_a_clear_error_before_anything_is_sent(workdir: Path) -> None:
     write(workdir, NAMES.replace('output: {downloads: "out/user_content_2024 #1"}', "output: {reports: blocked}"))
     (workdir / "blocked").write_text("a file where the reports folder should be")
-    result = invoke("run", "campaign.yaml", "--sandbox", "--yes")
-    assert result.code == 2 and "cannot write reports to blocked/names: Not a directory" in result.err
-    assert not (workdir / ".sume-batch").exists() or "creates" not in result.out
+    with running_sandbox(SandboxConfig.from_profile("instant")) as server:
+        env = {"SUME_API_KEY": server.api_key, "SUME_API_BASE_URL": server.base_url}
+        result = invoke("run", "campaign.yaml", "--yes", env=env)
+        stats = server.stats()
+    assert (result.code, result.err) == (2, "error: cannot write reports to blocked/names: Not a directory\n")
+    assert (stats["job_ids"], stats["creates_by_idempotency_key"], stats["credits"]["spent"]) == ([], {}, 0)
     (workdir / "blocked").unlink()
     (workdir / "blocked/names/latest").mkdir(parents=True)  # someone made a folder where the link goes
     result = invoke("run", "campaign.yaml", "--sandbox", "--yes")

@@ -239,11 +239,16 @@ def test_an_edited_prompt_is_the_only_job_bought_again(workdir: Path) -> None:
 
 def test_a_finished_campaign_reruns_on_a_balance_below_its_total(workdir: Path) -> None:
     campaign(workdir)
-    with running_sandbox(SandboxConfig.from_profile("instant", credits=300)) as server:
+    with running_sandbox(SandboxConfig.from_profile("instant", credits=150)) as server:
         env = {"SUME_API_KEY": server.api_key, "SUME_API_BASE_URL": server.base_url}
-        assert invoke("run", "campaign.yaml", "--yes", env=env).code == 0  # 300 - 138 left
+        assert invoke("run", "campaign.yaml", "--yes", env=env).code == 0
+        total, before = summary(workdir)["credits"]["estimated"], server.stats()
         again = invoke("run", "campaign.yaml", "--yes", env=env)
-    assert again.code == 0, again.err  # nothing new to buy, so the balance is enough
+        after = server.stats()
+    assert 0 < before["credits"]["remaining"] < total  # 12 left of 150: less than the campaign's 138
+    assert (again.code, again.err) == (0, "")  # nothing new to buy, so the balance is enough
+    assert after["creates_by_idempotency_key"] == before["creates_by_idempotency_key"]
+    assert after["credits"] == before["credits"]  # nothing spent, nothing reserved
 
 
 def test_status_reads_the_store_and_says_what_the_next_run_does(workdir: Path) -> None:
@@ -306,11 +311,12 @@ def test_an_interrupt_withholds_every_create_not_yet_sent() -> None:
     import httpx
 
     from sume_batch.api import SumeClient
-    from sume_batch.commands import prepare
+    from sume_batch.commands.common import prepare
     from sume_batch.execute import Executor, Settings
     from sume_batch.plan import make_plan
     from sume_batch.redact import Redactor
     from sume_batch.store import RunStore
+    from sume_batch.transfer import Transfers
 
     folder = Path(tempfile.mkdtemp())
     write(
@@ -326,12 +332,13 @@ def test_an_interrupt_withholds_every_create_not_yet_sent() -> None:
         async def main() -> None:
             async with httpx.AsyncClient() as http, httpx.AsyncClient() as storage:
                 client = SumeClient(http, api_key=server.api_key, base_url=server.base_url, max_in_flight=1)
-                settings = Settings(folder=folder, downloads=folder / "out", concurrency=5, timeouts=manifest.timeouts,
-                                    poll_intervals=manifest.poll_intervals)  # fmt: skip
-                executor = Executor(client=client, storage=storage, store=store, settings=settings,
+                settings = Settings(concurrency=5, timeouts=manifest.timeouts, poll_intervals=manifest.poll_intervals)
+                transfers = Transfers(client=client, storage=storage, store=store, redactor=Redactor(), folder=folder,
+                                      downloads=folder / "out")  # fmt: skip
+                executor = Executor(client=client, transfers=transfers, store=store, settings=settings,
                                     redactor=Redactor(), clock=time.time)  # fmt: skip
 
-                def on_change(job_id: str, state: str) -> None:
+                def on_change(job_id: str, state: str, why: str | None) -> None:
                     if state == "submitted":
                         executor.interrupt("interrupted by SIGINT")
 

@@ -9,7 +9,8 @@ import pytest
 from helpers import invoke, write
 
 from sume_batch.errors import StoreError
-from sume_batch.store import SCHEMA_VERSION, RunStore
+from sume_batch.migrations import SCHEMA_VERSION
+from sume_batch.store import RunStore
 
 V1_SCHEMA = """
 CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);

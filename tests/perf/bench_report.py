@@ -16,7 +16,9 @@ import time
 from pathlib import Path
 
 from sume_batch.redact import Redactor
-from sume_batch.report import FILE_NAMES, Source, build_report, write_reports
+from sume_batch.report import FILE_NAMES
+from sume_batch.report.document import Source, build_report
+from sume_batch.report.folder import write_reports
 from sume_batch.store import RunStore
 
 PROMPT = "Studio photo of the Lumen {product} bottle on a {scene} counter, soft morning light, take {n}."

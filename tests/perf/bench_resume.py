@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from sume_batch.commands import prepare
+from sume_batch.commands.common import prepare
 from sume_batch.plan import make_plan
 from sume_batch.sandbox import SandboxConfig, running_sandbox
 from sume_batch.store import RunStore

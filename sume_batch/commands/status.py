@@ -5,23 +5,41 @@ It sends no request and takes no lock, so it is safe while a run is going.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from sume_batch.commands.common import chosen_store
 from sume_batch.errors import UsageError
-from sume_batch.store import reading
+from sume_batch.manifest import load_manifest
+from sume_batch.records import reading
+from sume_batch.report.summary import attention_line
+from sume_batch.states import ATTENTION, next_run_of
 
-ATTENTION = ("uncertain", "failed", "canceled", "expired", "rejected", "timed_out", "skipped")
-NEXT_RUN = {  # what the next `run` does with a job in each state
-    "planned": "submit", "reserved": "submit", "skipped": "submit",
-    "submitted": "poll", "timed_out": "poll", "completed": "download", "fetched": "download",
-    "submitting": "report uncertain", "uncertain": "leave (resubmit only on request)",
-    "failed": "leave (retry only on request)", "canceled": "leave (retry only on request)",
-    "expired": "leave (retry only on request)", "rejected": "leave (retry only on request)",
-    "downloaded": "reuse",
-}  # fmt: skip
+Echo = Callable[[str], None]
+
+
+def status(
+    target: Path,
+    *,
+    state_dir: Path | None,
+    as_json: bool,
+    echo: Echo,
+    env: Mapping[str, str] | None = None,
+    sandbox: bool = False,
+    roots: Sequence[Path] = (),
+) -> int:
+    """Show where a campaign's runs stand; `target` is its manifest or its store (.sqlite)."""
+    path = (
+        target
+        if target.suffix == ".sqlite"
+        else chosen_store(load_manifest(target, roots=roots), state_dir, env, sandbox)
+    )
+    result = read_status(path)
+    echo(json.dumps(result, indent=2, ensure_ascii=False) if as_json else status_text(result))
+    return 0
 
 
 def read_status(path: Path) -> dict[str, Any]:
@@ -36,7 +54,7 @@ def read_status(path: Path) -> dict[str, Any]:
          "message": job.error_message, "request_id": job.request_id}
         for job in sorted(jobs.values(), key=lambda job: job.id) if job.state in ATTENTION
     ]  # fmt: skip
-    next_run = Counter(NEXT_RUN.get(state, "poll") for state in counts.elements())
+    next_run = Counter(str(next_run_of(state)) for state in counts.elements())
     return {
         "object": "status", "store": str(path), "jobs": len(jobs), "counts": dict(sorted(counts.items())),
         "credits": {"reserved": reserved, "stated_by_api": stated}, "attention": attention,
@@ -55,12 +73,3 @@ def status_text(status: Mapping[str, Any]) -> str:
     for job in status["attention"]:
         lines.append(attention_line(job["state"], job["id"], job["sume_job_ids"], job))
     return "\n".join(lines)
-
-
-def attention_line(state: str, job_id: str, sume_ids: Sequence[str], reason: Mapping[str, Any]) -> str:
-    """`  failed: img-1 [job_x]: code: message (request id req_y)`: a job as `status` and the end of a
-    `run` list it; `reason` holds its `code`, `message` and `request_id`."""
-    why = ": ".join(part for part in (reason["code"], reason["message"]) if part)
-    ids = f" [{', '.join(sume_ids)}]" if sume_ids else ""
-    request = f" (request id {reason['request_id']})" if reason["request_id"] else ""
-    return f"  {state}: {job_id}{ids}{': ' + why if why else ''}{request}"

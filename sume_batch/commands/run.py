@@ -1,7 +1,7 @@
-"""The `run` command's flow: plan, preflight, refuse or confirm, execute, summarise.
+"""`sume-batch run`: plan, preflight, refuse or confirm, execute, report, summarise.
 
-It composes the stages (manifest → expand → plan → execute → store) around one API client and
-one credential-free storage client; `run --sandbox` points both at an in-process simulator.
+It composes the stages (manifest → expand → plan → execute → store → report) around one API client
+and one credential-free storage client; `run --sandbox` points both at an in-process simulator.
 """
 
 from __future__ import annotations
@@ -9,14 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import logging
-import os
 import shlex
-import signal
-import sqlite3
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,34 +20,63 @@ from typing import Any
 import httpx
 
 from sume_batch import registry
-from sume_batch.api import DEFAULT_BASE_URL, SumeClient
+from sume_batch.api import SumeClient
 from sume_batch.budget import BalanceWatch, Budget
-from sume_batch.errors import RefusedError, StoreWriteError, UsageError
-from sume_batch.execute import Executor, Settings
-from sume_batch.manifest import Manifest, file_digest
-from sume_batch.plan import Diff, Plan, Selection, credits, diff_plan, plan_text
+from sume_batch.commands.common import prepare, read_campaign
+from sume_batch.confine import file_digest
+from sume_batch.errors import RefusedError, UsageError
+from sume_batch.execute import Executor, OnChange, Settings
+from sume_batch.git import git_revision
+from sume_batch.manifest import Manifest, load_pricing
+from sume_batch.plan import Diff, Plan, Selection, credits, diff_plan, make_plan, plan_text, restrict
 from sume_batch.progress import Progress
 from sume_batch.reconcile import LOST_CREATE_GRACE_S
-from sume_batch.redact import Redactor, attach_redaction
+from sume_batch.records import RunRecord
+from sume_batch.redact import Redactor, stored_variant
 from sume_batch.registry import Registry
-from sume_batch.report import (
-    FILE_NAMES,
-    OK,
-    PENDING_WORDS,
-    Source,
-    build_report,
-    git_revision,
-    point_latest,
-    run_folder_name,
-    write_reports,
-)  # fmt: skip
+from sume_batch.report import FILE_NAMES
+from sume_batch.report.document import Source, build_report, run_folder_name
+from sume_batch.report.folder import point_latest, write_reports
+from sume_batch.report.summary import summary_text
 from sume_batch.responses import balance_of, capacity_of
-from sume_batch.status import attention_line
-from sume_batch.store import RunStore, prepare_store, reading, run_lock
-from sume_batch.target import Target, legacy_path, same_workspace, store_folder, store_path, target_of
+from sume_batch.states import OK
+from sume_batch.store import RunStore, prepare_store, run_lock
+from sume_batch.supervise import Interrupts, run_log, store_failures, unrecorded_error
+from sume_batch.target import (
+    DEFAULT_BASE_URL,
+    Target,
+    legacy_path,
+    same_workspace,
+    store_folder,
+    store_path,
+    target_of,
+)
+from sume_batch.transfer import Transfers
 
 Echo = Callable[[str], None]
-SHOWN_PROBLEMS = 20  # jobs listed at the end of a run; the report lists them all
+INTERNAL_ERROR = 70  # EX_SOFTWARE: what `cli` exits with for a bug of ours, as a run records it
+
+
+def run(
+    path: Path,
+    *,
+    max_jobs: int | None,
+    pricing: Path | None,
+    sandbox: str | None,
+    options: Options,
+    env: Mapping[str, str],
+    echo: Echo,
+    confirm: Callable[[str], bool],
+    roots: Sequence[Path] = (),
+) -> int:
+    """Plan, preflight, confirm, execute and summarise a campaign."""
+    prices = load_pricing(pricing) if pricing else None
+    manifest, specs = prepare(path, max_jobs=max_jobs, roots=roots)
+    plan = restrict(make_plan(manifest, specs, prices, assume=options.assume_price), options.selection)
+    redactor = Redactor.from_env(env)
+    with endpoint(sandbox=sandbox, env=env) as api:
+        redactor = Redactor(api_key=api.api_key) if sandbox else redactor
+        return asyncio.run(_run(Call(manifest, plan, api, options, redactor, echo, confirm, env)))
 
 
 @dataclass(frozen=True)
@@ -120,24 +145,6 @@ def refusal(plan: Plan, diff: Diff, balance: float | None, budget: Budget, optio
     if plan.unknown and options.assume_price is None:
         return f"{plan.unknown} job(s) have an unknown price; set pricing: or pass --assume-price"
     return None
-
-
-def run_campaign(
-    manifest: Manifest,
-    plan: Plan,
-    *,
-    options: Options,
-    sandbox: str | None,
-    env: Mapping[str, str],
-    echo: Echo,
-    confirm: Callable[[str], bool],
-) -> int:
-    """Preflight, ask, execute and summarise; returns the exit code."""
-    redactor = Redactor.from_env(env)
-    with endpoint(sandbox=sandbox, env=env) as api:
-        redactor = Redactor(api_key=api.api_key) if sandbox else redactor
-        call = Call(manifest, plan, api, options, redactor, echo, confirm, env)
-        return asyncio.run(_run(call))
 
 
 @dataclass(frozen=True)
@@ -229,72 +236,32 @@ class Live:
     budget: Budget
 
 
-def read_campaign(
-    path: Path | None, cap: float | None, assumed: float | None
-) -> tuple[dict[str, str], Budget]:
-    """What a campaign's store at its target says, read once and read-only: job key → state (empty
-    when there is no store yet), and the budget (what was spent, the prices the API stated)."""
-    if path is None or not path.exists():
-        return {}, Budget(cap=cap, assumed=assumed)
-    with reading(path) as store:
-        jobs = store.jobs().values()
-        budget = Budget.from_store(jobs, store.committed(), cap=cap, assumed=assumed)
-        return {job.key: job.state for job in jobs}, budget
-
-
 async def _execute(call: Call, live: Live) -> int:
-    manifest, plan, options, redactor, echo = call.manifest, call.plan, call.options, call.redactor, call.echo
-    store = live.store
-    reports = manifest.reports / manifest.name
-    try:
-        reports.mkdir(parents=True, exist_ok=True)  # before anything is recorded or sent
-    except OSError as error:
-        raise UsageError(f"cannot write reports to {reports}: {error.strerror or error}") from None
-    start_again(store, plan, options.selection)
-    info = run_info(call, live)
-    record, began = store.begin_run(info), time.monotonic()
-    folder = reports / run_folder_name(record)
-    folder.mkdir(exist_ok=True)
-    rows = (
-        (spec.key, spec.id, spec.kind.name, *stored_variant(spec.request, spec.matrix, redactor), c.credits)
-        for spec, c in plan.jobs
-    )
-    store.add_planned(rows, run=record.seq)
-    concurrency = min(options.concurrency or manifest.concurrency, live.capacity or 1_000_000)
-    settings = Settings(
-        folder=manifest.folder, downloads=manifest.downloads, concurrency=concurrency,
-        timeouts=manifest.timeouts, poll_intervals=manifest.poll_intervals,
-        lost_create_grace=options.lost_create_grace, roots=manifest.roots,
-    )  # fmt: skip
-    states = {job.id: job.state for job in store.jobs(spec.key for spec, _ in plan.jobs).values()}
+    manifest, options, redactor, echo = call.manifest, call.options, call.redactor, call.echo
+    store, record, folder = begin(call, live)
+    began = time.monotonic()
+    states = {job.id: job.state for job in store.jobs(spec.key for spec, _ in call.plan.jobs).values()}
     with (
         run_log(folder / "run.log", redactor) as log,
         Progress(states, echo=echo, live=options.live, quiet=options.quiet) as progress,
     ):
-        log.info(
-            "run %d of %s: %d jobs, %s", record.seq, manifest.name, len(plan.jobs), live.target.describe()
-        )
+        log.info("run %d of %s: %d jobs, %s", record.seq, manifest.name, len(states), live.target.describe())
 
-        def changed(job_id: str, state: str) -> None:
-            progress.change(job_id, state)
+        def changed(job_id: str, state: str, why: str | None) -> None:
+            progress.change(job_id, state, why)
             log.info("%s: %s", job_id, state)
 
         live.client.on_wait = progress.wait
-        executor = Executor(
-            client=live.client, storage=live.storage, store=store, settings=settings, redactor=redactor,
-            clock=time.time, on_change=changed, idempotency_honoured=options.idempotency_honoured,
-            budget=live.budget, balance=BalanceWatch(start=live.balance), registry=live.registry,
-        )  # fmt: skip
-        live.client.halt = executor.halt  # a first Ctrl-C also ends any rate-limit wait or back-off
+        executor = make_executor(call, live, changed)
         progress.credits = lambda: executor.reserved
         with Interrupts(executor, echo=echo) as interrupts, store_failures(executor):
-            await interrupts.run(plan)
+            await interrupts.run(call.plan.jobs)
             if executor.unrecorded:
                 raise unrecorded_error(executor)
             counts = Counter(job.state for job in store.plan_of(record.seq))
             after = await balance_after(live.client, live.balance, halt=executor.halt)
             number = interrupts.signal
-            code = 128 + number if number is not None else 0 if set(counts) <= OK else 1
+            code = exit_code(executor, number, set(counts))
             outcome = {"stopped": executor.stopped, "interrupted": interrupts.during_jobs, "exit_code": code,
                        "balance_after": after,
                        "duration_seconds": round(time.monotonic() - began, 3)}  # fmt: skip
@@ -307,6 +274,8 @@ async def _execute(call: Call, live: Live) -> int:
     echo(summary_text(document, folder / FILE_NAMES["html"]))
     if note := live.budget.price_note():
         echo(note)
+    if executor.crashed is not None:
+        raise executor.crashed  # every job is recorded and the reports written: now say it was a bug
     if number is not None:
         echo(f"Interrupted: every job is recorded. Resume with: {resume_command(call, live.target)}")
     if problem:
@@ -314,26 +283,58 @@ async def _execute(call: Call, live: Live) -> int:
     return code
 
 
-@contextlib.contextmanager
-def store_failures(executor: Executor) -> Iterator[None]:
-    """A store that cannot be written (a full disk, a read-only folder, an I/O error) ends the run
-    with exit 74, printing every job id it could not take."""
+def exit_code(executor: Executor, signal: int | None, states: set[str]) -> int:
+    """70 for a bug of ours, 128 + the signal that interrupted the run, else 0 when every job is done."""
+    if executor.crashed is not None:
+        return INTERNAL_ERROR
+    if signal is not None:
+        return 128 + signal
+    return 0 if states <= OK else 1
+
+
+def begin(call: Call, live: Live) -> tuple[RunStore, RunRecord, Path]:
+    """Record the run's start and its plan (the flags' jobs made `planned` again first), and make its
+    report folder; the store, the run, and that folder."""
+    manifest, store, redactor = call.manifest, live.store, call.redactor
+    reports = manifest.reports / manifest.name
     try:
-        yield
-    except sqlite3.Error as error:
-        raise unrecorded_error(executor, error) from None
+        reports.mkdir(parents=True, exist_ok=True)  # before anything is recorded or sent
+    except OSError as error:
+        raise UsageError(f"cannot write reports to {reports}: {error.strerror or error}") from None
+    selection = call.options.selection
+    flag = "--regenerate" if selection.regenerate else "--retry-failed / --resubmit-uncertain"
+    store.start_again((spec.key for spec, _ in call.plan.jobs), selection.again(), flag=flag)
+    record = store.begin_run(run_info(call, live))
+    folder = reports / run_folder_name(record)
+    folder.mkdir(exist_ok=True)
+    rows = (
+        (spec.key, spec.id, spec.kind.name, *stored_variant(spec.request, spec.matrix, redactor), cost)
+        for spec, cost in ((spec, price.credits) for spec, price in call.plan.jobs)
+    )
+    store.add_planned(rows, run=record.seq)
+    return store, record, folder
 
 
-def unrecorded_error(executor: Executor, error: Exception | None = None) -> StoreWriteError:
-    why = f" ({error})" if error else ""
-    lines = [f"{executor.store.path_name} could not be written{why}, so no further job was created."]
-    if executor.unrecorded:
-        lines.append("Job ids it could not record (ids are not secrets):")
-        lines += [f"  {job_id}: {', '.join(ids)}" for job_id, ids in executor.unrecorded.items()]
-        kept = "kept in the machine's registry" if executor.registry is not None else "not kept: copy them"
-        lines.append(f"They are {kept}; the next run takes them back.")
-    lines.append("Free the space (or fix the folder) and run again: every recorded job resumes.")
-    return StoreWriteError("\n".join(lines))
+def make_executor(call: Call, live: Live, changed: OnChange) -> Executor:
+    """The executor of this run, at the concurrency the manifest (or --concurrency) and the account's
+    capacity allow."""
+    manifest, options = call.manifest, call.options
+    concurrency = min(options.concurrency or manifest.concurrency, live.capacity or 1_000_000)
+    settings = Settings(
+        concurrency=concurrency, timeouts=manifest.timeouts, poll_intervals=manifest.poll_intervals,
+        lost_create_grace=options.lost_create_grace,
+    )  # fmt: skip
+    transfers = Transfers(
+        client=live.client, storage=live.storage, store=live.store, redactor=call.redactor,
+        folder=manifest.folder, downloads=manifest.downloads, roots=manifest.roots,
+    )  # fmt: skip
+    executor = Executor(
+        client=live.client, transfers=transfers, store=live.store, settings=settings, redactor=call.redactor,
+        clock=time.time, on_change=changed, idempotency_honoured=options.idempotency_honoured,
+        budget=live.budget, balance=BalanceWatch(start=live.balance), registry=live.registry,
+    )  # fmt: skip
+    live.client.halt = executor.halt  # a first Ctrl-C also ends any rate-limit wait or back-off
+    return executor
 
 
 def resume_command(call: Call, target: Target) -> str:
@@ -369,61 +370,6 @@ def publish(document: Mapping[str, Any], folder: Path) -> str | None:
     return None
 
 
-class Interrupts:
-    """SIGINT/SIGTERM for the whole of a run, its reports included.
-
-    The first signal stops new creates and all waiting (`Executor.interrupt`); every transition is
-    already in the store, so the next `run` resumes from there. A second one cancels the jobs at
-    once, or, once they are done, stops the process (the reports are written again by `report`).
-    """
-
-    def __init__(self, executor: Executor, *, echo: Echo) -> None:
-        self.executor, self.echo = executor, echo
-        self.received: list[int] = []
-        self.task: asyncio.Future[None] | None = None
-        self.during_jobs = False  # the first signal came before every job had gone as far as it could
-
-    def __enter__(self) -> Interrupts:
-        loop = asyncio.get_running_loop()
-        for number in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(number, self._on_signal, number)
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        loop = asyncio.get_running_loop()
-        for number in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(number)
-
-    @property
-    def signal(self) -> int | None:
-        """The signal that interrupted the run, if any."""
-        return self.received[0] if self.received else None
-
-    async def run(self, plan: Plan) -> None:
-        self.task = asyncio.ensure_future(self.executor.run(plan.jobs))
-        try:
-            await self.task
-        except asyncio.CancelledError:
-            if not self.received:
-                raise
-        finally:
-            self.task = None
-
-    def _on_signal(self, number: int) -> None:
-        self.received.append(number)
-        if len(self.received) == 1:
-            self.during_jobs = self.task is not None
-            self.echo(
-                "Stopping: no new jobs will be created; jobs in flight are recorded."
-                " Press Ctrl-C again to force."
-            )
-            self.executor.interrupt(f"interrupted by {signal.Signals(number).name}")
-        elif self.task is not None:
-            self.task.cancel()
-        else:
-            raise KeyboardInterrupt  # the jobs are done and recorded: only the reports are left
-
-
 def run_info(call: Call, live: Live) -> dict[str, Any]:
     """What a run's reports say about its start: the manifest it ran, where its files go, the balance."""
     manifest, options, redactor = call.manifest, call.options, call.redactor
@@ -450,24 +396,6 @@ def run_info(call: Call, live: Live) -> dict[str, Any]:
     }  # fmt: skip
 
 
-KEPT_AS_SENT = ("avatar_id", "avatar_ids")  # API ids the store reads back (Face Swap file names)
-
-
-def stored_variant(
-    request: Mapping[str, Any], matrix: Mapping[str, Any], redactor: Redactor
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The request and matrix values as the store keeps them: a prompt or a matrix value holding a
-    key or an email must not land on disk. Only reports read them back (job keys are hashed from
-    the originals, and creates are sent from the manifest), so nothing is lost."""
-    stored = redactor.value({name: value for name, value in request.items() if name not in KEPT_AS_SENT})
-    kept = {name: request[name] for name in KEPT_AS_SENT if name in request}
-    values = {
-        axis: redactor.name(value) if isinstance(value, str) else redactor.value(value)
-        for axis, value in matrix.items()
-    }
-    return {**(stored if isinstance(stored, dict) else {}), **kept}, values
-
-
 async def balance_after(client: SumeClient, before: float | None, *, halt: asyncio.Event) -> float | None:
     """The balance at the end, for the report's balance change; unknown if it cannot be read quickly
     or the run is being stopped."""
@@ -480,60 +408,3 @@ async def balance_after(client: SumeClient, before: float | None, *, halt: async
     finally:
         for task in (reading, stopping):
             task.cancel()
-
-
-@contextlib.contextmanager
-def run_log(path: Path, redactor: Redactor) -> Iterator[logging.Logger]:
-    """The run's log file (our transitions and httpx's request lines), every record redacted."""
-    handler = logging.FileHandler(path, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    loggers = [logging.getLogger("sume_batch"), logging.getLogger("httpx")]
-    gate = attach_redaction(redactor, loggers=loggers, handlers=[handler])
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.INFO)
-        logger.addHandler(handler)
-    try:
-        yield loggers[0]
-    finally:
-        for logger, level in zip(loggers, levels, strict=True):
-            logger.removeHandler(handler)
-            logger.removeFilter(gate)
-            logger.setLevel(level)
-        handler.close()
-
-
-def start_again(store: RunStore, plan: Plan, selection: Selection) -> None:
-    """Reset the jobs the flags buy again to `planned`; their old job ids stay in the journal, and
-    what they cost stays counted against the budget."""
-    again = selection.again()
-    if not again:
-        return
-    flag = "--regenerate" if selection.regenerate else "--retry-failed / --resubmit-uncertain"
-    for job in store.jobs(spec.key for spec, _ in plan.jobs).values():
-        if job.state in again:
-            store.restart(job, note=f"{flag}: was {job.state} as {', '.join(job.sume_ids) or 'no job id'}")
-
-
-def summary_text(document: Mapping[str, Any], path: Path) -> str:
-    """The end-of-run lines: counts, where the report is, and every job that needs attention."""
-    counts = ", ".join(f"{count} {state}" for state, count in document["counts"].items()) or "no jobs"
-    elapsed = document["run"]["duration_seconds"]
-    lines = [f"Done in {elapsed or 0:.1f} s: {counts}. Report: {path}"]
-    if document["run"]["stopped"]:
-        lines.append(f"Stopped early: {document['run']['stopped']}")
-    attention = [job for job in document["jobs"] if job["failure"] is not None or not job["ok"]]
-    for job in attention[:SHOWN_PROBLEMS]:
-        pending = {"code": None, "message": PENDING_WORDS.get(job["status"]), "request_id": None}
-        lines.append(attention_line(job["status"], job["id"], job["sume_job_ids"], job["failure"] or pending))
-    if len(attention) > SHOWN_PROBLEMS:
-        lines.append(f"  ... and {len(attention) - SHOWN_PROBLEMS:,} more in the report")
-    return "\n".join(lines)
-
-
-def is_interactive() -> bool:
-    return os.isatty(0)
-
-
-def is_live() -> bool:
-    return os.isatty(2)

@@ -1,0 +1,64 @@
+"""What several commands share: a manifest loaded and expanded, and the run store it names."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from functools import cache
+from pathlib import Path
+
+from sume_batch.budget import Budget
+from sume_batch.confine import file_digest
+from sume_batch.errors import UsageError
+from sume_batch.expand import JobSpec, expand_jobs
+from sume_batch.manifest import Manifest, load_manifest
+from sume_batch.records import reading
+from sume_batch.target import DEFAULT_BASE_URL, find_store, store_folder
+
+
+def prepare(
+    path: Path, *, max_jobs: int | None = None, roots: Sequence[Path] = ()
+) -> tuple[Manifest, list[JobSpec]]:
+    """Load, validate and expand one manifest (no network); `roots` are folders besides its own
+    that its local files and outputs may use (`--allow-root`)."""
+    manifest = load_manifest(path, roots=roots)
+    return manifest, expand_jobs(manifest, digest=cache(file_digest), max_jobs=max_jobs)
+
+
+def offline_store(
+    manifest: Manifest, state_dir: Path | None, env: Mapping[str, str], *, sandbox: bool
+) -> Path | None:
+    """The store `plan`, `status` and `report` read without asking the API (see `target`)."""
+    base_url = env.get("SUME_API_BASE_URL") or DEFAULT_BASE_URL
+    folder = store_folder(manifest.folder, state_dir)
+    return find_store(folder, manifest.name, base_url=base_url, rehearsal=sandbox)
+
+
+def chosen_store(
+    manifest: Manifest, state_dir: Path | None, env: Mapping[str, str] | None, sandbox: bool
+) -> Path:
+    """The store a manifest names for `status` and `report`; the path to say when there is none."""
+    found = offline_store(manifest, state_dir, env or {}, sandbox=sandbox)
+    if found is not None:
+        return found
+    folder = store_folder(manifest.folder, state_dir)
+    if sandbox:
+        raise UsageError(f"no rehearsal store in {folder}: this campaign has not been rehearsed yet")
+    base_url = (env or {}).get("SUME_API_BASE_URL") or DEFAULT_BASE_URL
+    rehearsed = offline_store(manifest, state_dir, env or {}, sandbox=True) is not None
+    hint = "it was rehearsed: add --sandbox" if rehearsed else "--sandbox reads the rehearsal store"
+    raise UsageError(
+        f"no run store in {folder} for {base_url}: this campaign has not been run there yet ({hint})"
+    )
+
+
+def read_campaign(
+    path: Path | None, cap: float | None, assumed: float | None
+) -> tuple[dict[str, str], Budget]:
+    """What a campaign's store at its target says, read once and read-only: job key → state (empty
+    when there is no store yet), and the budget (what was spent, the prices the API stated)."""
+    if path is None or not path.exists():
+        return {}, Budget(cap=cap, assumed=assumed)
+    with reading(path) as store:
+        jobs = store.jobs().values()
+        budget = Budget.from_store(jobs, store.committed(), cap=cap, assumed=assumed)
+        return {job.key: job.state for job in jobs}, budget

@@ -1,0 +1,64 @@
+"""`sume-batch plan`: the dry run: a manifest priced, offline, against what its store says was done."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+from sume_batch.budget import campaign_line
+from sume_batch.commands.common import offline_store, prepare, read_campaign
+from sume_batch.manifest import load_pricing
+from sume_batch.plan import Plan, Selection, diff_plan, make_plan, plan_json, plan_text, restrict
+from sume_batch.redact import Redactor
+
+Echo = Callable[[str], None]
+
+
+def plan(
+    path: Path,
+    *,
+    max_jobs: int | None,
+    pricing: Path | None,
+    state_dir: Path | None,
+    selection: Selection,
+    as_json: bool,
+    output: Path | None,
+    env: Mapping[str, str],
+    echo: Echo,
+    sandbox: bool = False,
+    assume_price: float | None = None,
+    roots: Sequence[Path] = (),
+) -> int:
+    """Price a manifest and show (or write) the plan, with what changed since the last run at the
+    API the environment points at (or the rehearsal store, `sandbox`); exit 0.
+
+    Both pass the redaction gate that `run`'s output passes: requests as data, as the store keeps them
+    (workspace/user/key ids and secret fields too), the rest as names (keys, emails, signed URLs: a
+    matrix value may hold one); its markers hold no quote or backslash, so the JSON stays valid."""
+    redactor = Redactor.from_env(env)
+    gate = redactor.name
+    prices = load_pricing(pricing) if pricing else None
+    manifest, specs = prepare(path, max_jobs=max_jobs, roots=roots)
+    result: Plan = restrict(make_plan(manifest, specs, prices, assume=assume_price), selection)
+    store = offline_store(manifest, state_dir, env, sandbox=sandbox)
+    stored, budget = read_campaign(store, manifest.max_credits, assume_price)
+    diff = diff_plan(result, stored, selection.again(), cost=budget.cost) if stored else None
+    document = {
+        **plan_json(result), "since_last_run": diff.__dict__ if diff else None,
+        "campaign_credits": {"spent_or_held": budget.committed, "price_ratios": budget.differences()},
+    }  # fmt: skip
+    document["jobs"] = [{**job, "request": redactor.value(job["request"])} for job in document["jobs"]]
+    if output is not None:
+        output.write_text(gate(json.dumps(document, indent=2, ensure_ascii=False)) + "\n", "utf-8")
+    if as_json:
+        echo(gate(json.dumps(document, indent=2, ensure_ascii=False)))
+        return 0
+    lines = [plan_text(result)]
+    if note := budget.price_note():
+        lines.append(note)
+    if diff:
+        lines.append(campaign_line(budget, diff.new_credits))
+        lines.append(diff.text())
+    echo(gate("\n".join(lines)))
+    return 0

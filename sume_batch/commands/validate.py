@@ -1,0 +1,26 @@
+"""`sume-batch validate`: check manifests completely, offline: every problem of every file, listed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from sume_batch.commands.common import prepare
+from sume_batch.errors import ManifestError
+
+Echo = Callable[[str], None]
+
+
+def validate(paths: Sequence[Path], *, max_jobs: int | None, echo: Echo, roots: Sequence[Path] = ()) -> int:
+    """Check every file completely; report all problems of all files, then one summary line."""
+    problems = []
+    for path in paths:
+        try:
+            manifest, specs = prepare(path, max_jobs=max_jobs, roots=roots)
+        except ManifestError as error:
+            problems += error.problems
+            continue
+        echo(f"{path}: valid: campaign {manifest.name}, {len(specs):,} job{'s' if len(specs) != 1 else ''}")
+    if problems:
+        raise ManifestError(problems)
+    return 0

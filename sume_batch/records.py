@@ -1,0 +1,246 @@
+"""What a run store holds, and every way of reading it: job and run records, and the queries
+`plan`, `status`, `report` and the executor ask. A store opened with `reading` can do nothing else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sume_batch import migrations
+from sume_batch.errors import StoreError
+from sume_batch.states import CHARGED, IN_FLIGHT_CREATE, PAID_WHEN_FILES, JobState
+from sume_batch.target import Target
+
+# A job that may have cost credits (`states.charged`), in SQL: the parameters are `_CHARGED_ARGS`.
+_CHARGED_WHERE = (
+    f"(state IN ({', '.join('?' * len(CHARGED))}) OR (state IN ({', '.join('?' * len(PAID_WHEN_FILES))})"  # noqa: S608
+    " AND key IN (SELECT key FROM files)))"
+)
+_CHARGED_ARGS = (*sorted(CHARGED), *sorted(PAID_WHEN_FILES))
+
+
+@dataclass(frozen=True)
+class StoredJob:
+    """One row of the store, decoded."""
+
+    key: str
+    id: str
+    kind: str
+    request: Mapping[str, Any]
+    matrix: Mapping[str, Any]
+    state: str
+    estimate: float | None
+    reserved: float
+    required: float | None
+    attempts: int
+    sume_ids: tuple[str, ...]
+    sume_status: str | None
+    error_code: str | None
+    error_message: str | None
+    request_id: str | None
+    submitted_at: float | None
+    intent_at: float | None  # when the create was about to be sent
+    settled_at: float | None  # when its outcome became unknown (or the crash's latest possible time)
+    candidates: tuple[str, ...]  # ids an uncertain create may have made, when more than one fit
+    error_job_id: str | None = None  # the Sume job whose error is shown (one of several for Face Swap)
+    retired: float = 0.0  # credits the job's earlier lives cost (before --regenerate or --retry-failed)
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One `run` of a campaign as the store remembers it."""
+
+    seq: int
+    started_at: float
+    ended_at: float | None  # None: still going, or killed before it could say
+    info: Mapping[str, Any]  # what was known at the start: campaign, manifest, folders, plan, balance
+    outcome: Mapping[str, Any]  # what was known at the end: stopped, exit code, balance
+
+
+class StoreReader:
+    """A campaign's run store, read: its jobs, runs, files and credits."""
+
+    def __init__(
+        self, connection: sqlite3.Connection, clock: Callable[[], float] = time.time, path: Path | None = None
+    ) -> None:
+        self.db = connection
+        self.clock = clock
+        self.path = path
+
+    @property
+    def path_name(self) -> str:
+        return str(self.path) if self.path else "the run store"
+
+    def target(self) -> Target | None:
+        """The API target this store's jobs belong to; None for a store from before targets."""
+        row = self.db.execute("SELECT value FROM meta WHERE name = 'target'").fetchone()
+        return Target.from_json(json.loads(row[0])) if row else None
+
+    def runs(self) -> list[RunRecord]:
+        """Every run recorded, oldest first (stores older than version 3 recorded none)."""
+        rows = self.db.execute("SELECT seq, started_at, ended_at, info, outcome FROM runs ORDER BY seq")
+        return [
+            RunRecord(seq, started, ended, json.loads(info), json.loads(outcome))
+            for seq, started, ended, info, outcome in rows
+        ]
+
+    def files(self, key: str | None = None) -> list[dict[str, Any]]:
+        query, args = "SELECT key, path, sume_id, sha256, bytes, content_type FROM files", tuple[str, ...]()
+        if key is not None:
+            query, args = query + " WHERE key = ?", (key,)
+        names = ("key", "path", "sume_id", "sha256", "bytes", "content_type")
+        return [
+            dict(zip(names, row, strict=True)) for row in self.db.execute(query + " ORDER BY key, path", args)
+        ]
+
+    def jobs(self, keys: Iterable[str] | None = None) -> dict[str, StoredJob]:
+        rows = self.db.execute(f"SELECT {_SELECT} FROM jobs")  # noqa: S608
+        wanted = None if keys is None else set(keys)
+        return {row[0]: _decode(row) for row in rows if wanted is None or row[0] in wanted}
+
+    def job(self, key: str) -> StoredJob:
+        row = self.db.execute(f"SELECT {_SELECT} FROM jobs WHERE key = ?", (key,)).fetchone()  # noqa: S608
+        if row is None:
+            raise KeyError(key)
+        return _decode(row)
+
+    def plan_of(self, run: int | None) -> list[StoredJob]:
+        """The jobs a run planned, in plan order; every job when `run` is None."""
+        query = f"SELECT {_SELECT} FROM jobs"  # noqa: S608
+        rows = (
+            self.db.execute(query + " ORDER BY rowid")
+            if run is None
+            else self.db.execute(query + " WHERE run = ? ORDER BY rowid", (run,))
+        )
+        return [_decode(row) for row in rows]
+
+    def moments(self) -> dict[str, dict[str, float]]:
+        """Job key → state → when the job last entered it (from the journal), for reports' timings.
+
+        Only since the job was last made `planned` again (`--regenerate`, `--retry-failed`): the
+        times of the outputs it had before belong to those, not to this job's new life."""
+        found: dict[str, dict[str, float]] = {}
+        rows = self.db.execute(
+            "SELECT e.key, e.state, MAX(e.at) FROM events AS e"
+            " LEFT JOIN (SELECT key, MAX(at) AS again FROM events WHERE state = ? GROUP BY key) AS r"
+            " ON r.key = e.key WHERE r.again IS NULL OR e.at >= r.again GROUP BY e.key, e.state",
+            (JobState.PLANNED,),
+        )
+        for key, state, at in rows:
+            found.setdefault(key, {})[state] = float(at)
+        return found
+
+    def last_event_at(self) -> float | None:
+        """When the store was last written (after a crash: about when the writer died)."""
+        row = self.db.execute("SELECT MAX(at) FROM events").fetchone()
+        return float(row[0]) if row and row[0] is not None else None
+
+    def credits(self) -> tuple[float, float]:
+        """(reserved, of which stated by the API) over every job that may have cost credits."""
+        reserved, required, _ = self._sums()
+        return reserved, required
+
+    def committed(self) -> float:
+        """The credits the campaign has spent or holds at this target: every reservation that may
+        have been charged, and what earlier lives of re-created jobs cost (the budget covers all)."""
+        reserved, _, retired = self._sums()
+        return reserved + retired
+
+    def _sums(self) -> tuple[float, float, float]:
+        """Reserved and stated credits of the jobs that may have cost credits, and all retired ones."""
+        row = self.db.execute(
+            f"SELECT COALESCE(SUM(CASE WHEN {_CHARGED_WHERE} THEN reserved END), 0),"  # noqa: S608
+            f" COALESCE(SUM(CASE WHEN {_CHARGED_WHERE} THEN required END), 0), COALESCE(SUM(retired), 0)"
+            " FROM jobs",
+            (*_CHARGED_ARGS, *_CHARGED_ARGS),
+        ).fetchone()
+        return float(row[0]), float(row[1]), float(row[2])
+
+    def may_have_cost(self, key: str) -> bool:
+        query = f"SELECT 1 FROM jobs WHERE key = ? AND {_CHARGED_WHERE}"  # noqa: S608
+        return self.db.execute(query, (key, *_CHARGED_ARGS)).fetchone() is not None
+
+    def made_by_rehearsals(self) -> list[StoredJob]:
+        """Jobs whose current ids a sandbox run made (by the journal: the run going when they came), or
+        whose create a sandbox run left in flight."""
+        runs = sorted((run.started_at, bool(run.info.get("sandbox"))) for run in self.runs())
+        query = "SELECT key, MAX(at) FROM events WHERE state = ? GROUP BY key"
+        made = dict(self.db.execute(query, (JobState.SUBMITTED,)))
+        found = []
+        for job in self.jobs().values():
+            in_flight = not job.sume_ids and job.state in IN_FLIGHT_CREATE
+            when = job.intent_at if in_flight else made.get(job.key)
+            if (job.sume_ids or in_flight) and when is not None:
+                going = [sandbox for started, sandbox in runs if started <= when]
+                if going and going[-1]:
+                    found.append(job)
+        return found
+
+
+_COLUMNS = (
+    "key", "id", "kind", "request", "matrix", "state", "estimate", "reserved", "required", "attempts",
+    "sume_ids", "sume_status", "error_code", "error_message", "request_id", "submitted_at",
+    "intent_at", "settled_at", "candidates", "error_job_id", "retired",
+)  # fmt: skip
+_SELECT = ", ".join(_COLUMNS)
+
+
+def _decode(row: tuple[Any, ...]) -> StoredJob:
+    values = dict(zip(_COLUMNS, row, strict=True))
+    values["request"] = json.loads(values["request"])
+    values["matrix"] = json.loads(values["matrix"])
+    values["sume_ids"] = tuple(json.loads(values["sume_ids"]))
+    values["candidates"] = tuple(json.loads(values["candidates"]))
+    return StoredJob(**values)
+
+
+def checked_version(db: sqlite3.Connection, path: Path) -> int:
+    """The store's schema version, if this tool can read it."""
+    found = migrations.version(db)
+    if found is None:
+        raise sqlite3.DatabaseError("it has no schema version")
+    if found > migrations.SCHEMA_VERSION:
+        raise StoreError(f"{path} was written by a newer sume-batch (store version {found}); upgrade")
+    return found
+
+
+def unusable(path: Path, error: Exception) -> StoreError:
+    """The one message for a store that cannot be used: name it, and never start afresh silently."""
+    return StoreError(f"{path} is not a usable run store ({error}); move it aside to start afresh")
+
+
+@contextmanager
+def reading(path: Path) -> Iterator[StoreReader]:
+    """The store at `path`, read-only (for `plan`, `status` and `report`: no lock, no write, safe
+    during a run). A store in a folder we may not write (whose WAL index cannot be made) is read as
+    immutable: no run can be writing there either. An older store is read from a migrated copy."""
+    try:
+        db = _open_read_only(path)
+        found = checked_version(db, path)
+        if found < migrations.SCHEMA_VERSION:
+            old, db = db, migrations.migrated_copy(db)
+            old.close()
+        with contextlib.closing(db):
+            yield StoreReader(db, clock=time.time, path=path)
+    except sqlite3.DatabaseError as error:
+        raise unusable(path, error) from None
+
+
+def _open_read_only(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        db.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+    except sqlite3.OperationalError as error:
+        db.close()
+        if "readonly" not in str(error) and "unable to open" not in str(error):
+            raise
+        db = sqlite3.connect(f"file:{path}?immutable=1", uri=True)
+    return db
