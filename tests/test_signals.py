@@ -137,7 +137,7 @@ def test_a_second_sigint_forces_and_the_store_stays_consistent(tmp_path: Path) -
         out, err = process.communicate(timeout=30)
         issued = server.stats()["job_ids"]
     assert (process.returncode, err) == (130, ""), printed + out + err
-    assert "Resume with:" in out
+    assert STOPPING in printed and "Resume with:" in out
     # The create was cut off unanswered: its job stays in flight in the store, so the next run takes
     # it as maybe made (uncertain) and never sends it again blind; the other jobs were never sent.
     assert (issued, states(tmp_path)) == ([], {"submitting": 1, "planned": 5})
