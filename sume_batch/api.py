@@ -324,5 +324,3 @@ class SumeClient:
     def _waiting(self, why: str, seconds: float) -> None:
         if self.on_wait is not None:
             self.on_wait(why, seconds)
-
-

@@ -28,6 +28,7 @@ from sume_batch.reconcile import CRASH_WINDOW_S, LOST_CREATE_GRACE_S, reconcile
 from sume_batch.records import StoredJob
 from sume_batch.redact import Redactor
 from sume_batch.registry import Registry
+from sume_batch.responses import balance_of
 from sume_batch.states import TO_DOWNLOAD, TO_POLL, TO_SUBMIT, ApiStatus, JobState, ended_in
 from sume_batch.store import RunStore
 from sume_batch.submit import QUIET_DEFAULT_S, Submitting
@@ -307,3 +308,17 @@ class Executor(Submitting):
             final = ended_in(ApiStatus(job.sume_status))  # a Face Swap partly made: how its others ended
         self.store.downloaded(job.key, final)
         self.changed(job)
+
+
+async def balance_after(client: SumeClient, before: float | None, *, halt: asyncio.Event) -> float | None:
+    """The balance at the end, for the report's balance change; unknown if it cannot be read quickly
+    or the run is being stopped."""
+    if before is None or halt.is_set():
+        return None
+    reading, stopping = asyncio.ensure_future(client.credits()), asyncio.ensure_future(halt.wait())
+    try:
+        done, _ = await asyncio.wait((reading, stopping), timeout=15, return_when=asyncio.FIRST_COMPLETED)
+        return balance_of(reading.result()) if reading in done and not reading.exception() else None
+    finally:
+        for task in (reading, stopping):
+            task.cancel()

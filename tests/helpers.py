@@ -17,7 +17,8 @@ from xml.etree import ElementTree
 import jsonschema
 from click.testing import CliRunner
 
-from sume_batch.cli import cli, run_cli
+from sume_batch.cli import cli
+from sume_batch.exits import run_cli
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -11,9 +11,7 @@ import httpx
 import pytest
 
 from sume_batch.api import RetryBudget, SumeClient
-from sume_batch.bounds import Pacer, retry_after
-from sume_batch.wire import error_from
-from sume_batch.bounds import Bounds, seconds_until
+from sume_batch.bounds import Bounds, Pacer, retry_after, seconds_until
 from sume_batch.errors import (
     ApiError,
     AuthError,
@@ -31,6 +29,7 @@ from sume_batch.responses import (
     parse_job,
 )
 from sume_batch.sandbox import NO_ACCESS_KEY, SandboxConfig, create_app
+from sume_batch.wire import error_from
 
 BASE = "http://sandbox.test/api/v1"
 

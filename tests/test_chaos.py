@@ -49,7 +49,17 @@ def start(folder: Path, server: Any, *, capture: bool) -> subprocess.Popen[bytes
     env = {**os.environ, "SUME_API_KEY": server.api_key, "SUME_API_BASE_URL": server.base_url}
     # The sandbox makes a job the moment it takes a create, so a lost create that made nothing is
     # proven so 1 s after its answer was lost (the product waits 30 s: a real API may be slower).
-    command = [sys.executable, "-m", "sume_batch", "run", "campaign.yaml", "--yes", "--quiet", "--lost-create-grace", "1"]
+    command = [
+        sys.executable,
+        "-m",
+        "sume_batch",
+        "run",
+        "campaign.yaml",
+        "--yes",
+        "--quiet",
+        "--lost-create-grace",
+        "1",
+    ]
     stderr = subprocess.PIPE if capture else subprocess.DEVNULL
     return subprocess.Popen(command, cwd=folder, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
 

@@ -4,7 +4,6 @@ that jumps, the resume hint's flags (issues 10 and 11; a negative capacity is in
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import pytest
@@ -64,8 +63,8 @@ def test_a_clock_jump_changes_no_duration_and_times_out_no_job(workdir: Path) ->
 def test_the_resume_hint_repeats_every_flag_that_chose_the_target_and_the_store() -> None:
     from types import SimpleNamespace
 
-    from sume_batch.redact import Redactor
     from sume_batch.commands.run import Call, Endpoint, Options, resume_command
+    from sume_batch.redact import Redactor
     from sume_batch.target import Target
 
     def hint(api: Endpoint, env: dict[str, str], **chosen: object) -> str:

@@ -332,7 +332,9 @@ def test_an_interrupt_withholds_every_create_not_yet_sent() -> None:
         async def main() -> None:
             async with httpx.AsyncClient() as http, httpx.AsyncClient() as storage:
                 client = SumeClient(http, api_key=server.api_key, base_url=server.base_url, max_in_flight=1)
-                settings = Settings(concurrency=5, timeouts=manifest.timeouts, poll_intervals=manifest.poll_intervals)
+                settings = Settings(
+                    concurrency=5, timeouts=manifest.timeouts, poll_intervals=manifest.poll_intervals
+                )
                 transfers = Transfers(client=client, storage=storage, store=store, redactor=Redactor(), folder=folder,
                                       downloads=folder / "out")  # fmt: skip
                 executor = Executor(client=client, transfers=transfers, store=store, settings=settings,

@@ -25,7 +25,8 @@ from sume_batch.budget import BalanceWatch, Budget
 from sume_batch.commands.common import prepare, read_campaign
 from sume_batch.confine import file_digest
 from sume_batch.errors import RefusedError, UsageError
-from sume_batch.execute import Executor, OnChange, Settings
+from sume_batch.execute import Executor, OnChange, Settings, balance_after
+from sume_batch.exits import INTERNAL_ERROR
 from sume_batch.git import git_revision
 from sume_batch.manifest import Manifest, load_pricing
 from sume_batch.plan import Diff, Plan, Selection, credits, diff_plan, make_plan, plan_text, restrict
@@ -54,7 +55,6 @@ from sume_batch.target import (
 from sume_batch.transfer import Transfers
 
 Echo = Callable[[str], None]
-INTERNAL_ERROR = 70  # EX_SOFTWARE: what `cli` exits with for a bug of ours, as a run records it
 
 
 def run(
@@ -394,17 +394,3 @@ def run_info(call: Call, live: Live) -> dict[str, Any]:
         "estimated": call.plan.total,
         "balance_before": live.balance,
     }  # fmt: skip
-
-
-async def balance_after(client: SumeClient, before: float | None, *, halt: asyncio.Event) -> float | None:
-    """The balance at the end, for the report's balance change; unknown if it cannot be read quickly
-    or the run is being stopped."""
-    if before is None or halt.is_set():
-        return None
-    reading, stopping = asyncio.ensure_future(client.credits()), asyncio.ensure_future(halt.wait())
-    try:
-        done, _ = await asyncio.wait((reading, stopping), timeout=15, return_when=asyncio.FIRST_COMPLETED)
-        return balance_of(reading.result()) if reading in done and not reading.exception() else None
-    finally:
-        for task in (reading, stopping):
-            task.cancel()

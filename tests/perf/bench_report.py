@@ -57,7 +57,9 @@ def main(jobs: int) -> None:
         store = build(folder / "bench.sqlite", jobs)
         source = Source(campaign="bench", downloads=folder / "out", folder=folder / "r", run=store.runs()[-1])
         started = time.perf_counter()
-        document = build_report(store, source, redactor=Redactor(api_key="sume_live_benchkey0123"), now=time.time())
+        document = build_report(
+            store, source, redactor=Redactor(api_key="sume_live_benchkey0123"), now=time.time()
+        )
         built = time.perf_counter()
         print(f"{jobs:,} jobs: read + build + redact {built - started:.2f} s")
         for format_name in ("json", "junit", "html"):
@@ -65,7 +67,9 @@ def main(jobs: int) -> None:
             written = write_reports(document, folder / "r", (format_name,))
             size = written[format_name].stat().st_size
             print(f"  {FILE_NAMES[format_name]}: {time.perf_counter() - before:.2f} s, {size / 1e6:.1f} MB")
-        print(f"  total {time.perf_counter() - started:.2f} s, peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+        print(
+            f"  total {time.perf_counter() - started:.2f} s, peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB"
+        )
 
 
 if __name__ == "__main__":

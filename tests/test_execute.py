@@ -1,0 +1,85 @@
+"""execute: a bug of ours stops the run cleanly (every job id kept, nothing more created) and is
+reported as an internal error, never as a quiet job failure."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from helpers import write
+
+from sume_batch.api import SumeClient
+from sume_batch.commands.common import prepare
+from sume_batch.execute import Executor, Settings
+from sume_batch.plan import make_plan
+from sume_batch.records import StoredJob
+from sume_batch.redact import Redactor
+from sume_batch.sandbox import SandboxConfig, running_sandbox
+from sume_batch.store import RunStore
+from sume_batch.transfer import Results, Transfers
+
+CAMPAIGN = """\
+version: 1
+name: buggy
+jobs:
+  - {id: "img-{{ n }}", type: image, prompt: "p {{ n }}", matrix: {n: [1, 2, 3, 4, 5, 6]}}
+execution: {poll_interval: {image: 0.05}}
+"""
+
+
+class BrokenTransfers(Transfers):
+    """Downloads that hit a bug of ours (not an API or disk failure) on the first job."""
+
+    async def save_outputs(self, job: StoredJob, results: Results) -> None:
+        raise KeyError("a bug in saving outputs")
+
+
+def run_executor(folder: Path, transfers_class: type[Transfers]) -> tuple[Executor, RunStore, dict[str, Any]]:
+    manifest, specs = prepare(folder / "campaign.yaml")
+    plan = make_plan(manifest, specs)
+    store = RunStore.open(folder / "store.sqlite")
+    store.add_planned((spec.key, spec.id, spec.kind.name, spec.request, spec.matrix, 4.0) for spec in specs)
+    with running_sandbox(SandboxConfig.from_profile("instant", capacity=2)) as server:
+
+        async def main() -> Executor:
+            async with httpx.AsyncClient() as http, httpx.AsyncClient() as storage:
+                client = SumeClient(http, api_key=server.api_key, base_url=server.base_url)
+                transfers = transfers_class(client=client, storage=storage, store=store, redactor=Redactor(),
+                                            folder=folder, downloads=folder / "out")  # fmt: skip
+                settings = Settings(
+                    concurrency=2, timeouts=manifest.timeouts, poll_intervals=manifest.poll_intervals
+                )
+                executor = Executor(client=client, transfers=transfers, store=store, settings=settings,
+                                    redactor=Redactor(), clock=time.time)  # fmt: skip
+                await executor.run(plan.jobs)
+                return executor
+
+        executor = asyncio.run(main())
+        stats = server.stats()
+    return executor, store, stats
+
+
+def test_a_bug_stops_the_run_keeps_every_job_id_and_is_kept_for_the_exit_code(tmp_path: Path) -> None:
+    write(tmp_path, CAMPAIGN)
+    executor, store, stats = run_executor(tmp_path, BrokenTransfers)
+    assert isinstance(
+        executor.crashed, KeyError
+    )  # the command raises it once the reports are written: exit 70
+    assert executor.stopped is not None and "internal error: KeyError" in executor.stopped
+    jobs = store.jobs().values()
+    made = {sume_id for job in jobs for sume_id in job.sume_ids}
+    assert made == set(stats["job_ids"])  # every job the sandbox made is in the store
+    assert len(made) < 6  # and no create went out after the bug
+    assert all(n == 1 for n in stats["creates_by_idempotency_key"].values())
+    assert not any(job.state == "failed" for job in jobs)  # a bug is not a job failure
+
+
+def test_without_the_bug_every_job_is_downloaded(tmp_path: Path) -> None:
+    write(tmp_path, CAMPAIGN)
+    executor, store, stats = run_executor(tmp_path, Transfers)
+    assert executor.crashed is None and executor.stopped is None
+    assert {job.state for job in store.jobs().values()} == {"downloaded"}
+    assert len(stats["job_ids"]) == 6
