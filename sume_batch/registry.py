@@ -48,9 +48,13 @@ class Registry:
         try:
             home.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(home / "registry.sqlite", isolation_level=None, timeout=BUSY_MS / 1000)
+        except (OSError, sqlite3.Error):
+            return None
+        try:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(SCHEMA)
-        except (OSError, sqlite3.Error):
+        except sqlite3.Error:  # not a database, or damaged: closed, never left open
+            db.close()
             return None
         return cls(db, target, store)
 

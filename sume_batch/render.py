@@ -257,7 +257,7 @@ def _check_operands(guard: Guard, operator: str, left: Any, right: Any) -> None:
     if operator == "*" and not integers:
         for sequence, count in ((left, right), (right, left)):
             if isinstance(count, int) and not isinstance(sequence, int | float):
-                guard.growth("repeating a value", None, [count * size_of(sequence, guard.limits.size)])
+                guard.growth("repeating a value", "", [count * size_of(sequence, guard.limits.size)])
     if operator == "%" and isinstance(left, str):
         _check_width(guard, left, "%")
 

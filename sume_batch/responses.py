@@ -8,6 +8,7 @@ schema is known it is corrected in one file.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -184,8 +185,8 @@ def balance_of(payload: Mapping[str, Any]) -> float | None:
         value = payload.get(name)
         if isinstance(value, Mapping):
             value = value.get("remaining", value.get("available"))
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+            return float(value)  # NaN or Infinity (JSON parsers accept both) is no balance: unknown
     return None
 
 

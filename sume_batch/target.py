@@ -150,13 +150,16 @@ def find_store(folder: Path, campaign: str, *, base_url: str, rehearsal: bool) -
 
 
 def _written_at(path: Path) -> float:
-    """When a store was last written: its WAL takes the writes, so the later of the two files."""
+    """When a store was last written: its WAL takes the writes, so the later of the two files. An
+    empty WAL is none: a reader (`status`, this very search) leaves one beside a closed store."""
     times = [0.0]
     for file in (path, Path(f"{path}-wal")):
         try:
-            times.append(file.stat().st_mtime)
+            found = file.stat()
         except OSError:  # moved aside meanwhile, or never had a WAL
             continue
+        if file == path or found.st_size > 0:
+            times.append(found.st_mtime)
     return max(times)
 
 

@@ -176,9 +176,8 @@ def parse_yaml(text: str, *, file: str) -> tuple[Document, list[Problem]]:
         loader = _Loader(text)
     except yaml.reader.ReaderError as error:  # a control character: PyYAML checks the whole text first
         line, column = text_position(text, error.position)
-        message = (
-            f"character {error.character!r} is not allowed in YAML (remove it, or write it as an escape)"
-        )
+        character = _code_point(error.character)
+        message = f"character {character} is not allowed in YAML (remove it, or write it as an escape)"
         return Document(data=None), [Problem(file, line, column, "", message)]
     builder = _Builder(loader, file)
     try:
@@ -221,3 +220,8 @@ def _syntax_problem(error: yaml.MarkedYAMLError, file: str) -> Problem:
     if "could not determine a constructor" in what or "python/" in what:
         what = "tags such as !!python/object are not allowed in a manifest"
     return Problem(file, line, column, "", f"YAML syntax error: {what}")
+
+
+def _code_point(character: int | str) -> str:
+    """`U+0007`: a character named so it cannot be mistaken for a digit (PyYAML gives an int)."""
+    return f"U+{character if isinstance(character, int) else ord(character):04X}"

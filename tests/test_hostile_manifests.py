@@ -343,14 +343,14 @@ CASES: list[tuple[str, str | bytes, Setup, str]] = [
         "raw NUL byte",
         HEAD + "description: a\x00b\njobs: []\n",
         nothing,
-        "campaign.yaml:3:15: character 0 is not allowed in YAML",
+        "campaign.yaml:3:15: character U+0000 is not allowed in YAML",
     ),
     ("escaped NUL", image("a\x00b"), nothing, PROMPT + "text holds a NUL character (at character 2)"),
     (
         "bell character",
         HEAD + "description: a\x07b\njobs: []\n",
         nothing,
-        "campaign.yaml:3:15: character 7 is not allowed",
+        "campaign.yaml:3:15: character U+0007 is not allowed",
     ),
     (
         "lone surrogate",

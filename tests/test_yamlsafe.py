@@ -104,7 +104,7 @@ def test_every_problem_in_a_file_is_listed_not_only_the_first() -> None:
          "campaign.yaml:1:4: YAML syntax error: tags such as !!python/object are not allowed in a manifest"),
         ("a: !!set {x, y}\n", "campaign.yaml:1:4: YAML syntax error: tags such as !!python/object are not allowed in a manifest"),
         ("a: 1\nb: x\x07y\n",
-         "campaign.yaml:2:5: character 7 is not allowed in YAML (remove it, or write it as an escape)"),
+         "campaign.yaml:2:5: character U+0007 is not allowed in YAML (remove it, or write it as an escape)"),
     ],
 )  # fmt: skip
 def test_a_file_that_is_not_plain_yaml_is_one_located_problem_and_no_data(text: str, problem: str) -> None:
