@@ -12,8 +12,9 @@ the reports are relative to the report's folder, so report.html opens its galler
 
 One module per job: `document` builds the report document (what report.json holds) from the store;
 `as_json`, `junit` and `html` each render it in one format; `folder` writes the formats into a
-run's folder and points `latest` at it. This module holds only what the CLI needs for `--help`, so
-importing it stays cheap (no jinja2, no store).
+run's folder and points `latest` at it; `summary` says the end of a run in a few terminal lines.
+This module holds only what the CLI needs for `--help`, so importing it stays cheap (no jinja2, no
+store).
 """
 
 import importlib

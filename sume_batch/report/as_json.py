@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, TextIO
 
 _ONE_LINE = json.JSONEncoder(ensure_ascii=False)  # the C encoder: a job is the bulk of a large report
+
+
+def write_json(document: Mapping[str, Any], handle: TextIO) -> None:
+    handle.writelines(json_chunks(document))
 
 
 def json_chunks(document: Mapping[str, Any]) -> Iterator[str]:

@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from sume_batch.report import FILE_NAMES, FORMATS
-from sume_batch.report.as_json import json_chunks
-from sume_batch.report.html import html_chunks
-from sume_batch.report.junit import junit_chunks
+from sume_batch.report.as_json import write_json
+from sume_batch.report.html import write_html
+from sume_batch.report.junit import write_junit
 
-RENDER: dict[str, Callable[[Mapping[str, Any]], Iterator[str]]] = {
-    "html": html_chunks,
-    "json": json_chunks,
-    "junit": junit_chunks,
+WRITERS: dict[str, Callable[[Mapping[str, Any], TextIO], None]] = {
+    "html": write_html,
+    "json": write_json,
+    "junit": write_junit,
 }
 
 
@@ -25,7 +26,9 @@ def write_reports(
     """Write the chosen formats into `folder`, each atomically (OSError if the folder is not writable)."""
     folder.mkdir(parents=True, exist_ok=True)
     return {
-        name: _write(folder / FILE_NAMES[name], RENDER[name](document)) for name in FORMATS if name in formats
+        name: _write(folder / FILE_NAMES[name], functools.partial(WRITERS[name], document))
+        for name in FORMATS
+        if name in formats
     }
 
 
@@ -42,14 +45,14 @@ def point_latest(folder: Path) -> Path:
     return link
 
 
-def _write(path: Path, chunks: Iterable[str]) -> Path:
-    """Stream the chunks to a temporary name of this process, then rename: a reader sees the old file
-    or the new one, and a `report` writing while `run` does cannot mix the two."""
-    partial = path.with_name(f".{path.name}.{os.getpid()}.part")
+def _write(path: Path, write: Callable[[TextIO], None]) -> Path:
+    """Let `write` stream the file to a temporary name of this process, then rename: a reader sees the
+    old file or the new one, and a `report` writing while `run` does cannot mix the two."""
+    unfinished = path.with_name(f".{path.name}.{os.getpid()}.part")
     try:
-        with partial.open("w", encoding="utf-8") as handle:
-            handle.writelines(chunks)
-        partial.replace(path)
+        with unfinished.open("w", encoding="utf-8") as handle:
+            write(handle)
+        unfinished.replace(path)
     finally:
-        partial.unlink(missing_ok=True)
+        unfinished.unlink(missing_ok=True)
     return path

@@ -11,7 +11,7 @@ import hashlib
 from collections.abc import Iterator, Mapping
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import Any, TextIO
 from urllib.parse import quote
 
 import jinja2
@@ -28,6 +28,10 @@ CHART_WIDTH = 560  # px of the longest bar
 
 def report_html(document: Mapping[str, Any]) -> str:
     return "".join(html_chunks(document))
+
+
+def write_html(document: Mapping[str, Any], handle: TextIO) -> None:
+    handle.writelines(html_chunks(document))
 
 
 def html_chunks(document: Mapping[str, Any]) -> Iterator[str]:

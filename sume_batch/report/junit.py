@@ -6,9 +6,10 @@ what XML 1.0 cannot hold even escaped (most control characters, lone surrogates)
 
 from __future__ import annotations
 
+import io
 import re
-from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, TextIO
 from xml.etree import ElementTree
 
 from sume_batch import states
@@ -19,13 +20,16 @@ _XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]
 
 
 def report_junit(document: Mapping[str, Any]) -> str:
-    return "".join(junit_chunks(document))
+    text = io.StringIO()
+    write_junit(document, text)
+    return text.getvalue()
 
 
-def junit_chunks(document: Mapping[str, Any]) -> Iterator[str]:
-    """junit.xml as text, declaration first."""
-    yield DECLARATION
-    yield ElementTree.tostring(junit_tree(document), encoding="unicode")
+def write_junit(document: Mapping[str, Any], handle: TextIO) -> None:
+    """junit.xml into `handle`, declaration first. ElementTree writes the tree piece by piece: a
+    string of the whole (`tostring`) would cost twice the file again in memory."""
+    handle.write(DECLARATION)
+    ElementTree.ElementTree(junit_tree(document)).write(handle, encoding="unicode")
 
 
 def junit_tree(document: Mapping[str, Any]) -> ElementTree.Element:
