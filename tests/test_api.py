@@ -11,25 +11,20 @@ import httpx
 import pytest
 
 from sume_batch.api import RetryBudget, SumeClient
-from sume_batch.bounds import Bounds, Pacer, retry_after, seconds_until
+from sume_batch.bounds import Pacer
 from sume_batch.errors import (
     ApiError,
     AuthError,
     InsufficientCreditsError,
     TransportError,
     UncertainCreateError,
-    UsageError,
 )
 from sume_batch.responses import (
     balance_of,
     capacity_of,
-    created_job_ids,
     find_media,
-    normalize_status,
-    parse_job,
 )
 from sume_batch.sandbox import NO_ACCESS_KEY, SandboxConfig, create_app
-from sume_batch.wire import error_from
 
 BASE = "http://sandbox.test/api/v1"
 
@@ -255,112 +250,6 @@ def test_user_agent_and_bearer_are_sent() -> None:
     assert seen[0].headers["user-agent"].startswith("sume-batch/")
     assert seen[0].headers["authorization"] == "Bearer sume_test_x"
     assert str(seen[0].url) == BASE + "/me"
-
-
-@pytest.mark.parametrize(
-    ("payload", "ids"),
-    [
-        ({"object": "image_generation", "job": {"id": "job_1", "status": "queued"}}, ("job_1",)),
-        ({"object": "video_generation", "job_id": "job_2"}, ("job_2",)),
-        ({"job": {"id": "job_3"}, "job_id": "job_3"}, ("job_3",)),
-        (
-            {"object": "list", "data": [{"id": "job_4"}, {"id": "job_5"}], "job_ids": ["job_4", "job_5"]},
-            ("job_4", "job_5"),
-        ),
-        ({"object": "reference_analysis", "job_id": "job_6", "required_credits": 5}, ("job_6",)),
-        ({"object": "asset"}, ()),
-    ],
-)
-def test_created_job_ids(payload: dict[str, Any], ids: tuple[str, ...]) -> None:
-    assert created_job_ids(payload) == ids
-
-
-@pytest.mark.parametrize(
-    ("status", "normal"),
-    [("queued", "queued"), ("Running", "running"), ("processing", "processing"), ("completed", "completed"),
-     ("failed", "failed"), ("canceled", "canceled"), ("cancelled", "canceled"), ("expired", "expired"),
-     ("rendering", "running"), (None, "running")],
-)  # fmt: skip
-def test_statuses(status: str | None, normal: str) -> None:
-    assert normalize_status(status) == normal
-
-
-def test_parse_job_drops_error_details() -> None:
-    job = parse_job(
-        {"id": "job_1", "status": "failed", "error": {"code": "x", "message": "m", "details": {"raw": 1}}}
-    )
-    assert job == parse_job(
-        {"job": {"id": "job_1", "status": "failed", "error": {"code": "x", "message": "m"}}}
-    )
-    assert (job.error_code, job.error_message, job.done) == ("x", "m", True)
-
-
-def test_find_media_types_urls_by_extension_wherever_they_are() -> None:
-    result = {
-        "result": {
-            "images": [{"url": "https://m.test/a.png?X-Amz-Signature=s"}],
-            "video": {"clip_url": "https://m.test/v/b.MP4", "thumbnail_url": "https://m.test/t.jpg"},
-            "page": "https://example.test/about",
-        }
-    }
-    assert [(m.content_type, m.role) for m in find_media(result)] == [
-        ("image/png", "url"), ("video/mp4", "clip_url"), ("image/jpeg", "thumbnail_url"),
-    ]  # fmt: skip
-
-
-@pytest.mark.parametrize(
-    ("payload", "balance"),
-    [({"remaining_credits": 5}, 5.0), ({"balance": 7.5}, 7.5), ({"credits": {"remaining": 3}}, 3.0),
-     ({"plan": "pro"}, None), ({"balance": True}, None)],
-)  # fmt: skip
-def test_balance_is_unknown_rather_than_wrong(payload: dict[str, Any], balance: float | None) -> None:
-    assert balance_of(payload) == balance
-
-
-def test_retry_after_in_both_forms() -> None:
-    assert retry_after(httpx.Headers({"retry-after": "12"})) == 12
-    assert retry_after(httpx.Headers({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}), now=1445412470) == 10
-    assert retry_after(httpx.Headers({"retry-after": "soon"})) is None
-
-
-def test_a_non_envelope_error_body_is_a_transport_error() -> None:
-    error = error_from(httpx.Response(404, text="<html>not found</html>"))
-    assert isinstance(error, TransportError) and error.status == 404
-
-
-def test_retry_after_and_resets_read_delta_seconds_and_unix_times() -> None:
-    assert retry_after(httpx.Headers({"retry-after": "1700000030"}), now=1_700_000_000) == 30
-    assert retry_after(httpx.Headers({"retry-after": "inf"})) is None
-    assert seconds_until("12", now=1e9) == 12 and seconds_until("999999999", now=2e9) == 999999999
-    assert seconds_until("1700000005", now=1_700_000_000) == 5 and seconds_until("1600000000", now=1.7e9) == 0
-    assert seconds_until("nan", now=0) is None and seconds_until("soon", now=0) is None
-
-
-def test_bounds_from_the_environment() -> None:
-    bounds = Bounds.from_env(
-        {"SUME_BATCH_MAX_BODY": "1 MB", "SUME_BATCH_MAX_DOWNLOAD": "video=1GiB", "SUME_BATCH_MAX_WAIT": "0.5"}
-    )
-    assert (bounds.body_bytes, bounds.wait_seconds, bounds.request_seconds) == (1_000_000, 0.5, 120)
-    assert (bounds.download_limit("video"), bounds.download_limit("image")) == (1024**3, 64 * 1024**2)
-    assert Bounds.from_env({"SUME_BATCH_DOWNLOAD_DEADLINE": "30"}).download_seconds == dict.fromkeys(
-        Bounds().download_seconds, 30.0
-    )
-    for name, value, message in [
-        (
-            "SUME_BATCH_MAX_BODY",
-            "16XB",
-            "SUME_BATCH_MAX_BODY='16XB': not a size (like 16MiB, 500MB or 1000000)",
-        ),
-        ("SUME_BATCH_MAX_WAIT", "-1", "SUME_BATCH_MAX_WAIT='-1': must be a number of seconds above 0"),
-        (
-            "SUME_BATCH_MAX_DOWNLOAD",
-            "image=0",
-            "SUME_BATCH_MAX_DOWNLOAD='image=0': 'image=0': must be more than 0 bytes",
-        ),
-    ]:
-        with pytest.raises(UsageError) as caught:
-            Bounds.from_env({name: value})
-        assert str(caught.value) == message
 
 
 def test_network_failures_name_the_request_and_exit_69() -> None:

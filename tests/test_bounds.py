@@ -319,3 +319,45 @@ def test_a_refused_download_is_an_api_error_with_its_status(tmp_path: Path) -> N
         download(answer(b"<Error>AccessDenied</Error>", status=403), tmp_path / "a.png", Bounds())
     assert (str(caught.value), caught.value.status) == ("HTTP 403: download of a.png failed", 403)
     assert not isinstance(caught.value, BoundError) and not (tmp_path / "a.png").exists()
+
+
+# Moved from test_api.py (they test this module alone).
+def test_retry_after_in_both_forms() -> None:
+    assert retry_after(httpx.Headers({"retry-after": "12"})) == 12
+    assert retry_after(httpx.Headers({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}), now=1445412470) == 10
+    assert retry_after(httpx.Headers({"retry-after": "soon"})) is None
+
+
+def test_retry_after_and_resets_read_delta_seconds_and_unix_times() -> None:
+    assert retry_after(httpx.Headers({"retry-after": "1700000030"}), now=1_700_000_000) == 30
+    assert retry_after(httpx.Headers({"retry-after": "inf"})) is None
+    assert seconds_until("12", now=1e9) == 12 and seconds_until("999999999", now=2e9) == 999999999
+    assert seconds_until("1700000005", now=1_700_000_000) == 5 and seconds_until("1600000000", now=1.7e9) == 0
+    assert seconds_until("nan", now=0) is None and seconds_until("soon", now=0) is None
+
+
+def test_bounds_from_the_environment() -> None:
+    bounds = Bounds.from_env(
+        {"SUME_BATCH_MAX_BODY": "1 MB", "SUME_BATCH_MAX_DOWNLOAD": "video=1GiB", "SUME_BATCH_MAX_WAIT": "0.5"}
+    )
+    assert (bounds.body_bytes, bounds.wait_seconds, bounds.request_seconds) == (1_000_000, 0.5, 120)
+    assert (bounds.download_limit("video"), bounds.download_limit("image")) == (1024**3, 64 * 1024**2)
+    assert Bounds.from_env({"SUME_BATCH_DOWNLOAD_DEADLINE": "30"}).download_seconds == dict.fromkeys(
+        Bounds().download_seconds, 30.0
+    )
+    for name, value, message in [
+        (
+            "SUME_BATCH_MAX_BODY",
+            "16XB",
+            "SUME_BATCH_MAX_BODY='16XB': not a size (like 16MiB, 500MB or 1000000)",
+        ),
+        ("SUME_BATCH_MAX_WAIT", "-1", "SUME_BATCH_MAX_WAIT='-1': must be a number of seconds above 0"),
+        (
+            "SUME_BATCH_MAX_DOWNLOAD",
+            "image=0",
+            "SUME_BATCH_MAX_DOWNLOAD='image=0': 'image=0': must be more than 0 bytes",
+        ),
+    ]:
+        with pytest.raises(UsageError) as caught:
+            Bounds.from_env({name: value})
+        assert str(caught.value) == message

@@ -212,3 +212,64 @@ def test_media_are_found_anywhere_in_a_result_and_typed_by_extension(
     result: object, found: list[tuple[str, str, str]]
 ) -> None:
     assert [(media.url, media.content_type, media.role) for media in find_media(result)] == found
+
+
+# Moved from test_api.py (they test this module alone).
+@pytest.mark.parametrize(
+    ("payload", "ids"),
+    [
+        ({"object": "image_generation", "job": {"id": "job_1", "status": "queued"}}, ("job_1",)),
+        ({"object": "video_generation", "job_id": "job_2"}, ("job_2",)),
+        ({"job": {"id": "job_3"}, "job_id": "job_3"}, ("job_3",)),
+        (
+            {"object": "list", "data": [{"id": "job_4"}, {"id": "job_5"}], "job_ids": ["job_4", "job_5"]},
+            ("job_4", "job_5"),
+        ),
+        ({"object": "reference_analysis", "job_id": "job_6", "required_credits": 5}, ("job_6",)),
+        ({"object": "asset"}, ()),
+    ],
+)
+def test_created_job_ids(payload: dict[str, Any], ids: tuple[str, ...]) -> None:
+    assert created_job_ids(payload) == ids
+
+
+@pytest.mark.parametrize(
+    ("status", "normal"),
+    [("queued", "queued"), ("Running", "running"), ("processing", "processing"), ("completed", "completed"),
+     ("failed", "failed"), ("canceled", "canceled"), ("cancelled", "canceled"), ("expired", "expired"),
+     ("rendering", "running"), (None, "running")],
+)  # fmt: skip
+def test_statuses(status: str | None, normal: str) -> None:
+    assert normalize_status(status) == normal
+
+
+def test_parse_job_drops_error_details() -> None:
+    job = parse_job(
+        {"id": "job_1", "status": "failed", "error": {"code": "x", "message": "m", "details": {"raw": 1}}}
+    )
+    assert job == parse_job(
+        {"job": {"id": "job_1", "status": "failed", "error": {"code": "x", "message": "m"}}}
+    )
+    assert (job.error_code, job.error_message, job.done) == ("x", "m", True)
+
+
+def test_find_media_types_urls_by_extension_wherever_they_are() -> None:
+    result = {
+        "result": {
+            "images": [{"url": "https://m.test/a.png?X-Amz-Signature=s"}],
+            "video": {"clip_url": "https://m.test/v/b.MP4", "thumbnail_url": "https://m.test/t.jpg"},
+            "page": "https://example.test/about",
+        }
+    }
+    assert [(m.content_type, m.role) for m in find_media(result)] == [
+        ("image/png", "url"), ("video/mp4", "clip_url"), ("image/jpeg", "thumbnail_url"),
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("payload", "balance"),
+    [({"remaining_credits": 5}, 5.0), ({"balance": 7.5}, 7.5), ({"credits": {"remaining": 3}}, 3.0),
+     ({"plan": "pro"}, None), ({"balance": True}, None)],
+)  # fmt: skip
+def test_balance_is_unknown_rather_than_wrong(payload: dict[str, Any], balance: float | None) -> None:
+    assert balance_of(payload) == balance
