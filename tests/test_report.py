@@ -55,16 +55,27 @@ def made_store(folder: Path, *, end: bool = True) -> RunStore:
     for key, request_id in (("aa01", "req_1"), ("aa02", "req_2")):
         store.reserve(key, 4.0)
         store.intend(key, attempt=1, at=store.clock())
-        store.created(key, [f"job_{key[-1]}"], reserved=4.0, required=None, request_id=request_id, at=store.clock())
+        store.created(
+            key, [f"job_{key[-1]}"], reserved=4.0, required=None, request_id=request_id, at=store.clock()
+        )
         if key == "aa01":
             store.finish("aa01", JobState.COMPLETED, sume_status="completed")
             store.fetched("aa01")
-            store.add_file("aa01", path="hero-beach.png", sume_id="job_1", sha256="b" * 64, size=99, content_type="image/png")
+            store.add_file(
+                "aa01",
+                path="hero-beach.png",
+                sume_id="job_1",
+                sha256="b" * 64,
+                size=99,
+                content_type="image/png",
+            )
             store.downloaded("aa01")
     message = f"provider said: key {KEY}, mail ops@brand.example, see https://cdn.example/x.png?X-Amz-Signature=s3cr3t"
     store.finish("aa02", JobState.FAILED, sume_status="failed", code="generation_failed", why=message)
     if end:
-        store.end_run(record.seq, {"stopped": None, "interrupted": False, "exit_code": 1, "balance_after": 96.0})
+        store.end_run(
+            record.seq, {"stopped": None, "interrupted": False, "exit_code": 1, "balance_after": 96.0}
+        )
     return store
 
 
@@ -78,9 +89,15 @@ def test_report_json_holds_the_run_the_plan_and_each_job_and_validates(tmp_path:
     report = report_of(made_store(tmp_path), tmp_path)
     assert not list(report_schema().iter_errors(report))
     assert report["credits"] == {
-        "estimated": 8.0, "unknown_estimates": 1, "reserved": 4.0, "reserved_this_run": 4.0,
-        "submitted_this_run": 1, "stated_by_api": None,
-        "balance_before": 100.0, "balance_after": 96.0, "balance_change": 4.0,
+        "estimated": 8.0,
+        "unknown_estimates": 1,
+        "reserved": 4.0,
+        "reserved_this_run": 4.0,
+        "submitted_this_run": 1,
+        "stated_by_api": None,
+        "balance_before": 100.0,
+        "balance_after": 96.0,
+        "balance_change": 4.0,
     }  # fmt: skip  (a failed job's reservation is not counted, as the store counts it)
     assert report["counts"] == {"failed": 1, "planned": 1, "downloaded": 1}  # problems first
     assert report["types"] == {"image": {"failed": 1, "downloaded": 1}, "video": {"planned": 1}}
@@ -88,7 +105,11 @@ def test_report_json_holds_the_run_the_plan_and_each_job_and_validates(tmp_path:
     hero, failed, teaser = report["jobs"]
     assert hero["files"] == [{"path": "../../../out/hero-beach.png", "sha256": "b" * 64, "bytes": 99,
                               "content_type": "image/png", "sume_job_id": "job_1"}]  # fmt: skip
-    assert (hero["prompt"], hero["timings"]["seconds"], hero["provenance"]["reused"]) == (f"Hero {XSS}", 2.0, False)
+    assert (hero["prompt"], hero["timings"]["seconds"], hero["provenance"]["reused"]) == (
+        f"Hero {XSS}",
+        2.0,
+        False,
+    )
     assert failed["failure"] == {
         "job_id": "job_2", "status": "failed", "code": "generation_failed", "request_id": "req_2",
         "message": "provider said: key <redacted:key>, mail <redacted:email>, see https://cdn.example/x.png?<redacted>",
@@ -113,12 +134,17 @@ def test_junit_has_one_case_per_job_grouped_by_type_with_matrix_values(tmp_path:
         "tests": "3", "failures": "1", "errors": "0", "skipped": "1",
     }  # fmt: skip
     suites = {suite.get("name"): [case.get("name") for case in suite] for suite in root}
-    assert suites == {"launch.image": ["hero-beach [scene=beach]", "hero-city [scene=city]"], "launch.video": ["teaser"]}
+    assert suites == {
+        "launch.image": ["hero-beach [scene=beach]", "hero-city [scene=city]"],
+        "launch.video": ["teaser"],
+    }
     city = root.find("./testsuite/testcase[@name='hero-city [scene=city]']")
     assert city is not None and city.get("classname") == "launch.image"
     failure = city.find("failure")
     assert failure is not None and failure.get("type") == "failed"
-    assert failure.get("message", "").startswith("job job_2 failed: generation_failed: provider said: key <redacted:key>")
+    assert failure.get("message", "").startswith(
+        "job job_2 failed: generation_failed: provider said: key <redacted:key>"
+    )
     assert [(p.get("name"), p.get("value")) for p in city.iter("property")] == [("matrix.scene", "city")]
     skipped = root.find("./testsuite/testcase[@name='teaser']/skipped")
     assert skipped is not None and skipped.get("message") == "not submitted"
@@ -134,7 +160,9 @@ def test_junit_stays_parseable_whatever_a_prompt_holds(tmp_path: Path) -> None:
 
 def test_html_is_self_contained_and_treats_prompts_as_text(tmp_path: Path) -> None:
     html = report_html(report_of(made_store(tmp_path), tmp_path))
-    assert XSS not in html and "&lt;script&gt;alert(1)&lt;/script&gt;&lt;img src=x onerror=alert(1)&gt;" in html
+    assert (
+        XSS not in html and "&lt;script&gt;alert(1)&lt;/script&gt;&lt;img src=x onerror=alert(1)&gt;" in html
+    )
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", html)  # nothing from the network
     assert not re.search(r"<(link|iframe|object|embed|base)\b", html)
     found = re.search(r'http-equiv="Content-Security-Policy" content="([^"]+)"', html)
@@ -227,7 +255,9 @@ def test_report_command_rewrites_the_reports_from_the_store(
                                        for name in ("report.html", "report.json", "junit.xml")]  # fmt: skip
     again = json.loads((latest / "report.json").read_text())
     assert {**again, "generated_at": None} == {**before, "generated_at": None}
-    by_store = invoke("report", ".sume-batch/looks.rehearsal.sqlite", "--format", "junit", "-o", str(tmp_path / "ci"))
+    by_store = invoke(
+        "report", ".sume-batch/looks.rehearsal.sqlite", "--format", "junit", "-o", str(tmp_path / "ci")
+    )
     assert by_store.code == 0 and sorted(p.name for p in (tmp_path / "ci").iterdir()) == ["junit.xml"]
 
 
@@ -248,7 +278,8 @@ NEEDS_BROWSER = os.environ.get("SUME_BATCH_REQUIRE_BROWSER") == "1"
 
 
 @pytest.mark.skipif(
-    chromium() is None and not NEEDS_BROWSER, reason="no Chromium here (CI installs it and requires this test)"
+    chromium() is None and not NEEDS_BROWSER,
+    reason="no Chromium here (CI installs it and requires this test)",
 )
 def test_report_html_in_a_real_browser(chaos_run: Path, tmp_path: Path) -> None:
     executable = chromium()
@@ -304,7 +335,12 @@ def test_names_people_chose_are_kept_and_secrets_in_matrix_values_are_not(workdi
     assert result.code == 0, result.out + result.err
     report = read_report(workdir, "names")  # validates: axes named user or debug are axes, not secrets
     assert [job["id"] for job in report["jobs"]] == ["key_visual_01", "key_visual_02"]
-    assert report["axes"] == {"n": ["1", "2"], "user": ["teen"], "debug": ["x"], "contact": ["<redacted:email>"]}
+    assert report["axes"] == {
+        "n": ["1", "2"],
+        "user": ["teen"],
+        "debug": ["x"],
+        "contact": ["<redacted:email>"],
+    }
     assert report["jobs"][0]["files"][0]["path"] == "../../../out/user_content_2024 #1/key_visual_01.png"
     html = (workdir / "reports/names/latest/report.html").read_text()
     assert 'src="../../../out/user_content_2024%20%231/key_visual_01.png"' in html
@@ -314,7 +350,6 @@ def test_names_people_chose_are_kept_and_secrets_in_matrix_values_are_not(workdi
 
 
 def test_regenerated_jobs_forget_the_timings_and_files_of_their_old_outputs(tmp_path: Path) -> None:
-    from types import SimpleNamespace
 
     from sume_batch.plan import Selection
 
@@ -329,12 +364,18 @@ def test_regenerated_jobs_forget_the_timings_and_files_of_their_old_outputs(tmp_
 def test_a_failure_names_the_sume_job_that_failed(tmp_path: Path) -> None:
     store = made_store(tmp_path)
     with store.transaction() as db:  # a Face Swap of two avatars whose second failed
-        db.execute("UPDATE jobs SET sume_ids = ?, error_job_id = ? WHERE key = 'aa02'", ('["job_2", "job_3"]', "job_3"))
+        db.execute(
+            "UPDATE jobs SET sume_ids = ?, error_job_id = ? WHERE key = 'aa02'",
+            ('["job_2", "job_3"]', "job_3"),
+        )
     assert report_of(store, tmp_path)["jobs"][1]["failure"]["job_id"] == "job_3"
 
 
 def test_reports_that_cannot_be_written_are_a_clear_error_before_anything_is_sent(workdir: Path) -> None:
-    write(workdir, NAMES.replace('output: {downloads: "out/user_content_2024 #1"}', "output: {reports: blocked}"))
+    write(
+        workdir,
+        NAMES.replace('output: {downloads: "out/user_content_2024 #1"}', "output: {reports: blocked}"),
+    )
     (workdir / "blocked").write_text("a file where the reports folder should be")
     with running_sandbox(SandboxConfig.from_profile("instant")) as server:
         env = {"SUME_API_KEY": server.api_key, "SUME_API_BASE_URL": server.base_url}
@@ -359,4 +400,7 @@ def test_status_and_report_read_a_store_of_an_older_version(tmp_path: Path) -> N
     status = invoke("status", str(tmp_path / "old.sqlite"))
     assert status.code == 0 and "1 jobs: 1 downloaded" in status.out, status.err
     report = invoke("report", str(tmp_path / "old.sqlite"))
-    assert report.code == 2 and "this store records no run yet: give the campaign's manifest instead" in report.err
+    assert (
+        report.code == 2
+        and "this store records no run yet: give the campaign's manifest instead" in report.err
+    )

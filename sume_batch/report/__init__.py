@@ -17,35 +17,5 @@ This module holds only what the CLI needs for `--help`, so importing it stays ch
 store).
 """
 
-import importlib
-from typing import Any
-
 FORMATS = ("html", "json", "junit")
 FILE_NAMES = {"html": "report.html", "json": "report.json", "junit": "junit.xml"}
-
-# TEMPORARY, until run.py, commands.py and the tests import from the new modules: the names this
-# module had when it was one file, each loaded from its new home when first asked for.
-_MOVED = {
-    "Source": "sume_batch.report.document",
-    "build_report": "sume_batch.report.document",
-    "run_folder_name": "sume_batch.report.document",
-    "write_reports": "sume_batch.report.folder",
-    "point_latest": "sume_batch.report.folder",
-    "report_junit": "sume_batch.report.junit",
-    "report_html": "sume_batch.report.html",
-    "git_revision": "sume_batch.git",
-    "OK": "sume_batch.states",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name == "PENDING_WORDS":  # the old mapping, as the states module words it
-        states = importlib.import_module("sume_batch.states")
-        return {
-            state: meaning.words
-            for state, meaning in states.MEANINGS.items()
-            if not meaning.failure and state not in states.OK
-        }
-    if name in _MOVED:
-        return getattr(importlib.import_module(_MOVED[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

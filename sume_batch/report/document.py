@@ -19,6 +19,7 @@ from sume_batch import __version__, states
 from sume_batch.kinds import KINDS
 from sume_batch.records import RunRecord, StoredJob, StoreReader
 from sume_batch.redact import Failure, Redactor
+from sume_batch.states import JobState
 
 REPORT_SCHEMA_VERSION = 1
 _SHOW = json.JSONEncoder(ensure_ascii=False, sort_keys=True)  # one for all: `json.dumps` makes one a call
@@ -166,7 +167,7 @@ def _job_entry(
     request, error) as text, names people chose (id, matrix, files) as names."""
     kind = KINDS.get(job.kind)
     prompt = job.request.get(kind.prompt_field) if kind and kind.prompt_field else None
-    submitted = job.submitted_at or moments.get("submitted")
+    submitted = job.submitted_at or moments.get(JobState.SUBMITTED)
     finished = _finished_at(job.state, moments)
     failed = job.state in states.FAILURES or (
         job.state not in states.OK and bool(job.error_code or job.error_message)
@@ -176,8 +177,8 @@ def _job_entry(
         job_id=failed_id, status=job.state, code=job.error_code,
         message=job.error_message or states.words(job.state), request_id=job.request_id,
     ) if failed else None  # fmt: skip
-    downloaded = moments.get("downloaded")
-    sent = moments.get("submitting")
+    downloaded = moments.get(JobState.DOWNLOADED)
+    sent = moments.get(JobState.SUBMITTING)
     matrix = {redactor.name(str(axis)): _matrix_value(value, redactor) for axis, value in job.matrix.items()}
     return {
         "id": redactor.name(job.id),
@@ -220,7 +221,7 @@ def _finished_at(state: str, moments: Mapping[str, float]) -> float | None:
     """When generation ended: completed, or the state it failed in."""
     if state in states.FAILURES:
         return moments.get(state)
-    return moments.get("completed")
+    return moments.get(JobState.COMPLETED)
 
 
 def _provenance(
