@@ -225,6 +225,19 @@ def sandbox(
     show_default=True,
     help="How the --sandbox simulator behaves.",
 )
+@click.option("--sandbox-seed", type=int, metavar="N", help="Seed of the --sandbox simulator's choices.")
+@click.option(
+    "--sandbox-capacity", type=click.IntRange(1, 10_000), metavar="N",
+    help="Generations the --sandbox account runs at once (default 4).",
+)  # fmt: skip
+@click.option(
+    "--sandbox-credits", type=click.IntRange(min=0), metavar="N",
+    help="The --sandbox account's balance (default 10,000).",
+)  # fmt: skip
+@click.option(
+    "--sandbox-speed", type=click.FloatRange(min=0, min_open=True), metavar="F",
+    help="Speed of the --sandbox simulator's jobs: 10 is ten times faster than the profile.",
+)  # fmt: skip
 @click.option(
     "--concurrency", type=click.IntRange(min=1, max=256), help="Jobs in flight (default: the manifest's)."
 )
@@ -259,6 +272,10 @@ def run(
     dry_run: bool,
     use_sandbox: bool,
     sandbox_profile: str,
+    sandbox_seed: int | None,
+    sandbox_capacity: int | None,
+    sandbox_credits: int | None,
+    sandbox_speed: float | None,
     concurrency: int | None,
     allow_unknown_prices: bool,
     assume_price: float | None,
@@ -286,6 +303,11 @@ def run(
             "--allow-unknown-prices needs --assume-price CREDITS: the credits each job of unknown price"
             " reserves against the budget (reserving 0 let such jobs cross it)"
         )
+    knobs: dict[str, float | None] = {"seed": sandbox_seed, "capacity": sandbox_capacity}
+    knobs |= {"credits": sandbox_credits, "speed": sandbox_speed}
+    if not use_sandbox and (chosen := [name for name, value in knobs.items() if value is not None]):
+        raise click.UsageError(f"--sandbox-{chosen[0]} sets the embedded sandbox: add --sandbox")
+    from sume_batch.commands.endpoint import Rehearsal  # noqa: PLC0415
     from sume_batch.commands.run import Options, run  # noqa: PLC0415
 
     options = Options(
@@ -294,7 +316,7 @@ def run(
         selection=make_selection(only, retry_failed, resubmit_uncertain, regenerate),
         assume_price=assume_price, lost_create_grace=lost_create_grace,
     )  # fmt: skip
-    sandbox = sandbox_profile if use_sandbox else None
+    sandbox = Rehearsal(sandbox_profile, **knobs) if use_sandbox else None  # type: ignore[arg-type]
     return run(
         file, max_jobs=max_jobs, pricing=pricing, sandbox=sandbox, options=options, roots=allow_roots,
         env=os.environ, echo=click.echo, confirm=lambda question: click.confirm(question, default=False),

@@ -63,7 +63,8 @@ def test_a_clock_jump_changes_no_duration_and_times_out_no_job(workdir: Path) ->
 def test_the_resume_hint_repeats_every_flag_that_chose_the_target_and_the_store() -> None:
     from types import SimpleNamespace
 
-    from sume_batch.commands.run import Call, Endpoint, Options, resume_command
+    from sume_batch.commands.endpoint import Endpoint, Rehearsal
+    from sume_batch.commands.run import Call, Options, resume_command
     from sume_batch.redact import Redactor
     from sume_batch.target import Target
 
@@ -74,9 +75,16 @@ def test_the_resume_hint_repeats_every_flag_that_chose_the_target_and_the_store(
         call = Call(manifest, None, api, options, Redactor(), print, bool, env)  # type: ignore[arg-type]
         return resume_command(call, Target(api.base_url, "", api.sandbox is not None))
 
-    rehearsal = hint(Endpoint("http://127.0.0.1:1/api/v1", "k", sandbox="realistic"), {}, state_dir=Path("D"))
+    rehearsal = hint(
+        Endpoint("http://127.0.0.1:1/api/v1", "k", Rehearsal("realistic")), {}, state_dir=Path("D")
+    )
     assert rehearsal.startswith(
         "sume-batch run 'camp aign.yaml' --sandbox --sandbox-profile realistic --state-dir D"
+    )
+    large = Rehearsal("instant", seed=3, capacity=50, credits=100_000, speed=2.5)
+    assert hint(Endpoint("http://127.0.0.1:1/api/v1", "k", large), {}).startswith(
+        "sume-batch run 'camp aign.yaml' --sandbox --sandbox-profile instant --sandbox-seed 3 --sandbox-capacity 50"
+        " --sandbox-credits 100000 --sandbox-speed 2.5 (a new embedded sandbox"
     )
     real = hint(Endpoint("https://staging.example/api/v1", "k"), {"SUME_API_BASE_URL": "https://staging.example/api/v1"},
                 idempotency_honoured=True, assume_price=12.0)  # fmt: skip

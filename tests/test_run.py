@@ -482,3 +482,29 @@ def test_where_idempotency_is_honoured_a_lost_create_is_sent_again_with_its_key(
     assert again.code == 0, again.out
     assert sorted(stats["creates_by_idempotency_key"].values()) == [1] * 6  # the replays made nothing new
     assert read_report(workdir, "idem")["counts"] == {"downloaded": 6}
+
+
+def test_a_rehearsal_can_be_as_large_as_the_real_campaign(workdir: Path) -> None:
+    """`run --sandbox` sets the embedded sandbox's capacity, credits, speed and seed; the resume hint
+    repeats them; without --sandbox they are a usage error and nothing runs."""
+    write(
+        workdir,
+        "version: 1\nname: big\njobs:\n  - {id: 'img-{{ n }}', type: image, prompt: p, matrix: {n: [1, 2, 3]}}\n",
+    )
+    knobs = (
+        "--sandbox-capacity",
+        "2",
+        "--sandbox-credits",
+        "30",
+        "--sandbox-seed",
+        "5",
+        "--sandbox-speed",
+        "10",
+    )
+    result = invoke("run", "campaign.yaml", "--sandbox", "--yes", *knobs)
+    assert result.code == 0, result.err
+    assert "balance: 30 credits; plan: sandbox; generation capacity: 2" in result.out
+    refused = invoke("run", "campaign.yaml", "--sandbox", "--yes", "--sandbox-credits", "5")
+    assert refused.code == 3 and "more than the balance (5)" in refused.err
+    alone = invoke("run", "campaign.yaml", "--yes", "--sandbox-capacity", "50")
+    assert alone.code == 2 and "--sandbox-capacity sets the embedded sandbox: add --sandbox" in alone.err

@@ -12,7 +12,7 @@ import dataclasses
 import shlex
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from sume_batch import registry
 from sume_batch.api import SumeClient
 from sume_batch.budget import BalanceWatch, Budget
 from sume_batch.commands.common import prepare, read_campaign
+from sume_batch.commands.endpoint import Endpoint, Rehearsal, endpoint
 from sume_batch.confine import file_digest
 from sume_batch.errors import RefusedError, UsageError
 from sume_batch.execute import Executor, OnChange, Settings, balance_after
@@ -44,7 +45,6 @@ from sume_batch.states import OK
 from sume_batch.store import RunStore, prepare_store, run_lock
 from sume_batch.supervise import Interrupts, run_log, store_failures, unrecorded_error
 from sume_batch.target import (
-    DEFAULT_BASE_URL,
     Target,
     legacy_path,
     same_workspace,
@@ -62,7 +62,7 @@ def run(
     *,
     max_jobs: int | None,
     pricing: Path | None,
-    sandbox: str | None,
+    sandbox: Rehearsal | None,
     options: Options,
     env: Mapping[str, str],
     echo: Echo,
@@ -94,33 +94,6 @@ class Options:
     idempotency_honoured: bool = False
     assume_price: float | None = None  # credits reserved for a job of unknown price (--assume-price)
     lost_create_grace: float = LOST_CREATE_GRACE_S  # see `reconcile`
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    base_url: str
-    api_key: str
-    sandbox: str | None = None  # the simulator's profile, when this is a rehearsal
-
-    def describe(self) -> str:
-        return f"the sandbox ({self.sandbox} profile)" if self.sandbox else f"the Sume API at {self.base_url}"
-
-
-@contextlib.contextmanager
-def endpoint(*, sandbox: str | None, env: Mapping[str, str]) -> Iterator[Endpoint]:
-    """The API to talk to: a sandbox on an ephemeral loopback port, or SUME_API_BASE_URL with SUME_API_KEY."""
-    if sandbox is not None:
-        from sume_batch.sandbox import SandboxConfig, running_sandbox  # noqa: PLC0415 - only for --sandbox
-
-        with running_sandbox(SandboxConfig.from_profile(sandbox)) as server:
-            yield Endpoint(server.base_url, server.api_key, sandbox=sandbox)
-        return
-    key = env.get("SUME_API_KEY", "").strip()
-    if not key:
-        raise UsageError(
-            "SUME_API_KEY is not set. Set it to your Sume API key, or add --sandbox to rehearse for free."
-        )
-    yield Endpoint(env.get("SUME_API_BASE_URL", DEFAULT_BASE_URL), key)
 
 
 def preflight_text(account: Mapping[str, Any], balance: float | None, capacity: int | None) -> str:
@@ -340,8 +313,8 @@ def make_executor(call: Call, live: Live, changed: OnChange) -> Executor:
 def resume_command(call: Call, target: Target) -> str:
     """The command that resumes this run: every flag that chose its API target and its store."""
     words = ["sume-batch", "run", shlex.quote(str(call.manifest.path))]
-    if call.api.sandbox is not None:
-        words += ["--sandbox", "--sandbox-profile", call.api.sandbox]
+    if call.api.rehearsal is not None:
+        words += ["--sandbox", *call.api.rehearsal.flags()]
     elif call.env.get("SUME_API_BASE_URL"):
         words.insert(0, f"SUME_API_BASE_URL={shlex.quote(call.redactor.text(target.base_url))}")
     if call.options.state_dir is not None:
@@ -351,7 +324,7 @@ def resume_command(call: Call, target: Target) -> str:
     if call.options.assume_price is not None:
         words += ["--assume-price", f"{call.options.assume_price:g}"]
     command = " ".join(words)
-    if call.api.sandbox is not None:
+    if call.api.rehearsal is not None:
         command += " (a new embedded sandbox starts empty: the rehearsal starts over)"
     return command
 
