@@ -641,5 +641,5 @@ def test_bounds_can_be_raised_in_the_manifest(workdir: Path) -> None:
     loops = "{% for i in range(99999) %}{% for j in range(3) %}{% endfor %}{% endfor %}p"
     (workdir / "campaign.yaml").write_text(image(loops))
     assert "took more than 100,000 steps" in invoke("validate", "campaign.yaml").err
-    (workdir / "campaign.yaml").write_text(image(loops, "templates: {steps: 500000}\n"))
+    (workdir / "campaign.yaml").write_text(image(loops, "templates: {steps: 500000, seconds: 60}\n"))
     assert invoke("validate", "campaign.yaml").code == 0
