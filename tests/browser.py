@@ -1,8 +1,8 @@
 """A headless Chromium driven over the DevTools protocol on a pipe (--remote-debugging-pipe).
 
 No driver, no websocket library: Chromium reads commands on fd 3 and writes answers and events on
-fd 4, each a JSON object ended by a NUL byte. Enough of the protocol to open a page, watch its
-console, errors and dialogs, run a script in it and take a screenshot.
+fd 4, each a JSON object ended by a NUL byte. Enough of the protocol to open a page (with or
+without JavaScript), watch its console, errors and dialogs, run a script in it and take a screenshot.
 """
 
 from __future__ import annotations
@@ -11,11 +11,12 @@ import base64
 import fcntl
 import json
 import os
+import select
 import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -58,21 +59,29 @@ class Page:
             if "method" in reply:
                 self.events.append(reply)
 
-    def wait_for(self, method: str, timeout: float = 30) -> dict[str, Any]:
+    def wait_for(
+        self, method: str, timeout: float = 30, where: Callable[[Any], bool] | None = None
+    ) -> dict[str, Any]:
+        """The first `method` event whose params are `where` (if given), waiting for it if need be."""
+
+        def wanted(event: dict[str, Any]) -> bool:
+            return event.get("method") == method and (where is None or where(event.get("params", {})))
+
         for event in self.events:
-            if event["method"] == method:
+            if wanted(event):
                 return event
         deadline = time.monotonic() + timeout
         while True:
             event = self._read(deadline)
             if "method" in event:
                 self.events.append(event)
-                if event["method"] == method:
+                if wanted(event):
                     return event
 
     def _read(self, deadline: float) -> dict[str, Any]:
         while b"\0" not in self.buffer:
-            if time.monotonic() > deadline:
+            ready, _, _ = select.select([self.receive], [], [], max(deadline - time.monotonic(), 0))
+            if not ready:  # a bare read would wait for ever on a page that never loads
                 raise TimeoutError("Chromium did not answer in time")
             chunk = os.read(self.receive, 1 << 16)
             if not chunk:
@@ -82,7 +91,11 @@ class Page:
         message: dict[str, Any] = json.loads(raw)
         return message
 
-    def open(self, url: str) -> None:
+    def open(
+        self, url: str, *, timeout: float = 30, javascript: bool = True, first: str | None = None
+    ) -> None:
+        """Open `url` in a new tab and wait for its load event; `javascript=False` opens it with
+        scripting off (so `<noscript>` shows), `first` is a script run before any of the page's own."""
         target = self.call("Target.createTarget", url="about:blank")["targetId"]
         self.session = self.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
         for domain in ("Page", "Runtime", "Log"):
@@ -90,12 +103,22 @@ class Page:
         self.call(
             "Emulation.setDeviceMetricsOverride", width=1280, height=900, deviceScaleFactor=1, mobile=False
         )
-        self.call("Page.navigate", url=url)
-        self.wait_for("Page.loadEventFired")
+        if not javascript:
+            self.call("Emulation.setScriptExecutionDisabled", value=True)
+        if first is not None:
+            self.call("Page.addScriptToEvaluateOnNewDocument", source=first)
+        self.call("Page.setLifecycleEventsEnabled", enabled=True)
+        loader = self.call("Page.navigate", url=url)["loaderId"]
+        # The load of this navigation, not the tab's first about:blank, whose event may come late.
+        self.wait_for(
+            "Page.lifecycleEvent", timeout, where=lambda e: e["name"] == "load" and e["loaderId"] == loader
+        )
 
-    def evaluate(self, expression: str) -> Any:
+    def evaluate(self, expression: str, timeout: float = 30) -> Any:
         """The value of a JavaScript expression (awaited when it is a promise)."""
-        result = self.call("Runtime.evaluate", expression=expression, awaitPromise=True, returnByValue=True)
+        result = self.call(
+            "Runtime.evaluate", timeout, expression=expression, awaitPromise=True, returnByValue=True
+        )
         if "exceptionDetails" in result:
             raise RuntimeError(f"script failed: {result['exceptionDetails']}")
         return result["result"].get("value")

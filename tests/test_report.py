@@ -7,17 +7,18 @@ import hashlib
 import json
 import os
 import re
+import time
 from html import unescape
 from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree
 
 import pytest
-from browser import browser, chromium
+from browser import Page, browser, chromium
 from helpers import invoke, read_report, report_schema, write
 
 from sume_batch.redact import Redactor
-from sume_batch.report.document import Source, build_report, run_folder_name
+from sume_batch.report.document import Source, build_report, failure_text, run_folder_name
 from sume_batch.report.folder import write_reports
 from sume_batch.report.html import report_html
 from sume_batch.report.junit import report_junit
@@ -158,23 +159,43 @@ def test_junit_stays_parseable_whatever_a_prompt_holds(tmp_path: Path) -> None:
     assert message is not None and "\ufffd[31m bytes ]]> & <tags>" in message.get("message", "")
 
 
+def page_data(html: str) -> dict[str, Any]:
+    """The job data block of report.html, as report.js reads it (see sume_batch/report/html.py)."""
+    found = re.search(r'<script type="application/json" id="report-data">(.*?)</script>', html, re.DOTALL)
+    assert found is not None
+    assert "<" not in found[1]  # nothing in it can end the element or open a comment in it
+    data: dict[str, Any] = json.loads(found[1])
+    return data
+
+
 def test_html_is_self_contained_and_treats_prompts_as_text(tmp_path: Path) -> None:
-    html = report_html(report_of(made_store(tmp_path), tmp_path))
-    assert (
-        XSS not in html and "&lt;script&gt;alert(1)&lt;/script&gt;&lt;img src=x onerror=alert(1)&gt;" in html
-    )
+    report = report_of(made_store(tmp_path), tmp_path)
+    html = report_html(report)
+    assert XSS not in html
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", html)  # nothing from the network
     assert not re.search(r"<(link|iframe|object|embed|base)\b", html)
     found = re.search(r'http-equiv="Content-Security-Policy" content="([^"]+)"', html)
     assert found is not None
     policy = unescape(found[1])
     assert "default-src 'none'" in policy
+    # ours, allowed by its hash (an injected one would not run), and the job data, which is not script
+    assert re.findall(r"<script\b[^>]*>", html) == [
+        '<script type="application/json" id="report-data">',
+        "<script>",
+    ]
     scripts = re.findall(r"<script>(.*?)</script>", html, re.DOTALL)
-    assert len(scripts) == 1  # ours, allowed by its hash; an injected one would not run
     digest = base64.b64encode(hashlib.sha256(scripts[0].encode()).digest()).decode()
     assert f"script-src 'sha256-{digest}'" in policy
-    assert 'src="../../../out/hero-beach.png"' in html
-    assert "provider said: key &lt;redacted:key&gt;" in html and KEY not in html
+    data = page_data(html)
+    assert [row[0] for row in data["jobs"]] == ["hero-beach", "hero-city", "teaser"]
+    hero, city, teaser = data["jobs"]
+    assert hero[4] == f"Hero {XSS}" and hero[7] == [[0, "../../../out/hero-beach.png"]]
+    assert city[5] == failure_text(report["jobs"][1]) and city[5].startswith(
+        "job job_2 failed: generation_failed"
+    )
+    assert data["states"][teaser[1]] == ["planned", "pending", "not submitted"] and teaser[6] == 0
+    assert data["axes"] == [["scene", ["beach", "city"]]] and hero[3] == [0, 0] and teaser[3] == []
+    assert "provider said: key &lt;redacted:key&gt;" in html and KEY not in html  # the failures table
 
 
 def test_write_reports_writes_the_chosen_formats_atomically(tmp_path: Path) -> None:
@@ -275,45 +296,253 @@ def test_report_command_refuses_bad_input_clearly(workdir: Path, args: tuple[str
 
 
 NEEDS_BROWSER = os.environ.get("SUME_BATCH_REQUIRE_BROWSER") == "1"
-
-
-@pytest.mark.skipif(
+needs_browser = pytest.mark.skipif(
     chromium() is None and not NEEDS_BROWSER,
     reason="no Chromium here (CI installs it and requires this test)",
 )
+
+
+def executable() -> str:
+    found = chromium()
+    assert found, "SUME_BATCH_REQUIRE_BROWSER=1 but no chromium on PATH"
+    return found
+
+
+def choose(page: Page, label: str, text: str) -> int:
+    """Pick the option shown as `text` in the filter labelled `label`; the count of jobs shown then."""
+    script = f"""(() => {{
+        const s = [...document.querySelectorAll('.filters label')]
+            .find((l) => l.firstChild.textContent === {json.dumps(label)}).querySelector('select');
+        s.dispatchEvent(new Event('focus'));
+        s.value = [...s.options].find((o) => o.text === {json.dumps(text)}).value;
+        s.dispatchEvent(new Event('change'));
+        return Number(document.getElementById('shown').textContent); }})()"""
+    shown: int = page.evaluate(script)
+    return shown
+
+
+def cards(page: Page) -> list[int]:
+    """The jobs (their places in the report) whose cards the gallery shows."""
+    found: list[int] = page.evaluate(
+        "[...document.querySelectorAll('#gallery .card')].map((c) => Number(c.dataset.n))"
+    )
+    return found
+
+
+def pager(page: Page, which: int = 0) -> list[list[Any]]:
+    """The buttons of the pager above (0) or below (1) the gallery: label, whether disabled or current."""
+    found: list[list[Any]] = page.evaluate(
+        f"[...document.querySelectorAll('[data-pager]')[{which}].querySelectorAll('button, .gap')]"
+        ".map((b) => [b.textContent, b.disabled === true, b.getAttribute('aria-current') === 'page'])"
+        f".concat(document.querySelectorAll('[data-pager]')[{which}].hidden ? [['hidden']] : [])"
+    )
+    return found
+
+
+def turn(page: Page, label: str, which: int = 0) -> None:
+    page.evaluate(
+        f"[...document.querySelectorAll('[data-pager]')[{which}].querySelectorAll('button')]"
+        f".find((b) => b.textContent === {json.dumps(label)}).click()"
+    )
+
+
+@needs_browser
 def test_report_html_in_a_real_browser(chaos_run: Path, tmp_path: Path) -> None:
-    executable = chromium()
-    assert executable, "SUME_BATCH_REQUIRE_BROWSER=1 but no chromium on PATH"
     report = read_report(chaos_run, "looks")
     images = [f for job in report["jobs"] for f in job["files"] if f["content_type"].startswith("image/")]
     videos = [f for job in report["jobs"] for f in job["files"] if f["content_type"].startswith("video/")]
     failed = sum(1 for job in report["jobs"] if job["failure"])
-    with browser(executable) as page:
+    with browser(executable()) as page:
         page.open((chaos_run / "reports/looks/latest/report.html").as_uri())
+        assert page.evaluate(
+            "[...document.querySelectorAll('#gallery img')].every((i) => i.loading === 'lazy')"
+        )
+        assert page.evaluate(
+            "[...document.querySelectorAll('#gallery video')].every((v) => v.preload === 'none')"
+        )
         widths = page.evaluate(
-            "Promise.all([...document.querySelectorAll('#gallery img')].map(i => i.decode().then(() => i.naturalWidth)))"
+            "Promise.all([...document.querySelectorAll('#gallery img')].map(i => { i.loading = 'eager';"
+            " return i.decode().then(() => i.naturalWidth); }))"
         )
         assert len(widths) == len(images) > 0 and all(width > 0 for width in widths)  # the gallery shows
         metadata = page.evaluate(
-            "Promise.all([...document.querySelectorAll('#gallery video')].map(v => v.readyState >= 1 ? v.readyState :"
-            " new Promise(r => { v.addEventListener('loadedmetadata', () => r(v.readyState));"
-            " v.addEventListener('error', () => r(-1)); })))"
+            "Promise.all([...document.querySelectorAll('#gallery video')].map(v => new Promise(r => {"
+            " v.addEventListener('loadedmetadata', () => r(v.readyState)); v.addEventListener('error', () => r(-1));"
+            " v.preload = 'metadata'; v.load(); })))"
         )
         assert len(metadata) == len(videos) > 0 and all(state >= 1 for state in metadata)  # playable
         assert page.evaluate("document.querySelectorAll('#gallery .card').length") == len(report["jobs"])
+        assert pager(page) == pager(page, 1) == [["‹ Previous", True, False], ["1", False, True],
+                                                 ["Next ›", True, False], ["hidden"]]  # fmt: skip
         assert page.evaluate("document.querySelectorAll('#failures tbody tr').length") == failed
         assert page.evaluate("document.querySelectorAll('img[src=\"x\"], #gallery script').length") == 0
         assert page.evaluate("document.body.innerText.includes('<script>alert(1)</script><img src=x')")
-        shown = page.evaluate(
-            "(() => { const s = document.querySelector('select[data-filter=\"type\"]'); s.value = 'video';"
-            " s.dispatchEvent(new Event('change')); return document.getElementById('shown').textContent; })()"
-        )
-        assert int(shown) == sum(1 for job in report["jobs"] if job["type"] == "video")
+        assert choose(page, "Type", "video") == sum(1 for job in report["jobs"] if job["type"] == "video")
+        assert len(cards(page)) == 2
         page.evaluate("document.getElementById('reset').click()")
         shot = page.screenshot(tmp_path / "report.png")
         problems = page.problems()
     assert shot.startswith(b"\x89PNG") and len(shot) > 20_000
     assert problems == []  # no console error, no exception, no dialog: the planted alert(1) never ran
+
+
+HOSTILE = (
+    "</script><script>alert(1)</script> <!-- <script>alert(2)</script> --> ]]> \"double\" 'single' `tick`"
+    " \u2028line\u2029para </SCRIPT ><img src=x onerror=alert(3)> &amp; &lt;b&gt; \\u003c"
+)
+
+
+@pytest.fixture(scope="module")
+def paged_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    """report.html of 250 jobs, three pages of cards: the first hostile in its id, prompt and a matrix
+    value; the 231st (page 3) the only one `scene: rare`, failed with a hostile message."""
+    folder = tmp_path_factory.mktemp("paged-report")
+    store = RunStore.open(folder / "paged.sqlite", clock=Clock())
+    record = store.begin_run({**INFO, "downloads": str(folder / "out"), "reports": str(folder / "reports")})
+    rows = [
+        (f"k{n:03}", f"job-{n:03}", "image", {"prompt": f"Prompt {n}"},
+         {"scene": "rare" if n == 230 else "common", "parity": ("even", "odd")[n % 2]}, 4.0)
+        for n in range(250)
+    ]  # fmt: skip
+    rows[0] = (
+        "k000",
+        f"job-000 {HOSTILE}",
+        "image",
+        {"prompt": HOSTILE},
+        {"scene": HOSTILE, "parity": "even"},
+        4.0,
+    )
+    store.add_planned(rows, run=record.seq)
+    store.reserve("k230", 4.0)
+    store.intend("k230", attempt=1, at=store.clock())
+    store.created("k230", ["job_230"], reserved=4.0, required=None, request_id="req_230", at=store.clock())
+    store.finish("k230", JobState.FAILED, sume_status="failed", code="generation_failed", why=HOSTILE)
+    store.end_run(record.seq, {"stopped": None, "interrupted": False, "exit_code": 1, "balance_after": 96.0})
+    report = report_of(store, folder)
+    written = write_reports(report, folder / "reports/launch/r", ("html",))
+    return written["html"], report
+
+
+@needs_browser
+def test_the_gallery_shows_a_page_of_cards_at_a_time(paged_report: tuple[Path, dict[str, Any]]) -> None:
+    html, _ = paged_report
+    with browser(executable()) as page:
+        page.open(html.as_uri())
+        assert cards(page) == list(range(100))
+        assert pager(page) == [["‹ Previous", True, False], ["1", False, True], ["2", False, False],
+                               ["3", False, False], ["Next ›", False, False]]  # fmt: skip
+        turn(page, "Next ›")
+        assert cards(page) == list(range(100, 200))
+        turn(page, "3", which=1)  # the pager below the cards too
+        assert cards(page) == list(range(200, 250))
+        assert pager(page, 1)[-1] == ["Next ›", True, False] and pager(page)[3] == ["3", False, True]
+        turn(page, "‹ Previous")
+        assert cards(page) == list(range(100, 200))
+        assert page.evaluate("document.getElementById('shown').textContent") == "250"
+        problems = page.problems()
+    assert problems == []
+
+
+@needs_browser
+def test_filters_choose_among_all_jobs_and_the_pages_follow(
+    paged_report: tuple[Path, dict[str, Any]],
+) -> None:
+    html, _ = paged_report
+    with browser(executable()) as page:
+        page.open(html.as_uri())
+        assert choose(page, "scene", "rare") == 1
+        assert cards(page) == [230] and pager(page)[-1] == ["hidden"]  # from page 3 to the only page
+        visible = "[...document.querySelectorAll('#failures tbody tr')].filter((r) => !r.hidden).length"
+        assert page.evaluate(visible) == 1
+        assert choose(page, "scene", "common") == 248 and page.evaluate(visible) == 0
+        assert choose(page, "Status", "failed") == 0 and cards(page) == []
+        assert (
+            page.evaluate("document.getElementById('gallery').textContent") == "No job matches these filters."
+        )
+        page.evaluate("document.getElementById('reset').click()")
+        assert choose(page, "parity", "odd") == 125
+        assert [row[0] for row in pager(page)] == ["‹ Previous", "1", "2", "Next ›"]
+        turn(page, "2")
+        assert cards(page) == list(range(201, 250, 2))
+        assert choose(page, "Status", "failed") == 0 and choose(page, "parity", "all") == 1
+        assert cards(page) == [230] and page.evaluate(visible) == 1
+        problems = page.problems()
+    assert problems == []
+
+
+@needs_browser
+def test_hostile_text_in_the_job_data_shows_as_text_and_runs_nothing(
+    paged_report: tuple[Path, dict[str, Any]],
+) -> None:
+    html, report = paged_report
+    first, failed = report["jobs"][0], report["jobs"][230]
+    assert (
+        "</script>" in first["prompt"] and "<!--" in first["id"] and "\u2028" in failed["failure"]["message"]
+    )
+    data = page_data(html.read_text())  # the block ends where it should, and gives every value back
+    assert data["jobs"][0][:5] == [first["id"], 1, 0, [0, 0, 1, 0], first["prompt"]]  # planned: states[1]
+    assert data["axes"] == [
+        ["parity", ["even", "odd"]],
+        ["scene", [first["matrix"]["scene"], "common", "rare"]],
+    ]
+    assert data["jobs"][230][5] == failure_text(failed)
+    with browser(executable()) as page:
+        page.open(html.as_uri())
+        assert page.evaluate("document.querySelectorAll('script').length") == 2  # the data and ours
+        assert (
+            page.evaluate(
+                "document.querySelectorAll('img[src=\"x\"], #gallery script, #failures script').length"
+            )
+            == 0
+        )
+        shown = page.evaluate(
+            "(() => { const c = document.querySelector('#gallery .card'); return [c.querySelector('strong').textContent,"
+            " c.querySelector('.prompt').textContent, [...c.querySelectorAll('.chip')].map((e) => e.textContent)]; })()"
+        )
+        assert shown == [
+            first["id"],
+            first["prompt"],
+            ["image", "parity=even", f"scene={first['matrix']['scene']}"],
+        ]
+        choose(page, "scene", "rare")
+        reason = page.evaluate("document.querySelector('#gallery .card .reason').textContent")
+        message = page.evaluate(
+            "document.querySelector('#failures tbody tr:not([hidden]) td:nth-child(5)').textContent"
+        )
+        assert (
+            reason == failure_text(failed) and message == f"generation_failed {failed['failure']['message']}"
+        )
+        problems = page.problems()
+    assert problems == []  # no exception, no dialog: no alert ran
+
+
+@needs_browser
+def test_without_javascript_the_summary_chart_and_failures_show_and_the_gallery_says_why_not(
+    paged_report: tuple[Path, dict[str, Any]],
+) -> None:
+    html, report = paged_report
+    with browser(executable()) as page:
+        page.open(html.as_uri(), javascript=False)
+        counts = page.evaluate(
+            "['.stat', 'svg.chart rect', '#failures tbody tr', '.card', '[data-pager]:not([hidden])']"
+            ".map((s) => document.querySelectorAll(s).length)"
+        )
+        filters = page.evaluate("document.getElementById('filters').hidden")
+        text = shown_text(page, "Failures (1)")
+        problems = page.problems()
+    assert (counts, filters) == ([3, 2, 1, 0, 0], True)
+    assert "The gallery of 250 jobs needs JavaScript" in text
+    assert "Failures (1)" in text and report["jobs"][230]["failure"]["message"].split("\u2028")[0] in text
+    assert problems == []
+
+
+def shown_text(page: Page, wanted: str) -> str:
+    """The page's text as shown, once it holds `wanted` (or after 5 s): the failures table
+    (`content-visibility: auto`) is in it only once the browser has drawn it."""
+    deadline = time.monotonic() + 5
+    while wanted not in (text := page.evaluate("document.body.innerText")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return text
 
 
 NAMES = """\
@@ -343,7 +572,7 @@ def test_names_people_chose_are_kept_and_secrets_in_matrix_values_are_not(workdi
     }
     assert report["jobs"][0]["files"][0]["path"] == "../../../out/user_content_2024 #1/key_visual_01.png"
     html = (workdir / "reports/names/latest/report.html").read_text()
-    assert 'src="../../../out/user_content_2024%20%231/key_visual_01.png"' in html
+    assert page_data(html)["jobs"][0][7] == [[0, "../../../out/user_content_2024%20%231/key_visual_01.png"]]
     assert "alice.secret" not in html + result.out
     for path in (workdir / ".sume-batch").iterdir():
         assert b"alice.secret" not in path.read_bytes(), path  # not in the stored matrix either
