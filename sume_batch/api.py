@@ -31,9 +31,17 @@ from sume_batch.wire import decode, error_from, network_failure
 
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 DOWNLOAD_ATTEMPTS = 3
+IN_FLIGHT_SPARE = 4  # requests in flight beyond one per job: the poller's page, balance reads, a result
+IN_FLIGHT_MAX = 64  # however many jobs run at once (the rate-limit headers pace them all the same)
 
 Sleep = Callable[[float], Awaitable[None]]
 OnWait = Callable[[str, float], None]  # (why, seconds): what the run waits for; 0 s when it stops waiting
+
+
+def in_flight_for(concurrency: int) -> int:
+    """HTTP requests to the API a run of `concurrency` jobs at once may have in flight: one per job (its
+    create, its result) and a few spare for polling and balance reads, bounded (issue 13)."""
+    return max(1, min(concurrency + IN_FLIGHT_SPARE, IN_FLIGHT_MAX))
 
 
 @dataclass
@@ -59,7 +67,7 @@ class SumeClient:
         sleep: Sleep = asyncio.sleep,
         budget: RetryBudget | None = None,
         pacer: Pacer | None = None,
-        max_in_flight: int = 8,
+        max_in_flight: int = IN_FLIGHT_SPARE * 2,  # `run` sizes it to its jobs (`size_for`)
         max_attempts: int = 6,
         on_wait: OnWait | None = None,
         rng: random.Random | None = None,
@@ -72,7 +80,7 @@ class SumeClient:
         self.bounds = bounds if bounds is not None else Bounds.from_env(os.environ)
         self.halt = halt if halt is not None else asyncio.Event()
         self.budget, self.pacer = budget or RetryBudget(), pacer or Pacer()
-        self.gate = asyncio.Semaphore(max_in_flight)  # HTTP requests in flight, far fewer than jobs
+        self.gate = asyncio.Semaphore(max_in_flight)  # HTTP requests in flight (see `in_flight_for`)
         self.max_attempts, self.on_wait, self.rng = max_attempts, on_wait, rng or random.Random()
         self.headers = {
             "Authorization": f"Bearer {api_key}",
@@ -80,6 +88,11 @@ class SumeClient:
             "Accept": "application/json",
         }
         self.requests = 0
+
+    def size_for(self, concurrency: int) -> None:
+        """Let `concurrency` jobs' requests be in flight at once (`in_flight_for`); called between
+        requests, as `run` does once the account's capacity is known."""
+        self.gate = asyncio.Semaphore(in_flight_for(concurrency))
 
     async def me(self) -> dict[str, Any]:
         return await self.get("/me")

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 
 from sume_batch import registry
-from sume_batch.api import SumeClient
+from sume_batch.api import SumeClient, in_flight_for
 from sume_batch.budget import BalanceWatch, Budget
 from sume_batch.commands.common import prepare, read_campaign
 from sume_batch.commands.endpoint import Endpoint, Rehearsal, endpoint
@@ -136,17 +136,21 @@ class Call:
 
 async def _run(call: Call) -> int:
     options, echo = call.options, call.echo
-    limits = httpx.Limits(max_connections=16, max_keepalive_connections=16)
+    jobs = options.concurrency or call.manifest.concurrency  # at most: the account's capacity may lower it
+    pool = in_flight_for(jobs)  # connections follow the requests in flight; a job downloads a file at once
+    api_pool = httpx.Limits(max_connections=pool, max_keepalive_connections=pool)
+    storage_pool = httpx.Limits(max_connections=jobs, max_keepalive_connections=jobs)
     async with (
-        httpx.AsyncClient(timeout=30, limits=limits) as http,
-        httpx.AsyncClient(timeout=120) as storage,
+        httpx.AsyncClient(timeout=30, limits=api_pool) as http,
+        httpx.AsyncClient(timeout=120, limits=storage_pool) as storage,
     ):
-        client = SumeClient(http, api_key=call.api.api_key, base_url=call.api.base_url)
+        client = SumeClient(http, api_key=call.api.api_key, base_url=call.api.base_url, max_in_flight=pool)
         me = await client.me()
         account = await client.credits()
         redactor = call.redactor.with_account(me)
         call = dataclasses.replace(call, redactor=redactor)
         balance, capacity = balance_of(account), capacity_of(account)
+        client.size_for(min(jobs, capacity or jobs))  # the executor runs no more jobs than the capacity
         target = target_of(call.api.base_url, me, sandbox=call.api.sandbox is not None)
         folder = store_folder(call.manifest.folder, options.state_dir)
         path = store_path(folder, call.manifest.name, target)
