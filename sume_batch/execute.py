@@ -33,6 +33,7 @@ from sume_batch.states import TO_DOWNLOAD, TO_POLL, TO_SUBMIT, ApiStatus, JobSta
 from sume_batch.store import RunStore
 from sume_batch.submit import QUIET_DEFAULT_S, Submitting
 from sume_batch.transfer import Transfers
+from sume_batch.writes import LINGER_S
 
 RECONCILE_PASSES = 2  # after the jobs: adopt or re-submit what this run's lost creates did (and waits)
 PROOF_WAIT_MAX_S = 90.0  # the most a run's end waits to prove a lost create made no job; else the next run
@@ -100,7 +101,7 @@ class Executor(Submitting):
         self.poller = Poller(self.client, self.pause, halt=self.halt)
         self.take_rescued()
         self.settle_in_flight()
-        polling = asyncio.ensure_future(self.poller.run())
+        polling, flushing = asyncio.ensure_future(self.poller.run()), asyncio.ensure_future(self.flushing())
 
         async def one(spec: JobSpec, price: Price) -> None:
             async with slots:
@@ -110,7 +111,8 @@ class Executor(Submitting):
             await self.reconcile()  # creates whose answers earlier runs lost
             self.resend_uncertain(jobs)
             self.budget.committed = self.store.committed()  # a re-sent create reserves afresh
-            await asyncio.gather(*(one(spec, price) for spec, price in jobs))
+            going = self.store.keys_in(TO_SUBMIT | TO_POLL | TO_DOWNLOAD)  # the others are as far as they go
+            await asyncio.gather(*(one(spec, price) for spec, price in jobs if spec.key in going))
             for _ in range(RECONCILE_PASSES):  # and those this run lost
                 again = set(await self.reconcile(final=True))
                 if not again:
@@ -119,6 +121,8 @@ class Executor(Submitting):
         finally:
             self.poller.closed = True
             polling.cancel()
+            flushing.cancel()
+            self.flush()
 
     async def advance(self, spec: JobSpec, price: Price, started: float) -> None:
         """One job from wherever the store says it stands to as far as it can go. A store that
@@ -195,8 +199,7 @@ class Executor(Submitting):
             job = self.store.jobs([key]).get(key)
             if job is not None and not job.sume_ids:
                 note = "job ids recovered from the registry: the store could not be written when they came"
-                self.store.adopt(key, ids, at=job.intent_at, note=note)
-                self.changed(job)
+                self.changed(self.store.adopt(key, ids, at=job.intent_at, note=note))
                 self.remember(ids)
                 taken.append(key)
         self.registry.forget_rescued(taken)  # ids for a job that has others stay kept, for a person
@@ -207,14 +210,13 @@ class Executor(Submitting):
         reproduced byte for byte (new upload references), and a changed body under one key is refused."""
         if not self.idempotency_honoured:
             return
-        stored = self.store.jobs(spec.key for spec, _ in jobs)
-        for spec, _ in jobs:
-            job = stored[spec.key]
-            if job.state == JobState.UNCERTAIN and job.attempts and spec.kind.upload_field is None:
-                self.same_key.add(spec.key)
+        kinds = {spec.key: spec.kind for spec, _ in jobs}
+        for job in self.store.jobs_in({JobState.UNCERTAIN}):
+            kind = kinds.get(job.key)
+            if kind is not None and job.attempts and kind.upload_field is None:
+                self.same_key.add(job.key)
                 note = "re-sent with the same Idempotency-Key (--idempotency-honoured)"
-                self.store.reopen(job.key, note=note)
-                self.changed(job)
+                self.changed(self.store.reopen(job.key, note=note))
 
     def settle_in_flight(self) -> None:
         """Creates a crashed run left in flight may exist: report them uncertain, never resend.
@@ -224,19 +226,36 @@ class Executor(Submitting):
         intent, whichever is sooner (a later job is no job of a create that old)."""
         note = "the previous run stopped while this job's create was in flight; it may exist"
         now, longest = self.clock(), max(CRASH_WINDOW_S, self.client.bounds.request_seconds + 30)
-        for job in self.store.jobs().values():
-            if job.state == JobState.SUBMITTING:
-                settled = min(now, job.intent_at + longest) if job.intent_at else None
-                self.store.lose(job.key, why=note, request_id=job.request_id, settled_at=settled)
-                self.changed(job)
+        for job in self.store.jobs_in({JobState.SUBMITTING}):
+            settled = min(now, job.intent_at + longest) if job.intent_at else None
+            self.changed(self.store.lose(job.key, why=note, request_id=job.request_id, settled_at=settled))
 
     def stop(self, why: str) -> None:
         self.stopped = self.stopped or why
 
     def interrupt(self, why: str) -> None:
-        """Stop creating and stop waiting; creates already in flight finish so their ids are kept."""
+        """Stop creating and stop waiting; creates already in flight finish so their ids are kept.
+        What the store has queued is written now: a second signal may not leave time for it."""
         self.stop(why)
         self.halt.set()
+        self.flush()
+
+    def flush(self) -> None:
+        """Write the store's queued moves; a store that cannot be written stops the run (its error
+        comes again at the next write or read, which ends the run as a store failure)."""
+        try:
+            self.store.flush()
+        except sqlite3.Error as error:
+            self.stop(self.redactor.text(f"the run store could not be written: {error}"))
+            self.halt.set()
+
+    async def flushing(self) -> None:
+        """Now and then, write what the store has queued while nothing else writes (a long download,
+        every job waiting): a kill then loses at most a moment's moves."""
+        while True:
+            await self.sleep(LINGER_S)
+            if self.store.writes.due():
+                self.flush()
 
     async def pause(self, seconds: float) -> bool:
         """Sleep, unless interrupted first; True when interrupted."""
@@ -250,8 +269,7 @@ class Executor(Submitting):
         return self.halt.is_set()
 
     def changed(self, job: StoredJob) -> StoredJob:
-        """The job as the store now has it, announced (progress, the run's log)."""
-        job = self.store.job(job.key)
+        """A job as a store write returned it (no read), announced (progress, the run's log)."""
         self.on_change(job.id, job.state, job.error_message)
         return job
 
@@ -261,16 +279,14 @@ class Executor(Submitting):
         spent = max(0.0, self.clock() - max(job.submitted_at or started, started))
         deadline = self.ticks() + self.settings.timeouts[job.kind] - spent
         if job.state == JobState.TIMED_OUT:
-            self.store.resume(job.key)
-            job = self.changed(job)
+            job = self.changed(self.store.resume(job.key))
         self.poller.watch(job.sume_ids, self.settings.poll_intervals[job.kind])
         try:
             while (final := self.poller.done(job.sume_ids)) is None:
                 if self.poller.failure is not None:
                     raise self.poller.failure
                 if self.ticks() >= deadline:
-                    self.store.time_out(job.key)
-                    return self.changed(job)
+                    return self.changed(self.store.time_out(job.key))
                 if self.halt.is_set() or self.poller.closed:
                     return job  # interrupted: still submitted, so the next run polls it again
                 await self.poller.next_round()
@@ -278,17 +294,17 @@ class Executor(Submitting):
             self.poller.forget(job.sume_ids)
         failures = [state for state in final if state.status != ApiStatus.COMPLETED]
         if not failures:
-            self.store.finish(job.key, JobState.COMPLETED, sume_status=ApiStatus.COMPLETED)
-            return self.changed(job)
+            done = self.store.finish(job.key, JobState.COMPLETED, sume_status=ApiStatus.COMPLETED)
+            return self.changed(done)
         failure = failures[0]
         message = self.redactor.text(failure.error_message) if failure.error_message else failure.status
         state = ended_in(failure.status)
         if len(failures) < len(final):  # some of a Face Swap's avatars made it: keep what was paid for
             message = f"{len(failures)} of {len(final)} jobs {failure.status}: {message}"
             state = JobState.COMPLETED
-        self.store.finish(job.key, state, sume_status=failure.status, code=failure.error_code, why=message,
-                          failed_id=failure.id)  # fmt: skip
-        return self.changed(job)
+        ended = self.store.finish(job.key, state, sume_status=failure.status, code=failure.error_code,
+                                  why=message, failed_id=failure.id)  # fmt: skip
+        return self.changed(ended)
 
     async def download(self, job: StoredJob) -> None:
         """Fetch each result afresh (links are signed and expire) and save its outputs; a failed
@@ -296,18 +312,15 @@ class Executor(Submitting):
         try:
             results = await self.transfers.results(job)
             if job.state == JobState.COMPLETED:
-                self.store.fetched(job.key)
-                job = self.changed(job)
+                job = self.changed(self.store.fetched(job.key))
             await self.transfers.save_outputs(job, results)
         except (ApiError, OSError) as error:
-            self.store.annotate(job.key, why=self.redactor.text(f"download failed: {error}"))
-            self.changed(job)
+            self.changed(self.store.annotate(job.key, why=self.redactor.text(f"download failed: {error}")))
             return
         final = JobState.DOWNLOADED
         if job.error_code and job.sume_status and job.sume_status != ApiStatus.COMPLETED:
             final = ended_in(ApiStatus(job.sume_status))  # a Face Swap partly made: how its others ended
-        self.store.downloaded(job.key, final)
-        self.changed(job)
+        self.changed(self.store.downloaded(job.key, final))
 
 
 async def balance_after(client: SumeClient, before: float | None, *, halt: asyncio.Event) -> float | None:

@@ -24,7 +24,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sume_batch.api import SumeClient
 from sume_batch.kinds import KINDS
@@ -42,6 +42,17 @@ PAGE, MAX_PAGES = 100, 50
 ECHO_FIELDS = ("input", "request", "params")  # where a job object may echo what it was asked
 
 Offsets = tuple[float, float]  # bounds of the API clock's skew against ours, slack included
+
+
+class Answered(Protocol):
+    """What `measure` reads of a job: a `StoredJob`, or a `records.Answer`."""
+
+    @property
+    def sume_ids(self) -> tuple[str, ...]: ...
+    @property
+    def intent_at(self) -> float | None: ...
+    @property
+    def submitted_at(self) -> float | None: ...
 
 
 @dataclass(frozen=True)
@@ -73,7 +84,7 @@ def lost_at(job: StoredJob) -> float:
     return job.settled_at if job.settled_at is not None else intent + CRASH_WINDOW_S
 
 
-def measure(jobs: Iterable[StoredJob], listed: Iterable[Mapping[str, Any]]) -> Offsets:
+def measure(jobs: Iterable[Answered], listed: Iterable[Mapping[str, Any]]) -> Offsets:
     """The skew of the API's clock against ours, bounded on both sides by the creates whose answers
     did arrive: a job is made after its request left and before its answer came back, so
     `created_at - answered_at <= skew <= created_at - intent_at`. The window of a lost create is
@@ -233,14 +244,13 @@ async def reconcile(
     now: float,
     grace: float = LOST_CREATE_GRACE_S,
 ) -> Outcome:
-    """Settle what can be settled among the store's uncertain creates (see `Outcome`)."""
-    everything = store.jobs().values()
-    uncertain = [
-        job for job in everything if job.state == JobState.UNCERTAIN and not job.sume_ids and job.intent_at
-    ]
+    """Settle what can be settled among the store's uncertain creates (see `Outcome`). Only they are
+    read whole; of every other job, its ids and its create's times."""
+    uncertain = [job for job in store.jobs_in({JobState.UNCERTAIN}) if not job.sume_ids and job.intent_at]
     if not uncertain:
         return Outcome({})
-    known = {sume_id for job in everything for sume_id in job.sume_ids} | set(foreign)
+    answered = store.answered()
+    known = {sume_id for job in answered for sume_id in job.sume_ids} | set(foreign)
     listed: list[Mapping[str, Any]] = []
     complete: dict[str, bool] = {}
     for api_type in sorted({KINDS[job.kind].api_type for job in uncertain}):
@@ -249,7 +259,7 @@ async def reconcile(
         listed += listing.items
         # A listing proves an absence only if it is complete and shows jobs we know it should show.
         complete[api_type] = listing.complete and any(str(item.get("id")) in known for item in listing.items)
-    offsets = measure(everything, listed)
+    offsets = measure(answered, listed)
     found = gather(uncertain, listed, known, offsets=offsets, grace=grace, requests=requests)
     proof = {job.key: window(job, offsets)[1] + grace + SLACK_S for job in uncertain}
     provable = {job.key: complete[KINDS[job.kind].api_type] and now >= proof[job.key] for job in uncertain}

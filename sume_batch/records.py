@@ -10,9 +10,9 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from sume_batch import migrations
 from sume_batch.errors import StoreError
@@ -54,6 +54,14 @@ class StoredJob:
     retired: float = 0.0  # credits the job's earlier lives cost (before --regenerate or --retry-failed)
 
 
+class Answer(NamedTuple):
+    """What reconciliation needs of a job that has ids (see `StoreReader.answered`)."""
+
+    sume_ids: tuple[str, ...]
+    intent_at: float | None
+    submitted_at: float | None
+
+
 @dataclass(frozen=True)
 class RunRecord:
     """One `run` of a campaign as the store remembers it."""
@@ -71,9 +79,14 @@ class StoreReader:
     def __init__(
         self, connection: sqlite3.Connection, clock: Callable[[], float] = time.time, path: Path | None = None
     ) -> None:
-        self.db = connection
+        self.connection = connection
         self.clock = clock
         self.path = path
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        """The connection every read goes through (a `RunStore` writes what it has queued first)."""
+        return self.connection
 
     @property
     def path_name(self) -> str:
@@ -102,15 +115,56 @@ class StoreReader:
         ]
 
     def jobs(self, keys: Iterable[str] | None = None) -> dict[str, StoredJob]:
-        rows = self.db.execute(f"SELECT {_SELECT} FROM jobs")  # noqa: S608
-        wanted = None if keys is None else set(keys)
+        """Job key → job: every job, or those of `keys` the store holds."""
+        wanted, db = None if keys is None else set(keys), self.db
+        if wanted is not None and len(wanted) <= _FEW:
+            return {job.key: job for job in map(self._fetch, wanted) if job is not None}
+        rows = db.execute(f"SELECT {_SELECT} FROM jobs")  # noqa: S608
         return {row[0]: _decode(row) for row in rows if wanted is None or row[0] in wanted}
 
     def job(self, key: str) -> StoredJob:
-        row = self.db.execute(f"SELECT {_SELECT} FROM jobs WHERE key = ?", (key,)).fetchone()  # noqa: S608
-        if row is None:
+        job = self._fetch(key)
+        if job is None:
             raise KeyError(key)
-        return _decode(row)
+        return job
+
+    def _fetch(self, key: str) -> StoredJob | None:
+        """The job as the file has it (what a `RunStore` has queued for it aside)."""
+        query = f"SELECT {_SELECT} FROM jobs WHERE key = ?"  # noqa: S608
+        row = self.connection.execute(query, (key,)).fetchone()
+        return None if row is None else _decode(row)
+
+    def jobs_in(self, states: Iterable[str]) -> list[StoredJob]:
+        """The jobs in these states, in plan order (read through the `jobs_state` index: at the start
+        of a run, the few jobs a crash or a lost answer left behind, among however many are done)."""
+        chosen = sorted(set(states))
+        marks = ", ".join("?" * len(chosen))
+        query = f"SELECT {_SELECT} FROM jobs WHERE state IN ({marks}) ORDER BY rowid"  # noqa: S608
+        return [_decode(row) for row in self.db.execute(query, chosen)]
+
+    def keys_in(self, states: Iterable[str]) -> set[str]:
+        """The keys of the jobs in these states (the index alone answers)."""
+        chosen = sorted(set(states))
+        query = f"SELECT key FROM jobs WHERE state IN ({', '.join('?' * len(chosen))})"  # noqa: S608
+        return {key for (key,) in self.db.execute(query, chosen)}
+
+    def states(self) -> dict[str, str]:
+        """Job key → state, for every job (two columns read: no request decoded)."""
+        return dict(self.db.execute("SELECT key, state FROM jobs"))
+
+    def priciest(self) -> list[StoredJob]:
+        """Of each kind, the job whose stated price is the highest against its estimate (any with a
+        stated price, where none has an estimate): all a budget learns from a store (`Budget.from_store`)."""
+        query = (
+            f"SELECT {_SELECT}, MAX(required / estimate) FROM jobs WHERE required IS NOT NULL GROUP BY kind"  # noqa: S608
+        )
+        return [_decode(row[:-1]) for row in self.db.execute(query)]  # SQLite: the row of the MAX
+
+    def answered(self) -> list[Answer]:
+        """The ids of every job that has some, with its create's intent and answer times: what
+        reconciliation knows of every create that was answered (three columns read)."""
+        rows = self.db.execute("SELECT sume_ids, intent_at, submitted_at FROM jobs WHERE sume_ids != '[]'")
+        return [Answer(tuple(json.loads(ids)), intent, submitted) for ids, intent, submitted in rows]
 
     def plan_of(self, run: int | None) -> list[StoredJob]:
         """The jobs a run planned, in plan order; every job when `run` is None."""
@@ -185,21 +239,25 @@ class StoreReader:
         return found
 
 
-_COLUMNS = (
-    "key", "id", "kind", "request", "matrix", "state", "estimate", "reserved", "required", "attempts",
-    "sume_ids", "sume_status", "error_code", "error_message", "request_id", "submitted_at",
-    "intent_at", "settled_at", "candidates", "error_job_id", "retired",
-)  # fmt: skip
+_COLUMNS = tuple(field.name for field in fields(StoredJob))  # the jobs table's columns of the same names
 _SELECT = ", ".join(_COLUMNS)
+_FEW = 64  # up to this many keys are read one by one (by the primary key), more in one scan
 
 
 def _decode(row: tuple[Any, ...]) -> StoredJob:
-    values = dict(zip(_COLUMNS, row, strict=True))
-    values["request"] = json.loads(values["request"])
-    values["matrix"] = json.loads(values["matrix"])
-    values["sume_ids"] = tuple(json.loads(values["sume_ids"]))
-    values["candidates"] = tuple(json.loads(values["candidates"]))
-    return StoredJob(**values)
+    # Positional, in the order of `_COLUMNS` (StoredJob's own): a 100,000-job store is decoded whole.
+    (key, id_, kind, request, matrix, state, estimate, reserved, required, attempts, sume_ids, sume_status,
+     error_code, error_message, request_id, submitted_at, intent_at, settled_at, candidates, error_job_id,
+     retired) = row  # fmt: skip
+    return StoredJob(
+        key, id_, kind, json.loads(request), {} if matrix == "{}" else json.loads(matrix), state,
+        estimate, reserved, required, attempts, _ids(sume_ids), sume_status, error_code, error_message,
+        request_id, submitted_at, intent_at, settled_at, _ids(candidates), error_job_id, retired,
+    )  # fmt: skip
+
+
+def _ids(text: str) -> tuple[str, ...]:
+    return () if text == "[]" else tuple(json.loads(text))
 
 
 def checked_version(db: sqlite3.Connection, path: Path) -> int:

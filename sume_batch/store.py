@@ -1,9 +1,14 @@
 """The run store: a SQLite journal (WAL) of every job's state, the one source of truth for a run.
 
-Every transition is written before it is acted on. The create intent and the job id the API
-returns are committed with `synchronous=FULL` (fsync) so they survive a crash or power loss;
-cheaper updates use `NORMAL`, which survives the process being killed. No URL is ever stored:
-result links are signed and expire, so they are fetched again when needed.
+Every move is recorded before it is acted on. A create's intent (`intend`, before its bytes go out),
+the job ids it answered with (`created`, `adopt`) and a price learned from the balance (`price`) are
+durable: committed at once with `synchronous=FULL` (fsync), after what is queued, in order. Every
+other move is queued (`writes`) and written with the next durable one, after a batch or a moment,
+and whenever the store is read, the run interrupted or the store closed (`synchronous=NORMAL`, which
+survives the process being killed). So the file always holds a prefix of the moves made, and a kill
+loses only moves made since the last create went out or had its ids kept: each write says what
+losing it means (the next run does again what costs nothing). No URL is ever stored: result links
+are signed and expire, so they are fetched again when needed.
 """
 
 from __future__ import annotations
@@ -23,25 +28,31 @@ from typing import Any
 from sume_batch import migrations
 from sume_batch.errors import LockedError, StoreError
 from sume_batch.records import RunRecord, StoredJob, StoreReader, checked_version, unusable
-from sume_batch.states import IllegalTransition, JobState, may_move
+from sume_batch.states import PAID_WHEN_FILES, JobState, charged
 from sume_batch.target import Target, aside_path, legacy_path, store_path
+from sume_batch.writes import Writes
+
+Clock = Callable[[], float]
 
 
 class RunStore(StoreReader):
     """A campaign's run store; open one per process with `RunStore.open` (or `reading`).
 
-    Its writes are named for what happened to a job (`reserve`, `intend`, `created`, `adopt`, ...);
-    each is one transaction, journalled in `events`, and refused (`IllegalTransition`) when the state
-    machine (`states`) has no such arrow from where the job stands."""
+    Its writes are named for what happened to a job (`reserve`, `intend`, `created`, `adopt`, ...),
+    journalled in `events`, refused (`IllegalTransition`) where the state machine (`states`) has no
+    such arrow from where the job will stand once the queue is written, and return the job as it then
+    stands (no caller reads it back). Every read sees the queued moves (`db` writes them first)."""
+
+    def __init__(
+        self, connection: sqlite3.Connection, clock: Clock = time.time, path: Path | None = None, *,
+        ticks: Clock = time.monotonic,
+    ) -> None:  # fmt: skip
+        super().__init__(connection, clock, path)
+        self.writes = Writes(connection, super().job, ticks)
 
     @classmethod
     def open(
-        cls,
-        path: Path,
-        *,
-        target: Target | None = None,
-        campaign: str = "",
-        clock: Callable[[], float] = time.time,
+        cls, path: Path, *, target: Target | None = None, campaign: str = "", clock: Clock = time.time
     ) -> RunStore:
         """Open (or create) the store at `path`, checked and migrated to this version's schema, and
         bound to `target`: a store that records another target is refused (see `target`).
@@ -78,7 +89,7 @@ class RunStore(StoreReader):
         recorded = self.target()
         if recorded is None:
             value = _json({**target.to_json(), "campaign": campaign})
-            with self.transaction(durable=True) as db:
+            with self.writes.transaction(durable=True) as db:
                 db.execute("INSERT OR REPLACE INTO meta VALUES ('target', ?)", (value,))
         elif recorded != target:
             raise StoreError(
@@ -87,51 +98,71 @@ class RunStore(StoreReader):
             )
 
     def close(self) -> None:
-        self.db.close()
+        """Write what is queued, and close. A store whose last write failed raised that error where
+        it happened: what is still queued is then given up (as a kill would lose it), not raised again."""
+        failed = self.writes.failed
+        try:
+            self.writes.flush()
+        except sqlite3.Error:
+            if not failed:
+                raise
+        finally:
+            self.connection.close()
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        """The connection, for reading: what is queued is written first, so a read sees every move."""
+        self.writes.flush()
+        return self.connection
+
+    def flush(self) -> None:
+        """Write every queued move now, in one transaction; one that fails stays queued, and raises."""
+        self.writes.flush()
 
     @contextmanager
     def transaction(self, *, durable: bool = False) -> Iterator[sqlite3.Connection]:
-        """One atomic write; `durable` fsyncs it (for create intents and job ids)."""
-        self.db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self.db
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
+        """One atomic write of the caller's own, after what is queued; `durable` fsyncs it. What it
+        changes is unknown here, so every job is read afresh afterwards."""
+        with self.writes.transaction(durable=durable) as db:
+            yield db
+        self.writes.known.clear()
 
     # --- runs and plans ------------------------------------------------------------------------------
 
     def add_planned(
-        self,
-        rows: Iterable[tuple[str, str, str, Mapping[str, Any], Mapping[str, Any], float | None]],
-        *,
+        self, rows: Iterable[tuple[str, str, str, Mapping[str, Any], Mapping[str, Any], float | None]], *,
         run: int | None = None,
-    ) -> int:
-        """Record planned jobs (key, id, kind, request, matrix, estimate); known keys keep their state.
+    ) -> int:  # fmt: skip
+        """Record planned jobs (key, id, kind, request, matrix, estimate); known keys keep their state
+        (and their request: only their id and estimate follow the plan). Returns how many are new.
 
         `run` marks them as the plan of that run (see `begin_run`): a run's report covers its plan.
         """
-        now = self.clock()
+        now, rows = self.clock(), list(rows)
         with self.transaction() as db:
-            before = db.total_changes
+            known = {key: (id_, est) for key, id_, est in db.execute("SELECT key, id, estimate FROM jobs")}
+            fresh = {row[0]: row for row in rows if row[0] not in known}
             db.executemany(
                 "INSERT INTO jobs (key, id, kind, request, matrix, state, estimate, updated_at, run)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT (key) DO UPDATE SET id = excluded.id, estimate = excluded.estimate,"
-                " run = COALESCE(excluded.run, run)",
-                (
-                    (key, id_, kind, _json(req), _json(mx), JobState.PLANNED, est, now, run)
-                    for key, id_, kind, req, mx, est in rows
-                ),
-            )
-            return db.total_changes - before
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                ((key, id_, kind, _json(req), _json(mx), JobState.PLANNED, est, now, run)
+                 for key, id_, kind, req, mx, est in fresh.values()),
+            )  # fmt: skip
+            moved = [
+                (id_, est, key) for key, id_, *_, est in rows if known.get(key, (id_, est)) != (id_, est)
+            ]
+            db.executemany("UPDATE jobs SET id = ?, estimate = ? WHERE key = ?", moved)
+            if run is not None and len(fresh) < len(rows):  # the known jobs join the run's plan at once
+                db.execute("CREATE TEMP TABLE IF NOT EXISTS planned (key TEXT PRIMARY KEY)")
+                db.executemany("INSERT OR IGNORE INTO temp.planned VALUES (?)", ((row[0],) for row in rows))
+                db.execute("UPDATE jobs SET run = ? WHERE key IN (SELECT key FROM temp.planned)", (run,))
+                db.execute("DELETE FROM temp.planned")
+        return len(fresh)
 
     def begin_run(self, info: Mapping[str, Any]) -> RunRecord:
         """Record that a run starts, with what the reports say about it (campaign, manifest, folders)."""
         now = self.clock()
-        with self.transaction(durable=True) as db:
+        with self.writes.transaction(durable=True) as db:
             cursor = db.execute("INSERT INTO runs (started_at, info) VALUES (?, ?)", (now, _json(info)))
         return RunRecord(
             seq=int(cursor.lastrowid or 0), started_at=now, ended_at=None, info=dict(info), outcome={}
@@ -139,147 +170,145 @@ class RunStore(StoreReader):
 
     def end_run(self, seq: int, outcome: Mapping[str, Any]) -> None:
         """Record how a run ended (stopped why, exit code, balance after)."""
-        with self.transaction() as db:
-            db.execute(
-                "UPDATE runs SET ended_at = ?, outcome = ? WHERE seq = ?", (self.clock(), _json(outcome), seq)
-            )
+        row = (self.clock(), _json(outcome), seq)
+        with self.writes.transaction() as db:
+            db.execute("UPDATE runs SET ended_at = ?, outcome = ? WHERE seq = ?", row)
 
-    # --- a job's life (see `states`) -----------------------------------------------------------------
+    # --- a job's life (see `states`): each move is durable, or says why a kill that loses it is harmless
 
-    def reserve(self, key: str, credits: float) -> None:
-        """Credits are held for the job's create (`budget`): nothing is sent yet."""
-        self._move(key, JobState.RESERVED, reserved=credits)
+    def reserve(self, key: str, credits: float) -> StoredJob:
+        """Credits are held for the job's create (`budget`): nothing is sent yet. Lost: the job is
+        where it was (`reserved` counts no credit as charged), and the next run reserves again."""
+        return self._move(key, JobState.RESERVED, reserved=credits)
 
-    def skip(self, key: str, why: str) -> None:
-        """The budget (or an unknown price) holds the job back; its reservation is given up."""
-        self._move(key, JobState.SKIPPED, reserved=0, note=f"budget: {why}")
+    def skip(self, key: str, why: str) -> StoredJob:
+        """The budget (or an unknown price) holds the job back. Lost: the next run asks the budget again."""
+        return self._move(key, JobState.SKIPPED, reserved=0, note=f"budget: {why}")
 
-    def intend(self, key: str, *, attempt: int, at: float) -> None:
-        """The create is about to go out (durable: a crash after this leaves an `uncertain` job)."""
-        self._move(key, JobState.SUBMITTING, durable=True, attempts=attempt, intent_at=at)
+    def intend(self, key: str, *, attempt: int, at: float) -> StoredJob:
+        """The create is about to go out. Durable, with every move before it: a crash after this
+        leaves an `uncertain` job, and the store holds all this run did before the bytes went out."""
+        return self._move(key, JobState.SUBMITTING, durable=True, attempts=attempt, intent_at=at)
 
     def created(
         self, key: str, sume_ids: Iterable[str], *, reserved: float, required: float | None,
         request_id: str | None, at: float,
-    ) -> None:  # fmt: skip
+    ) -> StoredJob:  # fmt: skip
         """The create answered with its job ids: durable before anything else is done."""
-        self._move(key, JobState.SUBMITTED, durable=True, sume_ids=list(sume_ids), required=required,
-                   reserved=reserved, request_id=request_id, submitted_at=at, error_code=None,
-                   error_message=None)  # fmt: skip
+        return self._move(key, JobState.SUBMITTED, durable=True, sume_ids=tuple(sume_ids), required=required,
+                          reserved=reserved, request_id=request_id, submitted_at=at, error_code=None,
+                          error_message=None)  # fmt: skip
 
-    def adopt(self, key: str, sume_ids: Iterable[str], *, at: float | None, note: str) -> None:
-        """Job ids found for a create whose answer was lost (`reconcile`, or the registry's rescue)."""
-        self._move(key, JobState.SUBMITTED, durable=True, sume_ids=list(sume_ids), submitted_at=at,
-                   candidates=[], error_message=None, note=note)  # fmt: skip
+    def adopt(self, key: str, sume_ids: Iterable[str], *, at: float | None, note: str) -> StoredJob:
+        """Job ids found for a create whose answer was lost (`reconcile`, the registry's rescue): durable."""
+        return self._move(key, JobState.SUBMITTED, durable=True, sume_ids=tuple(sume_ids), submitted_at=at,
+                          candidates=(), error_message=None, note=note)  # fmt: skip
 
-    def lose(self, key: str, *, why: str, request_id: str | None, settled_at: float | None) -> None:
-        """The create was sent and its outcome is unknown: its reservation stays (it may be charged)."""
-        self._move(key, JobState.UNCERTAIN, error_message=why, request_id=request_id, settled_at=settled_at)
+    def lose(self, key: str, *, why: str, request_id: str | None, settled_at: float | None) -> StoredJob:
+        """The create was sent and its outcome is unknown: its reservation stays (it may be charged).
+        Lost: it stays `submitting` (as charged), and the next run makes it `uncertain` at once."""
+        fields: dict[str, Any] = {"error_message": why, "request_id": request_id, "settled_at": settled_at}
+        return self._move(key, JobState.UNCERTAIN, **fields)
 
-    def suspect(self, key: str, candidates: Iterable[str], *, why: str) -> None:
-        """An uncertain create stays so, with the ids it may have made."""
-        self._move(key, JobState.UNCERTAIN, candidates=list(candidates), error_message=why)
+    def suspect(self, key: str, candidates: Iterable[str], *, why: str) -> StoredJob:
+        """An uncertain create stays so, with the ids it may have made. Lost: found again next time."""
+        return self._move(key, JobState.UNCERTAIN, candidates=tuple(candidates), error_message=why)
 
-    def refuse(self, key: str, *, final: bool, code: str | None, why: str, request_id: str | None) -> None:
-        """No job was made: `rejected` when the request itself was refused, else `planned` again."""
+    def refuse(
+        self, key: str, *, final: bool, code: str | None, why: str, request_id: str | None
+    ) -> StoredJob:
+        """No job was made: `rejected` when the request itself was refused, else `planned` again. Lost:
+        it stays `submitting`, then `uncertain`, proven never made, and sent again (refusals are free)."""
         state = JobState.REJECTED if final else JobState.PLANNED
-        self._move(key, state, reserved=0, error_code=code, error_message=why, request_id=request_id)
+        return self._move(key, state, reserved=0, error_code=code, error_message=why, request_id=request_id)
 
-    def reopen(self, key: str, *, note: str) -> None:
-        """An uncertain create proven never made, or to be re-sent under its own key: `planned`."""
-        self._move(key, JobState.PLANNED, reserved=0, candidates=[], error_message=None, note=note)
+    def reopen(self, key: str, *, note: str) -> StoredJob:
+        """An uncertain create proven never made, or to be re-sent under its own key: `planned`.
+        Lost: it stays `uncertain`, and the next run proves it again (or re-sends it under the same key)."""
+        return self._move(key, JobState.PLANNED, reserved=0, candidates=(), error_message=None, note=note)
 
-    def resume(self, key: str) -> None:
-        """A job that timed out is waited for again."""
-        self._move(key, JobState.SUBMITTED, note="resumed")
+    def resume(self, key: str) -> StoredJob:
+        """A job that timed out is waited for again. Lost: the next run resumes it again."""
+        return self._move(key, JobState.SUBMITTED, note="resumed")
 
-    def time_out(self, key: str) -> None:
-        self._move(key, JobState.TIMED_OUT)
+    def time_out(self, key: str) -> StoredJob:
+        """We stopped waiting. Lost: the job stays `submitted`, and the next run polls it (as it would)."""
+        return self._move(key, JobState.TIMED_OUT)
 
     def finish(
         self, key: str, state: JobState, *, sume_status: str, code: str | None = None,
         why: str | None = None, failed_id: str | None = None,
-    ) -> None:  # fmt: skip
+    ) -> StoredJob:  # fmt: skip
         """Generation ended (`completed`, or how it failed); a Face Swap partly made is `completed`
-        with the failure of its other avatars."""
+        with the failure of its other avatars. Lost: the job stays `submitted`; the next run polls it
+        and learns the same (reading costs nothing)."""
         fields: dict[str, Any] = {"error_code": code, "error_message": why, "error_job_id": failed_id}
-        self._move(key, state, sume_status=sume_status, **(fields if why else {}))
+        return self._move(key, state, sume_status=sume_status, **(fields if why else {}))
 
-    def fetched(self, key: str) -> None:
-        """The results were read: downloading."""
-        self._move(key, JobState.FETCHED)
+    def fetched(self, key: str) -> StoredJob:
+        """The results were read: downloading. Lost: the next run reads them again."""
+        return self._move(key, JobState.FETCHED)
 
-    def downloaded(self, key: str, state: JobState = JobState.DOWNLOADED) -> None:
-        """Every output is saved; a Face Swap partly made ends in the state of its failures."""
-        self._move(key, state)
+    def downloaded(self, key: str, state: JobState = JobState.DOWNLOADED) -> StoredJob:
+        """Every output is saved; a Face Swap partly made ends in the state of its failures. Lost
+        (with its files' records, queued before it): the next run downloads them again, over them."""
+        return self._move(key, state)
 
-    def price(self, key: str, credits: float, *, note: str) -> None:
-        """What the job cost, learned from the balance: its reservation follows."""
-        self._move(key, None, reserved=credits, required=credits, note=note)
+    def price(self, key: str, credits: float, *, note: str) -> StoredJob:
+        """What the job cost, learned from the balance: its reservation follows. Durable: the budget
+        of every later run must count it."""
+        return self._move(key, None, durable=True, reserved=credits, required=credits, note=note)
 
-    def annotate(self, key: str, note: str | None = None, *, why: str | None = None) -> None:
-        """A note in the journal (and, with `why`, the job's message), its state unchanged."""
+    def annotate(self, key: str, note: str | None = None, *, why: str | None = None) -> StoredJob:
+        """A note in the journal (and, with `why`, the job's message), its state unchanged. Lost: a
+        note (such as why a download failed: the next run downloads again)."""
         fields: dict[str, Any] = {"error_message": why} if why is not None else {}
-        self._move(key, None, note=note, **fields)
+        return self._move(key, None, note=note, **fields)
 
-    def restart(self, job: StoredJob, *, note: str, retire: bool = True) -> None:
+    def restart(self, job: StoredJob, *, note: str, retire: bool = True) -> StoredJob:
         """Make a job `planned` again (`--regenerate`, `--retry-failed`): its ids stay in the journal,
-        and what it may have cost moves to `retired`, so the budget still counts it (`retire`)."""
-        retired = job.retired + (job.reserved if retire and self.may_have_cost(job.key) else 0.0)
-        self._move(job.key, JobState.PLANNED, restart=True, note=note, sume_ids=[], candidates=[],
-                   error_code=None, error_message=None, error_job_id=None, sume_status=None, reserved=0,
-                   submitted_at=None, intent_at=None, settled_at=None, retired=retired)  # fmt: skip
+        and what it may have cost moves to `retired`, so the budget still counts it (`retire`). Lost
+        (nothing is sent before the run's start is written, durably): the flag does it again."""
+        now = self.job(job.key)  # a failed job with files was paid for (a Face Swap partly made)
+        paid = charged(now.state) or (now.state in PAID_WHEN_FILES and self.may_have_cost(now.key))
+        retired = now.retired + (now.reserved if retire and paid else 0.0)
+        moved = self._move(job.key, JobState.PLANNED, restart=True, note=note, sume_ids=(), candidates=(),
+                           error_code=None, error_message=None, error_job_id=None, sume_status=None,
+                           reserved=0, submitted_at=None, intent_at=None, settled_at=None,
+                           retired=retired)  # fmt: skip
         self.forget_files(job.key)
+        return moved
 
     def start_again(self, keys: Iterable[str], again: frozenset[str], *, flag: str) -> None:
         """Make the jobs in the `again` states (the `flag` buys them again) `planned`, see `restart`:
         their old job ids stay in the journal, and what they cost stays counted against the budget."""
-        if not again:
-            return
-        for job in self.jobs(keys).values():
-            if job.state in again:
+        wanted = set(keys)
+        for job in self.jobs_in(again) if again else ():
+            if job.key in wanted:
                 self.restart(job, note=f"{flag}: was {job.state} as {', '.join(job.sume_ids) or 'no job id'}")
+
+    def job(self, key: str) -> StoredJob:
+        """The job as it stands, queued moves included (from memory once the store has met it)."""
+        return self.writes.job(key)
 
     def _move(
         self, key: str, state: JobState | None, *, durable: bool = False, note: str | None = None,
         restart: bool = False, **fields: Any,
-    ) -> None:  # fmt: skip
-        """Set a job's state (None: keep it) and columns, journalled in `events`, atomically; an arrow
-        the state machine does not have is refused (a bug of ours, never written)."""
+    ) -> StoredJob:  # fmt: skip
         now = self.clock()
-        with self.transaction(durable=durable) as db:
-            row = db.execute("SELECT state FROM jobs WHERE key = ?", (key,)).fetchone()
-            if row is None:
-                raise KeyError(key)
-            if state is None:
-                state = JobState(row[0])
-            elif not restart and not may_move(row[0], state):
-                raise IllegalTransition(f"job {key}: {row[0]} → {state} is not in the state machine")
-            columns = {"state": str(state), "updated_at": now, **fields}
-            for name in ("sume_ids", "candidates"):
-                if name in columns:
-                    columns[name] = json.dumps(list(columns[name]))
-            assignments = ", ".join(f"{name} = ?" for name in columns)
-            db.execute(f"UPDATE jobs SET {assignments} WHERE key = ?", (*columns.values(), key))  # noqa: S608
-            db.execute(
-                "INSERT INTO events (key, state, at, note) VALUES (?, ?, ?, ?)", (key, str(state), now, note)
-            )
+        return self.writes.move(key, state, fields, at=now, note=note, durable=durable, restart=restart)
 
-    # --- outputs -------------------------------------------------------------------------------------
+    # --- outputs (queued like the moves they come with) ----------------------------------------------
 
     def add_file(
         self, key: str, *, path: str, sume_id: str, sha256: str, size: int, content_type: str
     ) -> None:
-        with self.transaction() as db:
-            db.execute(
-                "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?)",
-                (key, path, sume_id, sha256, size, content_type),
-            )
+        row = (key, path, sume_id, sha256, size, content_type)
+        self.writes.add(("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?)", row))
 
     def forget_files(self, key: str) -> None:
         """Drop a job's output records (its files stay on disk until new ones replace them)."""
-        with self.transaction() as db:
-            db.execute("DELETE FROM files WHERE key = ?", (key,))
+        self.writes.add(("DELETE FROM files WHERE key = ?", (key,)))
 
 
 def _json(value: object) -> str:

@@ -75,7 +75,7 @@ class Submitting:
     fastest: float  # the quickest answered create of this run, intent to answer
 
     # The executor's own: stop creating; stop waiting too; an interruptible sleep (True: interrupted);
-    # the job as the store now has it, announced; ids entered in the machine's registry.
+    # a job as a store write returned it, announced; ids entered in the machine's registry.
     stop: Callable[[str], None]
     interrupt: Callable[[str], None]
     pause: Callable[[float], Awaitable[bool]]
@@ -101,20 +101,21 @@ class Submitting:
         cost = self.budget.cost(spec.kind.name, price.credits)
         if cost is None or not self.budget.admits(cost):
             why = "price unknown (--assume-price)" if cost is None else f"{self.budget.committed + cost:g}"
-            self.store.skip(job.key, f"{why} > {self.budget.cap}")
-            return self.changed(job)
+            return self.changed(self.store.skip(job.key, f"{why} > {self.budget.cap}"))
         self.budget.reserve(cost)  # before any await: no other job can take the same credits
-        self.store.reserve(job.key, cost)
-        job = self.changed(job)
+        job = self.changed(self.store.reserve(job.key, cost))
         attempt = job.attempts if spec.key in self.same_key else job.attempts + 1
+
+        intended: list[StoredJob] = []
 
         def about_to_send() -> None:  # the HTTP slot is held: the bytes go out right after this
             if self.stopped:
                 raise NotSentError(self.stopped)
+            if intended:  # the client sends it again (a 429, a refused connection): its intent stands
+                return
             resent = spec.key in self.same_key  # a re-send keeps its first create's window
             intent = job.intent_at if resent and job.intent_at is not None else self.clock()
-            self.store.intend(job.key, attempt=attempt, at=intent)
-            self.changed(job)
+            intended.append(self.changed(self.store.intend(job.key, attempt=attempt, at=intent)))
 
         try:
             upload = await self.transfers.upload(spec)
@@ -136,12 +137,11 @@ class Submitting:
             why = f"re-sent with the same Idempotency-Key, answered: {error}" if resent else str(error)
             settled = job.settled_at if resent else self.clock()
             request_id = error.request_id if isinstance(error, ApiError) else None
-            self.store.lose(job.key, why=self.redactor.text(why), request_id=request_id, settled_at=settled)
-            return self.changed(job)
+            why = self.redactor.text(why)
+            return self.changed(self.store.lose(job.key, why=why, request_id=request_id, settled_at=settled))
         self.budget.release(cost)
         if isinstance(error, OverBudgetError):
-            self.store.skip(job.key, str(error))
-            return self.changed(job)
+            return self.changed(self.store.skip(job.key, str(error)))
         return self._not_created(job, error)
 
     def _reprice(self, spec: JobSpec, price: Price, cost: float) -> float:
@@ -180,11 +180,11 @@ class Submitting:
         self.balance.sent += cost
         self.balance.creates += 1
         try:
-            self.store.created(
+            job = self.store.created(
                 job.key, created.job_ids, reserved=cost if charged is None else charged, required=charged,
                 request_id=created.request_id, at=self.clock(),
             )  # fmt: skip
-            job = self.changed(job)
+            self.changed(job)
         except (sqlite3.Error, OSError) as error:
             raise self.lost_ids(job, created.job_ids, error) from error
         if job.intent_at is not None and job.submitted_at is not None:
@@ -247,5 +247,5 @@ class Submitting:
         detail = validation_detail(api.details) if api is not None else ""
         why = self.redactor.text(f"{message.rstrip('.')}: {detail}" if detail else message)
         code, request_id = (api.code, api.request_id) if api else (None, None)
-        self.store.refuse(job.key, final=final, code=code, why=why, request_id=request_id)
-        return self.changed(job)
+        refused = self.store.refuse(job.key, final=final, code=code, why=why, request_id=request_id)
+        return self.changed(refused)

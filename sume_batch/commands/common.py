@@ -58,7 +58,6 @@ def read_campaign(
     when there is no store yet), and the budget (what was spent, the prices the API stated)."""
     if path is None or not path.exists():
         return {}, Budget(cap=cap, assumed=assumed)
-    with reading(path) as store:
-        jobs = store.jobs().values()
-        budget = Budget.from_store(jobs, store.committed(), cap=cap, assumed=assumed)
-        return {job.key: job.state for job in jobs}, budget
+    with reading(path) as store:  # two columns of every job, and one job of each kind that has a price
+        budget = Budget.from_store(store.priciest(), store.committed(), cap=cap, assumed=assumed)
+        return store.states(), budget
