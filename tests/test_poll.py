@@ -140,6 +140,20 @@ def test_many_waiting_jobs_are_answered_by_list_pages_not_one_request_each() -> 
     with_poller(test, durations={"image_generation": 5.0}, capacity=30)
 
 
+def test_a_list_page_answers_for_jobs_not_yet_due_and_those_that_started_waiting_meanwhile() -> None:
+    async def test(world: World) -> None:
+        first = await made(world.client, 3)
+        world.poller.watch(first, 2.0, kind="image")  # due at 2 s
+        await world.clock.sleep(1.0)
+        later = await made(world.client, 1)
+        world.poller.watch(later, 2.0, kind="image")  # due at 3 s, watched while the poller sleeps
+        await until_done(world.poller, first)
+        assert world.poller.done(later) is not None  # the page at 2 s showed it done already
+        assert world.clock.now < 3.0 and world.polls() == ["/api/v1/jobs"]
+
+    with_poller(test)
+
+
 def test_one_waiting_job_is_asked_for_by_id_until_it_is_done() -> None:
     async def test(world: World) -> None:
         (job_id,) = await made(world.client, 1)
