@@ -17,7 +17,7 @@ import itertools
 import json
 import math
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -41,6 +41,9 @@ RENDER_ERRORS = (
     TemplateFailure, jinja2.TemplateError, ArithmeticError, TypeError, ValueError,
     RecursionError, MemoryError,
 )  # fmt: skip
+
+# What json.dumps(..., sort_keys=True, separators=(",", ":"), ensure_ascii=False) makes anew per call.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 Row = Mapping[str, Any]
 Digest = Callable[[Path], str]
@@ -66,8 +69,12 @@ def expand_jobs(manifest: Manifest, *, digest: Digest, max_jobs: int | None = No
     owners: dict[str, tuple[JobTemplate, Row]] = {}
     occurrences: dict[str, int] = {}
     for template in manifest.jobs:
+        shared = renderer.variables(manifest.vars, template.vars)  # every variant's, but its row's
         for row in matrix_rows(manifest.matrix, template.matrix):
-            spec = expand_one(manifest, template, row, renderer=renderer, problems=problems, digest=digest)
+            context = {**shared, **row, "campaign": manifest.name}  # later scopes win, as in `variables`
+            spec = expand_one(
+                manifest, template, row, context, renderer=renderer, problems=problems, digest=digest
+            )
             if spec is None:
                 continue
             if spec.id in owners:
@@ -88,12 +95,13 @@ def expand_one(
     manifest: Manifest,
     template: JobTemplate,
     row: Row,
+    context: Mapping[str, Any],
     *,
     renderer: Renderer,
     problems: _Problems,
     digest: Digest,
 ) -> JobSpec | None:
-    context = renderer.variables(manifest.vars, template.vars, row, {"campaign": manifest.name})
+    """One variant: its `context` holds the campaign's and the job's variables, its row and `campaign`."""
     rendered: dict[str, Any] = {}
     failed = False
     for name, value in (("id", template.id), *template.fields.items()):
@@ -127,10 +135,7 @@ def expand_one(
 
 def job_key(campaign: str, kind: Kind, request: Mapping[str, Any], file_digest: str | None) -> str:
     """The stable identity of a variant: the same campaign, kind, request and file → the same key."""
-    canonical = json.dumps(
-        [campaign, kind.name, request, file_digest], sort_keys=True, separators=(",", ":"), ensure_ascii=False
-    )
-    return _hash(canonical)
+    return _hash(_CANONICAL.encode([campaign, kind.name, request, file_digest]))
 
 
 def _hash(text: str) -> str:
@@ -201,11 +206,12 @@ def describe_failure(error: Exception, context: Mapping[str, Any]) -> str:  # no
 
 def matrix_rows(outer: Matrix, inner: Matrix) -> Iterator[Row]:
     """The campaign's rows × the job's rows; the job's `exclude` may name campaign axes."""
-    outer_rows = [row for row in product_rows(outer) if not _excluded(row, outer)] + list(outer.include)
+    outer_excluded, inner_excluded = _Excludes(outer.exclude), _Excludes(inner.exclude)
+    outer_rows = [row for row in product_rows(outer) if not outer_excluded.match(row)] + list(outer.include)
     for outer_row in outer_rows:
         for inner_row in product_rows(inner):
             row = {**outer_row, **inner_row}
-            if not _excluded(row, inner):
+            if not inner_excluded.match(row):
                 yield row
         yield from ({**outer_row, **included} for included in inner.include)
 
@@ -216,12 +222,38 @@ def product_rows(matrix: Matrix) -> Iterator[Row]:
         yield dict(zip(names, values, strict=True))
 
 
-def _excluded(row: Row, matrix: Matrix) -> bool:
-    return any(_matches(row, pattern) for pattern in matrix.exclude)
+class _Excludes:
+    """A matrix's `exclude` rows, grouped by the axes they name: a row is matched with one set lookup
+    per group, not compared with every exclude row (20 of them made `plan` 65 % slower, issue 13).
+
+    A row matches an exclude row when it has each of its axes with an equal value (`==`, so `1`
+    matches `1.0`); mapping and list values are looked up by `_frozen` forms, equal exactly when
+    they are."""
+
+    def __init__(self, patterns: Iterable[Row]) -> None:
+        self.groups: dict[tuple[str, ...], set[tuple[Any, ...]]] = {}
+        for pattern in patterns:
+            names = tuple(pattern)
+            self.groups.setdefault(names, set()).add(tuple([_frozen(pattern[name]) for name in names]))
+
+    def match(self, row: Row) -> bool:
+        for names, values in self.groups.items():
+            try:
+                found = tuple([_frozen(row[name]) for name in names])
+            except KeyError:  # the row lacks an axis this group names: none of its rows match
+                continue
+            if found in values:
+                return True
+        return False
 
 
-def _matches(row: Row, pattern: Row) -> bool:
-    return all(key in row and row[key] == value for key, value in pattern.items())
+def _frozen(value: Any) -> Any:
+    """A hashable stand-in for a YAML value, equal to another's exactly when the values are equal."""
+    if isinstance(value, dict):
+        return frozenset((key, _frozen(item)) for key, item in value.items())
+    if isinstance(value, list):
+        return tuple(_frozen(item) for item in value)
+    return value
 
 
 def check_counts(manifest: Manifest, limit: int) -> None:
@@ -250,8 +282,8 @@ def check_counts(manifest: Manifest, limit: int) -> None:
 def count_rows(outer: Matrix, inner: Matrix, limit: int) -> int:
     """The exact variant count when cheap to find, else the product's upper bound."""
     bound = _size(outer) * _size(inner)
-    if bound > 10 * limit:
-        return bound
+    if bound > 10 * limit or not (outer.exclude or inner.exclude):
+        return bound  # without excludes the bound is the count: each outer row meets each inner row
     return sum(1 for _ in matrix_rows(outer, inner))
 
 

@@ -107,11 +107,25 @@ def type_totals(jobs: Sequence[tuple[JobSpec, Price]]) -> tuple[TypeTotal, ...]:
 
 
 def axis_counts(specs: Sequence[JobSpec]) -> dict[str, dict[str, int]]:
-    counters: dict[str, Counter[str]] = {}
-    for spec in specs:
+    """Jobs per value of each axis, axes and values in the order they first appear."""
+    by_value: dict[str, dict[int, list[Any]]] = {}  # axis → id(value) → [value, jobs]
+    for spec in specs:  # counted by identity: rows share their axes' value objects, labels cost more
         for axis, value in spec.matrix.items():
-            counters.setdefault(axis, Counter())[_label(value)] += 1
-    return {axis: dict(counter) for axis, counter in counters.items()}
+            counts = by_value.get(axis)
+            if counts is None:
+                counts = by_value[axis] = {}
+            slot = counts.get(id(value))
+            if slot is None:
+                counts[id(value)] = [value, 1]
+            else:
+                slot[1] += 1
+    labelled: dict[str, dict[str, int]] = {}
+    for axis, counts in by_value.items():
+        labels = labelled[axis] = {}
+        for value, jobs in counts.values():
+            label = _label(value)
+            labels[label] = labels.get(label, 0) + jobs
+    return labelled
 
 
 def _label(value: Any) -> str:

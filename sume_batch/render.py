@@ -7,6 +7,7 @@ and digits, deep) and refused above `Limits.size`. Operations whose output is li
 widths, `center(10**9)`, `join`, `lipsum(n=…)`) are checked before they allocate. Loop iterations,
 calls, filters and operators each count a step; the clock is read every 32 steps, so a render with
 no loops or calls pays almost nothing. Everything a render writes counts toward the same size.
+Text with no template syntax never reaches Jinja2; a compiled template's renders share one context.
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ from __future__ import annotations
 import re
 import string
 import time
+from collections import ChainMap
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import partial, wraps
 from typing import Any
 
 import jinja2
 from jinja2 import nodes
+from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import generate_lorem_ipsum
 from jinja2.visitor import NodeTransformer
@@ -67,7 +70,9 @@ def size_of(value: Any, cap: int) -> int:
 class Guard:
     """The bounds of one expansion: steps and size per render, seconds per render and in all."""
 
-    def __init__(self, limits: Limits, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, limits: Limits, clock: Callable[[], float] = time.thread_time) -> None:
+        """`clock` is the CPU time of this thread by default: the bound is on what a render computes,
+        not on how busy the machine is (a loaded CI runner must not refuse a manifest it accepts idle)."""
         self.limits, self.clock = limits, clock
         self.steps = self.written = self.built = 0
         self.started: float | None = None
@@ -168,10 +173,8 @@ class Guard:
             yield item
 
     def _too_big(self, verb: str) -> str:
-        size = f"{self.limits.size:,}"
-        return (
-            f"the template {verb} more than {size} characters or items; raise templates.size if you mean it"
-        )
+        limit = f"{self.limits.size:,} characters or items"
+        return f"the template {verb} more than {limit}; raise templates.size if you mean it"
 
 
 class _Wrap(NodeTransformer):
@@ -227,10 +230,8 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         _check_operands(self.guard, operator, left, right)
         return self.guard.checked(super().call_binop(context, operator, left, right))
 
-    def call(
-        __self, __context: jinja2.runtime.Context, __obj: Any, *args: Any, **kwargs: Any
-    ) -> Any:  # Jinja's signature
-        __self.guard.tick()
+    def call(__self, __context: jinja2.runtime.Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+        __self.guard.tick()  # `__self`, `__context`, `__obj`: Jinja's signature
         owner = getattr(getattr(__obj, "__wrapped__", __obj), "__self__", None)  # str.format is wrapped
         if isinstance(owner, str | bytes):
             __self.guard.growth(
@@ -304,13 +305,16 @@ def _guarded_filter(guard: Guard, name: str, func: Callable[..., Any]) -> Callab
     return amplifying if name in AMPLIFYING else guarded
 
 
-def _lipsum(
-    guard: Guard, n: int = 5, html: bool = True, min: int = 20, max: int = 100
-) -> str:  # Jinja's names
-    guard.tick()
+def _lipsum(guard: Guard, n: int = 5, html: bool = True, min: int = 20, max: int = 100) -> str:
+    guard.tick()  # `min`, `max`: Jinja's names
     guard.growth("lipsum()", None, [10 * n * max])  # about ten characters a word
     text: str = guard.checked(generate_lorem_ipsum(n, html, min, max))
     return text
+
+
+def is_plain(text: str) -> bool:
+    """Text Jinja2 gives back as it is: no `{{`, `{%`, `{#`, nor (with a brace) a CR, which it makes LF."""
+    return "{" not in text or not ("{{" in text or "{%" in text or "{#" in text or "\r" in text)
 
 
 class Renderer:
@@ -324,69 +328,72 @@ class Renderer:
 
     def render_field(self, value: Any, context: Mapping[str, Any]) -> Any:
         """One field of one variant: the guard's per-render bounds start afresh."""
-        if isinstance(value, str) and "{" not in value:
+        if isinstance(value, str) and is_plain(value):
             return value
-        guard = self.guard
-        guard.begin()
+        self.guard.begin()
         try:
-            if isinstance(value, str):
-                return self._compiled(value)(context)
             return self.render(value, context)
         finally:
-            if guard.started is not None:  # the clock was read: this render ticked
-                guard.end()
+            if self.guard.started is not None:  # the clock was read: this render ticked
+                self.guard.end()
 
     def render(self, value: Any, context: Mapping[str, Any]) -> Any:
         if isinstance(value, str):
-            if "{" not in value:
+            if is_plain(value):
                 return value
-            return self._compiled(value)(context)
+            compiled = self.templates.get(value) or self.templates.setdefault(value, self._compile(value))
+            return compiled(context)
         if isinstance(value, list):
             return [self.render(item, context) for item in value]
         if isinstance(value, dict):
             return {key: self.render(item, context) for key, item in value.items()}
         return value
 
-    def _compiled(self, source: str) -> Callable[[Mapping[str, Any]], Any]:
-        compiled = self.templates.get(source)
-        if compiled is None:
-            compiled = self.templates[source] = self._compile(source)
-        return compiled
-
     def _compile(self, source: str) -> Callable[[Mapping[str, Any]], Any]:
-        # Rendering goes through `new_context(..., shared=True)`: Template.render would copy the
-        # environment's globals (a ChainMap) into a new dict on every call, which was ~45% of
-        # `plan` on 100,000 variants. `variables` builds one dict per variant with the globals in.
         env = self.env if "{%" in source else self.plain
         try:
             single = SINGLE_EXPRESSION.fullmatch(source)
             if single:
                 expression = env.compile_expression(single["expression"], undefined_to_none=False)
-                return partial(_evaluate, expression._template)  # what TemplateExpression.__call__ does
+                return _Compiled(expression._template, _evaluate)  # what TemplateExpression.__call__ does
             template = env.from_string(source)
         except jinja2.TemplateSyntaxError as error:
             raise TemplateFailure(f"template syntax error: {error.message}") from None
-        return partial(_render, template)
+        return _Compiled(template, _render)
 
     def variables(self, *scopes: Mapping[str, Any]) -> dict[str, Any]:
-        """The variables of one variant, later scopes winning, with Jinja's globals (range, …)."""
-        context = dict(self.env.globals)
-        for scope in scopes:
-            context.update(scope)
-        return context
+        """The variables of one variant, later scopes winning, with Jinja's globals (range, …) first."""
+        return dict(ChainMap(*reversed(scopes), self.env.globals))
 
 
-def _render(template: jinja2.Template, context: Mapping[str, Any]) -> str:
-    state = template.new_context(context, shared=True)  # type: ignore[arg-type]
+class _Compiled:
+    """A compiled template and the one Jinja2 context its renders share (one each cost more than most
+    renders, issue 13): a render reads `parent` (the variant's variables) and writes only `vars` and
+    `exported_vars`, emptied for the next; one that raises (in `{% autoescape %}`?) leaves none."""
+
+    def __init__(self, template: jinja2.Template, run: Callable[[jinja2.Template, Context], Any]) -> None:
+        self.template, self.run = template, run
+        self.state: Context | None = None
+
+    def __call__(self, variables: Mapping[str, Any]) -> Any:
+        state, self.state = self.state, None
+        if state is None:
+            state = self.template.new_context(variables, shared=True)  # type: ignore[arg-type]
+        else:
+            state.parent, state.vars, state.exported_vars = variables, {}, set()  # type: ignore[assignment]
+        result = self.run(self.template, state)
+        self.state = state
+        return result
+
+
+def _render(template: jinja2.Template, state: Context) -> str:
+    # Not Template.render: it copies the globals (a ChainMap) into a new dict each time (~45% of `plan`).
     return template.environment.concat(template.root_render_func(state))
 
 
-def _evaluate(template: jinja2.Template, context: Mapping[str, Any]) -> Any:
-    state = template.new_context(context, shared=True)  # type: ignore[arg-type]
-    for _ in template.root_render_func(state):
-        pass
+def _evaluate(template: jinja2.Template, state: Context) -> Any:
+    list(template.root_render_func(state))  # `{% set result = … %}`: it writes nothing
     value = state.vars["result"]
     if isinstance(value, jinja2.Undefined):
         value._fail_with_undefined_error()
-    guard: Guard = template.environment.guard  # type: ignore[attr-defined]
-    return guard.checked(value)
+    return template.environment.guard.checked(value)  # type: ignore[attr-defined]

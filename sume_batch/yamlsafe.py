@@ -4,6 +4,11 @@ PyYAML's `safe_load` silently keeps the last of two duplicate keys and expands a
 limit; here a duplicate key is a located error, and an alias bomb, deep nesting or an oversized file
 is refused before it can eat memory or the stack. YAML 1.1 surprises (`1:1` read as 61, `on` as
 true, `010` as 8) are located errors that say what YAML did and how to quote the value (issue 11).
+
+libyaml's C parser and composer read a file ten times faster than PyYAML's pure-Python ones and keep
+the same marks, but not for every file: for the few things they read differently (`_LIBYAML_DECLINES`)
+and for any file libyaml refuses, the pure-Python reading is used, so data, marks and messages are
+the same whichever reads the file (issue 13; tests/test_yamlsafe.py runs each case through both).
 """
 
 from __future__ import annotations
@@ -26,6 +31,17 @@ _PLAIN_TAGS = {"tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"}
 _SCALAR_TYPES = (str, int, float, bool, type(None))
 _UNSAFE_CHARACTER = re.compile("[\x00\ud800-\udfff]")
 _TRUE_OR_FALSE = {"true", "false"}
+# What libyaml reads unlike PyYAML, found by reading fuzzed manifests with both (libyaml 0.2.6); a
+# file with any of these is read by PyYAML (`libyaml_declines`, `_placed_unlike_pyyaml`):
+# - no line break at the end: libyaml adds one, placing a value at the very end a line on;
+# - a tab (PyYAML refuses one after `key:`); a byte-order mark past the start (a column on);
+# - `?` in a plain value inside a flow collection (`[a?b]` is an error to PyYAML);
+# - `|#` or `>#` (PyYAML wants a space before the comment); a `%` directive (`%YAML 1.1#`);
+# - an empty value in a flow collection (`{a: , b: 1}`, `{a: # c` ...): libyaml places it on the
+#   next token, PyYAML right after the `:`;
+# - an empty value tagged `!`: text to libyaml, null to PyYAML.
+_LIBYAML_DECLINES = re.compile(r"[|>][-+0-9]*#|(?:^|[\r\n\x85\u2028\u2029])%")
+_NULL_TAG = "tag:yaml.org,2002:null"
 
 
 @dataclass
@@ -49,7 +65,7 @@ class Document:
 
 
 class _Builder:
-    def __init__(self, loader: yaml.SafeLoader, file: str) -> None:
+    def __init__(self, loader: _MergedKeys, file: str) -> None:
         self.loader = loader
         self.file = file
         self.nodes = 0
@@ -79,6 +95,10 @@ class _Builder:
             value = self.loader.construct_object(node, deep=True)
         except ValueError as error:  # int('9' * 5000): Python refuses more than 4,300 digits
             self._problem(node, path, f"not a usable number: {str(error).split(';')[0]}")
+            return None
+        except (LookupError, AttributeError):  # a tag PyYAML cannot honour: `!!bool .5`, `!!float ""`
+            tag = node.tag.rsplit(":", 1)[-1]
+            self._problem(node, path, f"YAML cannot read {str(node.value)[:40]!r} as !!{tag}; remove the tag")
             return None
         message = scalar_problem(node, value) if isinstance(node, yaml.ScalarNode) else None
         if message:
@@ -119,7 +139,7 @@ class _Builder:
 def scalar_problem(node: yaml.ScalarNode, value: Any) -> str | None:  # noqa: PLR0911 - one case per surprise
     """What YAML 1.1 did to a plain scalar that its author almost surely meant as text."""
     text, quote = str(node.value), f'quote it: "{node.value}"'
-    plain = node.style is None
+    plain = not node.style  # PyYAML's composer says None, libyaml's ""
     if isinstance(value, bool) and plain and text.lower() not in _TRUE_OR_FALSE:
         return f"YAML read {text} as the boolean {str(value).lower()}; write true or false, or {quote}"
     if isinstance(value, int | float) and not isinstance(value, bool) and plain and ":" in text:
@@ -145,13 +165,24 @@ class _TooBig(Exception):
         self.message = message
 
 
-class _Loader(yaml.SafeLoader):
-    """A SafeLoader that remembers which merged (`<<`) keys it added, so they may be overridden."""
+class _MergedKeys(yaml.constructor.SafeConstructor):
+    """Remembers which merged (`<<`) keys `flatten_mapping` added, so they may be overridden."""
 
     def flatten_mapping(self, node: yaml.MappingNode) -> None:
         own = {id(key) for key, _ in node.value}
         super().flatten_mapping(node)
         node.merged_keys = {id(key) for key, _ in node.value if id(key) not in own}  # type: ignore[attr-defined]
+
+
+class _Loader(_MergedKeys, yaml.SafeLoader):
+    """PyYAML's pure-Python reader, scanner, parser and composer: it reads every file."""
+
+
+LIBYAML: bool = yaml.__with_libyaml__  # PyYAML built without libyaml has no CSafeLoader
+if LIBYAML:
+
+    class _CLoader(_MergedKeys, yaml.CSafeLoader):
+        """libyaml's C parser and composer; PyYAML's resolver and constructor, as in `_Loader`."""
 
 
 def _position(node: yaml.Node) -> tuple[int, int]:
@@ -166,12 +197,19 @@ def format_path(path: Path) -> str:
     return text
 
 
-def parse_yaml(text: str, *, file: str) -> tuple[Document, list[Problem]]:
-    """Parse one YAML document into plain data with marks; problems are returned, not raised."""
+def parse_yaml(text: str, *, file: str, libyaml: bool = LIBYAML) -> tuple[Document, list[Problem]]:
+    """Parse one YAML document into plain data with marks; problems are returned, not raised.
+
+    `libyaml` reads it with libyaml where that reads it as PyYAML does (see the module's docstring);
+    the answer is the same either way."""
     size = len(text.encode("utf-8", "surrogatepass"))
     if size > MAX_FILE_BYTES:
         message = f"file is {size:,} bytes; the limit is {MAX_FILE_BYTES:,} (split the campaign)"
         return Document(data=None), [Problem(file, 0, 0, "", message)]
+    if libyaml:
+        read = read_with_libyaml(text, file=file)
+        if read is not None:
+            return read
     try:
         loader = _Loader(text)
     except yaml.reader.ReaderError as error:  # a control character: PyYAML checks the whole text first
@@ -184,6 +222,59 @@ def parse_yaml(text: str, *, file: str) -> tuple[Document, list[Problem]]:
         return _compose(loader, builder, file)
     finally:
         loader.dispose()
+
+
+def read_with_libyaml(text: str, *, file: str) -> tuple[Document, list[Problem]] | None:
+    """`parse_yaml` by libyaml, or None for a file it declines: one it might read unlike PyYAML
+    (`libyaml_declines`, `_placed_unlike_pyyaml`) and one it cannot read, whose messages PyYAML's
+    reading words (libyaml's say the same things differently)."""
+    if libyaml_declines(text):
+        return None
+    try:
+        loader = _CLoader(text)
+    except UnicodeEncodeError:  # a lone surrogate: PyYAML's reader names its place
+        return None
+    builder = _Builder(loader, file)
+    try:
+        root = loader.get_single_node()
+        if root is None or _placed_unlike_pyyaml(root):
+            return None
+        builder.document.data = builder.build(root, ())
+    except (yaml.YAMLError, RecursionError):
+        return None
+    except _TooBig as error:
+        return Document(data=None), [Problem(file, *_position(error.node), "", error.message)]
+    finally:
+        loader.dispose()
+    return builder.document, builder.problems
+
+
+def libyaml_declines(text: str) -> bool:
+    """Whether libyaml is missing, or might read `text` unlike PyYAML (see `_LIBYAML_DECLINES`)."""
+    if not LIBYAML or not text.endswith("\n") or "\t" in text or "\ufeff" in text:
+        return True
+    return _LIBYAML_DECLINES.search(text) is not None
+
+
+def _placed_unlike_pyyaml(root: yaml.Node) -> bool:
+    """Whether libyaml's nodes hold an empty value it places (in a flow collection) or tags (`!`)
+    unlike PyYAML, or a plain value with a `?` in a flow collection. Each node once in each
+    context, so an alias bomb costs no more than its text."""
+    seen: set[tuple[int, bool]] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, flow = stack.pop()
+        if (id(node), flow) in seen:
+            continue
+        seen.add((id(node), flow))
+        if isinstance(node, yaml.ScalarNode) and not node.style:
+            if (node.value == "" and (flow or node.tag != _NULL_TAG)) or (flow and "?" in node.value):
+                return True
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend((item, bool(node.flow_style)) for item in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            stack.extend((one, bool(node.flow_style)) for pair in node.value for one in pair)
+    return False
 
 
 def _compose(loader: _Loader, builder: _Builder, file: str) -> tuple[Document, list[Problem]]:
