@@ -8,7 +8,6 @@ traceback only with `--debug`. Every message passes the redaction gate.
 from __future__ import annotations
 
 import os
-import traceback
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -69,5 +68,7 @@ def run_cli(entry: Callable[..., Any], argv: list[str] | None, *, debug: bool) -
 
 def redacted_traceback(error: BaseException) -> str:
     """The --debug traceback, through the redaction gate like every other output."""
+    import traceback  # noqa: PLC0415 - only with --debug
+
     text = "".join(traceback.format_exception(error))
     return redactor().text(text).rstrip()

@@ -5,14 +5,16 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from sume_batch.budget import Budget
 from sume_batch.confine import file_digest
 from sume_batch.errors import UsageError
 from sume_batch.expand import JobSpec, expand_jobs
 from sume_batch.manifest import Manifest, load_manifest
-from sume_batch.records import reading
 from sume_batch.target import DEFAULT_BASE_URL, find_store, store_folder
+
+if TYPE_CHECKING:
+    from sume_batch.budget import Budget
 
 
 def prepare(
@@ -56,6 +58,9 @@ def read_campaign(
 ) -> tuple[dict[str, str], Budget]:
     """What a campaign's store at its target says, read once and read-only: job key → state (empty
     when there is no store yet), and the budget (what was spent, the prices the API stated)."""
+    from sume_batch.budget import Budget  # noqa: PLC0415 - `validate` needs neither (nor sqlite3)
+    from sume_batch.records import reading  # noqa: PLC0415
+
     if path is None or not path.exists():
         return {}, Budget(cap=cap, assumed=assumed)
     with reading(path) as store:  # two columns of every job, and one job of each kind that has a price
