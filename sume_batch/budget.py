@@ -105,12 +105,14 @@ class BalanceWatch:
     """The balance re-read during a run: a fall the run's reservations cannot explain stops new creates.
 
     `start` is the balance before the first create; every credit this run reserved for a create
-    that was sent is `sent`. A fall beyond them (and a small tolerance) means the API charges more
-    than it says, or something else spends in the workspace: either way, stop buying."""
+    that was sent is `sent`, and `flying` for those still awaiting their answer (concurrent creates,
+    or the next one while the balance is read). A fall beyond them (and a small tolerance) means the
+    API charges more than it says, or something else spends in the workspace: either way, stop buying."""
 
     start: float | None
     sent: float = 0.0
     creates: int = 0
+    flying: float = 0.0  # creates on the wire: the API may have charged them before it answers
 
     def due(self) -> bool:
         return self.start is not None and self.creates > 0 and self.creates % BALANCE_EVERY == 0
@@ -120,5 +122,5 @@ class BalanceWatch:
         BALANCE_TOLERANCE) or cannot be read."""
         if self.start is None or balance is None:
             return 0.0
-        excess = (self.start - balance) - self.sent
+        excess = (self.start - balance) - self.sent - self.flying
         return excess if excess > BALANCE_TOLERANCE else 0.0

@@ -107,6 +107,7 @@ class Submitting:
         attempt = job.attempts if spec.key in self.same_key else job.attempts + 1
 
         intended: list[StoredJob] = []
+        on_the_wire = [0.0]  # what this create may already cost while its answer is awaited
 
         def about_to_send() -> None:  # the HTTP slot is held: the bytes go out right after this
             if self.stopped:
@@ -116,6 +117,8 @@ class Submitting:
             resent = spec.key in self.same_key  # a re-send keeps its first create's window
             intent = job.intent_at if resent and job.intent_at is not None else self.clock()
             intended.append(self.changed(self.store.intend(job.key, attempt=attempt, at=intent)))
+            on_the_wire[0] = cost
+            self.balance.flying += cost
 
         try:
             upload = await self.transfers.upload(spec)
@@ -125,6 +128,8 @@ class Submitting:
                 created = await self._create(spec, body, attempt, about_to_send)
         except (OverBudgetError, NotSentError, ApiError, OSError) as error:
             return self._failed(spec, job, cost, error)
+        finally:  # answered or not, it is counted from here on as `sent` (see `_created`, `_failed`)
+            self.balance.flying -= on_the_wire[0]
         return await self._created(spec, price, job, created, cost, probe=probe)
 
     def _failed(self, spec: JobSpec, job: StoredJob, cost: float, error: Exception) -> StoredJob:

@@ -303,3 +303,14 @@ def test_one_workspace_under_another_spelling_of_the_url_is_refused_not_bought_a
         creates = server.stats()["creates_by_idempotency_key"]
     assert again.code == 2 and "holds this campaign's jobs in this very workspace" in again.err
     assert len(creates) == 2
+
+
+def test_creates_in_flight_during_a_balance_check_do_not_stop_the_run(workdir: Path) -> None:
+    """The balance is re-read every 20 creates while other creates are on the wire: what those may
+    already have cost is no unexplained fall, so the run must not stop itself."""
+    jobs = "version: 1\nname: wide\nexecution: {concurrency: 40}\njobs:\n  - {id: 'img-{{ n }}', type: image, prompt: 'p {{ n }}', matrix: {n: %s}}\n"
+    write(workdir, jobs % list(range(120)))
+    flags = ("--sandbox", "--yes", "--idempotency-honoured", "--sandbox-capacity", "40")
+    result = invoke("run", "campaign.yaml", *flags)
+    assert "balance fell" not in result.out + result.err
+    assert result.code == 0, result.out[-2000:] + result.err
