@@ -98,7 +98,7 @@ class Executor(Submitting):
             )
         slots = asyncio.Semaphore(self.settings.concurrency)
         started = self.clock()
-        self.poller = Poller(self.client, self.pause, halt=self.halt)
+        self.poller = Poller(self.client, self.pause, halt=self.halt, clock=self.ticks)
         self.take_rescued()
         self.settle_in_flight()
         polling, flushing = asyncio.ensure_future(self.poller.run()), asyncio.ensure_future(self.flushing())
@@ -280,7 +280,7 @@ class Executor(Submitting):
         deadline = self.ticks() + self.settings.timeouts[job.kind] - spent
         if job.state == JobState.TIMED_OUT:
             job = self.changed(self.store.resume(job.key))
-        self.poller.watch(job.sume_ids, self.settings.poll_intervals[job.kind])
+        self.poller.watch(job.sume_ids, self.settings.poll_intervals[job.kind], kind=job.kind)
         try:
             while (final := self.poller.done(job.sume_ids)) is None:
                 if self.poller.failure is not None:
