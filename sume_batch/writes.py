@@ -17,10 +17,11 @@ from enum import Enum
 from typing import Any
 
 from sume_batch.records import StoredJob
-from sume_batch.states import TRANSITIONS, IllegalTransition, JobState, may_move
+from sume_batch.states import RESTING, IllegalTransition, JobState, may_move
 
 BATCH = 512  # queued statements (two per move) written together at the most
 LINGER_S = 0.5  # the longest a queued statement waits while others keep coming (and at idle points)
+KNOWN_MAX = 10_000  # jobs kept in memory with nothing queued for them (a 100k-job run holds few)
 _FLOATS = frozenset({"reserved", "required", "retired", "submitted_at", "intent_at", "settled_at"})
 
 Statement = tuple[str, tuple[Any, ...]]
@@ -36,11 +37,12 @@ class Writes:
     queued: list[Statement] = field(default_factory=list)
     since: float = 0.0  # on `ticks`: when the oldest queued statement was queued
     # Jobs as they stand once the queue is written: every job a queued move is for, and those met
-    # since that can still move (one that cannot is read afresh if ever needed).
+    # since that this run may still move (one that rests is read afresh if ever needed).
     known: dict[str, StoredJob] = field(default_factory=dict)
     transactions: int = 0  # committed, for tests and benchmarks
     fsynced: int = 0  # of those, with synchronous=FULL
     failed: bool = False  # the last transaction failed (a full disk, an I/O error): its error was raised
+    synchronous: str = ""  # the connection's setting, once this has set it
 
     def job(self, key: str) -> StoredJob:
         """The job as it stands once the queue is written: from memory, or read (nothing is queued
@@ -48,7 +50,7 @@ class Writes:
         found = self.known.get(key)
         if found is None:
             found = self.read(key)
-            if TRANSITIONS.get(found.state, True):
+            if found.state not in RESTING:
                 self.known[key] = found
         return found
 
@@ -108,8 +110,10 @@ class Writes:
     def transaction(self, *, durable: bool = False) -> Iterator[sqlite3.Connection]:
         """The queued statements, then the caller's, as one transaction; `durable` fsyncs it. Rolled
         back whole if anything fails (the commit included), and the queue kept for the next one."""
-        db = self.connection
-        db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+        db, synchronous = self.connection, "FULL" if durable else "NORMAL"
+        if synchronous != self.synchronous:
+            db.execute(f"PRAGMA synchronous={synchronous}")
+            self.synchronous = synchronous
         db.execute("BEGIN IMMEDIATE")
         try:
             for statement, args in self.queued:
@@ -126,7 +130,9 @@ class Writes:
         self.queued.clear()
         self.transactions += 1
         self.fsynced += durable
-        for key in [key for key, job in self.known.items() if not TRANSITIONS.get(job.state, True)]:
+        if len(self.known) > KNOWN_MAX:  # nothing is queued now: any job may be read afresh
+            self.known.clear()
+        for key in [key for key, job in self.known.items() if job.state in RESTING]:
             del self.known[key]
 
 

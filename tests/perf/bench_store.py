@@ -78,13 +78,18 @@ if options.get("phases"):
     from sume_batch import api
     from sume_batch.commands import run
     from sume_batch.execute import Executor
+    from sume_batch.records import StoreReader
     from sume_batch.store import RunStore
     for owner, name, label in (
         (run, "prepare", "manifest: load and expand"), (run, "make_plan", "manifest: plan"),
+        (run, "diff_plan", "manifest: diff against the store"),
         (run, "read_campaign", "store: read states and budget"), (RunStore, "open", "store: open"),
-        (run, "prepare_store", "store: prepare"), (run, "begin", "store: record the plan"),
+        (run, "prepare_store", "store: prepare"), (run, "begin", "run: record the plan (rows made by run.py)"),
+        (RunStore, "add_planned", "store: add_planned"),
         (Executor, "run", "executor"), (Executor, "take_rescued", "executor: take_rescued"),
         (Executor, "settle_in_flight", "executor: settle_in_flight"), (Executor, "reconcile", "executor: reconcile"),
+        (StoreReader, "jobs", "store: jobs() read whole (callers: run.py's progress)"),
+        (StoreReader, "plan_of", "store: plan_of() read whole (run.py's counts, the report)"),
         (run, "build_report", "reports: build"), (run, "publish", "reports: write"),
     ):
         timed(owner, name, label)
