@@ -10,7 +10,9 @@
 
 Each scenario runs 3 times and reports the medians. `demo` runs the README's command itself
 (`run manifests/spring-launch.yaml --sandbox --yes`, in a temporary copy) for its "Done in" time,
-and the same manifest against a sandbox process to count requests. The makespan ratios divide the
+and the same manifest against a sandbox process to count requests. `waves` and `many` also run the peer
+client (tests/perf/peer.py: asyncio + httpx, capacity in flight, each job polled every 1 s) against
+a fresh sandbox the same way, side by side. The makespan ratios divide the
 run's own "Done in" time by the ideal (waves of jobs at the account's capacity, no overhead);
 requests count every `/api/v1/` request the sandbox served. Loopback only, bounded in count and
 time. Aims (issue 13): demo <= 3 s; waves <= 1.10 x; many <= 5.0 x; <= 2.8 requests/job everywhere.
@@ -118,6 +120,32 @@ def against_sandbox(sandbox: dict[str, Any], setup: Any, args: list[str], jobs: 
     return measured(jobs, counts, elapsed, output, usage)
 
 
+def peer(jobs: int, *, capacity: int, sandbox: dict[str, Any]) -> dict[str, Any]:
+    """The peer client (tests/perf/peer.py, pinned to CPU 1) against a fresh sandbox process (CPU 0)."""
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-c", SERVER, json.dumps(sandbox), str(port)], stdout=subprocess.PIPE, text=True,
+        preexec_fn=pinned(0),  # noqa: PLW1509
+    )  # fmt: skip
+    try:
+        assert server.stdout is not None and "test key" in server.stdout.readline()
+        started = time.perf_counter()
+        process = subprocess.Popen(
+            [sys.executable, str(ROOT / "tests/perf/peer.py"), f"http://127.0.0.1:{port}/api/v1", str(jobs),
+             str(capacity)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=pinned(1),  # noqa: PLW1509
+        )  # fmt: skip
+        _, status, usage = os.wait4(process.pid, 0)
+        elapsed = time.perf_counter() - started
+        output = process.stdout.read().decode() if process.stdout else ""
+        if os.waitstatus_to_exitcode(status) != 0:
+            sys.exit(f"peer failed:\n{output}\n{process.stderr.read().decode() if process.stderr else ''}")
+        counts = stats(port)["requests"]
+    finally:
+        server.terminate()
+        server.wait()
+    return measured(jobs, counts, elapsed, output, usage)
+
+
 def measured(jobs: int, counts: dict[str, dict[str, int]], elapsed: float, output: str,
              usage: Any) -> dict[str, Any]:  # fmt: skip
     api = {route: by_status for route, by_status in counts.items() if " /api/v1/" in route}
@@ -179,15 +207,20 @@ def scenario(name: str) -> dict[str, Any]:
         return {"command": command, "against_a_sandbox_process": counted}
     if name == "waves":
         sandbox = {"capacity": 10, "durations": {"image_generation": 5.0}}
-        return ratio(
+        result = ratio(
             median_of([bench(30, concurrency=10, poll=None, sandbox=sandbox) for _ in range(RUNS)]), 15.0
         )
+        result["peer"] = ratio(median_of([peer(30, capacity=10, sandbox=sandbox) for _ in range(RUNS)]), 15.0)
+        return result
     if name in ("many", "many-serial"):
         flags = ("--idempotency-honoured",) if name == "many" else ()
         sandbox = {"capacity": 50, "durations": {"image_generation": 0.2}}
         runs = [bench(1000, concurrency=50, poll=None, sandbox=sandbox, flags=flags) for _ in range(RUNS)]
         result = ratio(median_of(runs), 20 * 0.2)
         result["creates_per_s"] = round(1000 / result["done_in_s"], 1)
+        if name == "many":
+            peers = [peer(1000, capacity=50, sandbox=sandbox) for _ in range(RUNS)]
+            result["peer"] = ratio(median_of(peers), 20 * 0.2)
         return result
     if name == "throughput":
         return median_of(
