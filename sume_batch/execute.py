@@ -229,6 +229,7 @@ class Executor(Submitting):
         for job in self.store.jobs_in({JobState.SUBMITTING}):
             settled = min(now, job.intent_at + longest) if job.intent_at else None
             self.changed(self.store.lose(job.key, why=note, request_id=job.request_id, settled_at=settled))
+            self.keep_quiet()  # its window may end now: this run's first create must fall well after it
 
     def stop(self, why: str) -> None:
         self.stopped = self.stopped or why

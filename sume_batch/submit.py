@@ -71,7 +71,7 @@ class Submitting:
     creating: asyncio.Lock  # one create at a time (see above)
     probes: dict[str, asyncio.Lock]  # kind → its price-confirming create
     brand_urls: tuple[str, ...]
-    quiet_until: float  # no create before this: the last one's answer was lost (see `_create`)
+    quiet_until: float  # no create before this: the last one's answer was lost (see `keep_quiet`)
     fastest: float  # the quickest answered create of this run, intent to answer
 
     # The executor's own: stop creating; stop waiting too; an interruptible sleep (True: interrupted);
@@ -173,9 +173,14 @@ class Submitting:
                 spec.kind.path, body, idempotency_key=f"sb-{spec.key}-{attempt}", before_send=about_to_send
             )
         except UncertainCreateError:
-            self.quiet_until = self.ticks() + self.fastest + 2 * SLACK_S + QUIET_MIN_S
+            self.keep_quiet()
             raise
         return created
+
+    def keep_quiet(self) -> None:
+        """A create's answer was lost (or a crashed run's create was in flight until now): the next
+        create of ours waits until that create's time window is well behind it (see `_create`)."""
+        self.quiet_until = self.ticks() + self.fastest + 2 * SLACK_S + QUIET_MIN_S
 
     async def _created(
         self, spec: JobSpec, price: Price, job: StoredJob, created: Created, cost: float, *, probe: bool
