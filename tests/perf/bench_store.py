@@ -3,6 +3,7 @@ and a 100,000-job store resumed with 10 new jobs, end to end with a breakdown.
 
     .venv/bin/python tests/perf/bench_store.py cpu [JOBS] [REPEATS]      # 10,000 instant jobs, 3 times
     .venv/bin/python tests/perf/bench_store.py count [JOBS]              # transactions and fsyncs per job
+    .venv/bin/python tests/perf/bench_store.py storecpu [JOBS]           # CPU time inside the store, per job
     .venv/bin/python tests/perf/bench_store.py resume [JOBS] [REPEATS]   # 100,000 jobs in the store, 3 times
 
 `cpu`: the sandbox serves from a process of its own on one core, `sume-batch run` runs on the other;
@@ -119,6 +120,29 @@ if options.get("count"):
         (getattr(store, "connection", None) or store.db).set_trace_callback(trace)
         return store
     RunStore.open = classmethod(traced)
+if options.get("store_cpu"):  # CPU time (not wall time: fsyncs wait) spent in the store's writes and reads
+    from sume_batch.records import StoreReader
+    from sume_batch.store import RunStore
+    spent, depth = marks.setdefault("store_cpu_s", {"total": 0.0}), [0]
+    def charged(owner, name):
+        original = owner.__dict__[name]
+        def wrapper(*args, **kwargs):
+            depth[0] += 1
+            start = time.process_time() if depth[0] == 1 else None
+            try:
+                return original(*args, **kwargs)
+            finally:
+                depth[0] -= 1
+                if start is not None:
+                    spent["total"] += time.process_time() - start
+        setattr(owner, name, wrapper)
+    names = ("reserve", "skip", "intend", "created", "adopt", "lose", "suspect", "refuse", "reopen", "resume",
+             "time_out", "finish", "fetched", "downloaded", "price", "annotate", "restart", "add_file",
+             "forget_files", "flush", "job", "jobs", "jobs_in", "keys_in", "committed", "end_run")
+    for owner in (StoreReader, RunStore):
+        for name in names:
+            if name in owner.__dict__:
+                charged(owner, name)
 def write():
     marks["total"] = round(time.perf_counter() - began, 4)
     with open(options["out"], "w") as file:
@@ -244,6 +268,16 @@ def bench_count(jobs: int) -> dict[str, Any]:
     return found
 
 
+def bench_store_cpu(jobs: int) -> dict[str, Any]:
+    """The client's CPU time inside the store (its writes and the reads the run makes), per job."""
+    with tempfile.TemporaryDirectory() as name, Server(capacity=64, credits=10_000_000) as server:
+        campaign(Path(name), jobs)
+        marks = client(Path(name), server, {"store_cpu": True})
+    total = marks["store_cpu_s"]["total"]
+    return {"jobs": jobs, "store_cpu_ms_per_job": round(total * 1000 / jobs, 3),
+            "client_cpu_ms_per_job": round(marks["cpu_s"] * 1000 / jobs, 2)}  # fmt: skip
+
+
 def build_store(folder: Path, jobs: int) -> None:
     """A store of `jobs` jobs, all downloaded but the last 10 (planned, never sent)."""
     from sume_batch.commands.common import prepare
@@ -297,6 +331,8 @@ def main(argv: list[str]) -> None:
         result = bench_cpu(*(numbers or [10_000]), *([] if len(numbers) > 1 else [3]))
     elif scenario == "count":
         result = bench_count(*(numbers or [10_000]))
+    elif scenario == "storecpu":
+        result = bench_store_cpu(*(numbers or [10_000]))
     elif scenario == "resume":
         result = bench_resume(*(numbers or [100_000]), *([] if len(numbers) > 1 else [3]))
     else:
