@@ -20,6 +20,7 @@ time. Aims (issue 13): demo <= 3 s; waves <= 1.10 x; many <= 5.0 x; <= 2.8 reque
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -31,6 +32,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -89,8 +91,9 @@ def bench(jobs: int, *, concurrency: int, poll: float | None, sandbox: dict[str,
     return against_sandbox(sandbox, setup, ["bench.yaml", *flags], jobs)
 
 
-def against_sandbox(sandbox: dict[str, Any], setup: Any, args: list[str], jobs: int) -> dict[str, Any]:
-    """`sume-batch run ARGS --yes --quiet` (pinned to CPU 1) against a sandbox process (CPU 0)."""
+@contextlib.contextmanager
+def served(sandbox: dict[str, Any]) -> Iterator[int]:
+    """A sandbox process (pinned to CPU 0) with these settings; its port."""
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-c", SERVER, json.dumps(sandbox), str(port)], stdout=subprocess.PIPE, text=True,
@@ -98,51 +101,49 @@ def against_sandbox(sandbox: dict[str, Any], setup: Any, args: list[str], jobs: 
     )  # fmt: skip
     try:
         assert server.stdout is not None and "test key" in server.stdout.readline()
-        with tempfile.TemporaryDirectory() as folder:
-            setup(Path(folder))
-            env = {**os.environ, "SUME_API_KEY": "sume_test_sandbox_key",
-                   "SUME_API_BASE_URL": f"http://127.0.0.1:{port}/api/v1"}  # fmt: skip
-            started = time.perf_counter()
-            process = subprocess.Popen(
-                [sys.executable, "-m", "sume_batch", "run", *args, "--yes", "--quiet"],
-                cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                preexec_fn=pinned(1),  # noqa: PLW1509
-            )  # fmt: skip
-            _, status, usage = os.wait4(process.pid, 0)
-            elapsed = time.perf_counter() - started
-            output = process.stdout.read().decode() if process.stdout else ""
-            if os.waitstatus_to_exitcode(status) != 0:
-                sys.exit(f"run failed:\n{output}\n{process.stderr.read().decode() if process.stderr else ''}")
-            counts = stats(port)["requests"]
+        yield port
     finally:
         server.terminate()
         server.wait()
+
+
+def timed(
+    argv: list[str], *, cwd: str | None = None, env: dict[str, str] | None = None
+) -> tuple[float, str, Any]:
+    """Run a client (pinned to CPU 1) to its end: its wall time, output and resource usage."""
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        preexec_fn=pinned(1),  # noqa: PLW1509
+    )  # fmt: skip
+    _, status, usage = os.wait4(process.pid, 0)
+    elapsed = time.perf_counter() - started
+    output = process.stdout.read().decode() if process.stdout else ""
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit(f"{argv[1]} failed:\n{output}\n{process.stderr.read().decode() if process.stderr else ''}")
+    return elapsed, output, usage
+
+
+def against_sandbox(sandbox: dict[str, Any], setup: Any, args: list[str], jobs: int) -> dict[str, Any]:
+    """`sume-batch run ARGS --yes --quiet` against a sandbox process."""
+    with served(sandbox) as port, tempfile.TemporaryDirectory() as folder:
+        setup(Path(folder))
+        env = {**os.environ, "SUME_API_KEY": "sume_test_sandbox_key",
+               "SUME_API_BASE_URL": f"http://127.0.0.1:{port}/api/v1"}  # fmt: skip
+        argv = [sys.executable, "-m", "sume_batch", "run", *args, "--yes", "--quiet"]
+        elapsed, output, usage = timed(argv, cwd=folder, env=env)
+        counts = stats(port)["requests"]
     return measured(jobs, counts, elapsed, output, usage)
 
 
 def peer(jobs: int, *, capacity: int, sandbox: dict[str, Any]) -> dict[str, Any]:
-    """The peer client (tests/perf/peer.py, pinned to CPU 1) against a fresh sandbox process (CPU 0)."""
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-c", SERVER, json.dumps(sandbox), str(port)], stdout=subprocess.PIPE, text=True,
-        preexec_fn=pinned(0),  # noqa: PLW1509
-    )  # fmt: skip
-    try:
-        assert server.stdout is not None and "test key" in server.stdout.readline()
-        started = time.perf_counter()
-        process = subprocess.Popen(
-            [sys.executable, str(ROOT / "tests/perf/peer.py"), f"http://127.0.0.1:{port}/api/v1", str(jobs),
-             str(capacity)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=pinned(1),  # noqa: PLW1509
-        )  # fmt: skip
-        _, status, usage = os.wait4(process.pid, 0)
-        elapsed = time.perf_counter() - started
-        output = process.stdout.read().decode() if process.stdout else ""
-        if os.waitstatus_to_exitcode(status) != 0:
-            sys.exit(f"peer failed:\n{output}\n{process.stderr.read().decode() if process.stderr else ''}")
+    """The peer client (tests/perf/peer.py) against a fresh sandbox process, the same way."""
+    with served(sandbox) as port:
+        base_url = f"http://127.0.0.1:{port}/api/v1"
+        elapsed, output, usage = timed(
+            [sys.executable, str(ROOT / "tests/perf/peer.py"), base_url, str(jobs), str(capacity)]
+        )
         counts = stats(port)["requests"]
-    finally:
-        server.terminate()
-        server.wait()
     return measured(jobs, counts, elapsed, output, usage)
 
 
