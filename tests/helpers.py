@@ -90,3 +90,50 @@ def tmpfs(folder: Path, options: str) -> Iterator[Path]:
         yield folder
     finally:
         subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def execute_plan(
+    server: Any,
+    folder: Path,
+    store: Any,
+    *,
+    concurrency: int,
+    transfers: type[Any] | None = None,
+    configure: Any = None,
+    lost_create_grace: float | None = None,
+    **client_options: Any,
+) -> Any:
+    """Run the executor over `folder/campaign.yaml`'s plan against `server` (a running sandbox), with
+    `store`; `transfers` replaces the Transfers class, `configure(executor)` runs before it starts,
+    `client_options` go to SumeClient. Returns the executor once its run ends."""
+    import asyncio
+    import time
+
+    import httpx
+
+    from sume_batch.api import SumeClient
+    from sume_batch.commands.common import prepare
+    from sume_batch.execute import Executor, Settings
+    from sume_batch.plan import make_plan
+    from sume_batch.redact import Redactor
+    from sume_batch.transfer import Transfers
+
+    manifest, specs = prepare(folder / "campaign.yaml")
+    grace = {} if lost_create_grace is None else {"lost_create_grace": lost_create_grace}
+
+    async def main() -> Any:
+        async with httpx.AsyncClient() as http, httpx.AsyncClient() as storage:
+            client = SumeClient(http, api_key=server.api_key, base_url=server.base_url, **client_options)
+            kind = transfers or Transfers
+            moving = kind(client=client, storage=storage, store=store, redactor=Redactor(), folder=folder,
+                          downloads=folder / "out")  # fmt: skip
+            settings = Settings(concurrency=concurrency, timeouts=manifest.timeouts,
+                                poll_intervals=manifest.poll_intervals, **grace)  # fmt: skip
+            executor = Executor(client=client, transfers=moving, store=store, settings=settings,
+                                redactor=Redactor(), clock=time.time)  # fmt: skip
+            if configure is not None:
+                configure(executor)
+            await executor.run(make_plan(manifest, specs).jobs)
+            return executor
+
+    return asyncio.run(main())

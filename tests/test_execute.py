@@ -3,20 +3,14 @@ reported as an internal error, never as a quiet job failure."""
 
 from __future__ import annotations
 
-import asyncio
-import time
 from pathlib import Path
 from typing import Any
 
-import httpx
-from helpers import write
+from helpers import execute_plan, write
 
-from sume_batch.api import SumeClient
 from sume_batch.commands.common import prepare
-from sume_batch.execute import Executor, Settings
-from sume_batch.plan import make_plan
+from sume_batch.execute import Executor
 from sume_batch.records import StoredJob
-from sume_batch.redact import Redactor
 from sume_batch.sandbox import SandboxConfig, running_sandbox
 from sume_batch.store import RunStore
 from sume_batch.transfer import Results, Transfers
@@ -38,26 +32,11 @@ class BrokenTransfers(Transfers):
 
 
 def run_executor(folder: Path, transfers_class: type[Transfers]) -> tuple[Executor, RunStore, dict[str, Any]]:
-    manifest, specs = prepare(folder / "campaign.yaml")
-    plan = make_plan(manifest, specs)
+    _, specs = prepare(folder / "campaign.yaml")
     store = RunStore.open(folder / "store.sqlite")
     store.add_planned((spec.key, spec.id, spec.kind.name, spec.request, spec.matrix, 4.0) for spec in specs)
     with running_sandbox(SandboxConfig.from_profile("instant", capacity=2)) as server:
-
-        async def main() -> Executor:
-            async with httpx.AsyncClient() as http, httpx.AsyncClient() as storage:
-                client = SumeClient(http, api_key=server.api_key, base_url=server.base_url)
-                transfers = transfers_class(client=client, storage=storage, store=store, redactor=Redactor(),
-                                            folder=folder, downloads=folder / "out")  # fmt: skip
-                settings = Settings(
-                    concurrency=2, timeouts=manifest.timeouts, poll_intervals=manifest.poll_intervals
-                )
-                executor = Executor(client=client, transfers=transfers, store=store, settings=settings,
-                                    redactor=Redactor(), clock=time.time)  # fmt: skip
-                await executor.run(plan.jobs)
-                return executor
-
-        executor = asyncio.run(main())
+        executor = execute_plan(server, folder, store, concurrency=2, transfers=transfers_class)
         stats = server.stats()
     return executor, store, stats
 

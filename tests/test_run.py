@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import REPO, invoke, read_report, write
+from helpers import REPO, execute_plan, invoke, read_report, write
 
 from sume_batch.sandbox import SandboxConfig, running_sandbox
 
@@ -305,49 +305,31 @@ def test_a_job_refused_for_credits_is_submitted_by_the_next_run(workdir: Path) -
 
 
 def test_an_interrupt_withholds_every_create_not_yet_sent() -> None:
-    import asyncio
     import tempfile
 
-    import httpx
-
-    from sume_batch.api import SumeClient
     from sume_batch.commands.common import prepare
-    from sume_batch.execute import Executor, Settings
-    from sume_batch.plan import make_plan
-    from sume_batch.redact import Redactor
     from sume_batch.store import RunStore
-    from sume_batch.transfer import Transfers
 
     folder = Path(tempfile.mkdtemp())
     write(
         folder,
         "version: 1\nname: five\njobs:\n  - {id: 'img-{{ n }}', type: image, prompt: p, matrix: {n: [1, 2, 3, 4, 5]}}\n",
     )
-    manifest, specs = prepare(folder / "campaign.yaml")
-    plan = make_plan(manifest, specs)
+    _, specs = prepare(folder / "campaign.yaml")
     store = RunStore.open(folder / "store.sqlite")
     store.add_planned((spec.key, spec.id, spec.kind.name, spec.request, spec.matrix, 4.0) for spec in specs)
     with running_sandbox(SandboxConfig.from_profile("instant")) as server:
 
-        async def main() -> None:
-            async with httpx.AsyncClient() as http, httpx.AsyncClient() as storage:
-                client = SumeClient(http, api_key=server.api_key, base_url=server.base_url, max_in_flight=1)
-                settings = Settings(
-                    concurrency=5, timeouts=manifest.timeouts, poll_intervals=manifest.poll_intervals
-                )
-                transfers = Transfers(client=client, storage=storage, store=store, redactor=Redactor(), folder=folder,
-                                      downloads=folder / "out")  # fmt: skip
-                executor = Executor(client=client, transfers=transfers, store=store, settings=settings,
-                                    redactor=Redactor(), clock=time.time)  # fmt: skip
+        def interrupt_at_the_first_job(executor: Any) -> None:
+            def on_change(job_id: str, state: str, why: str | None) -> None:
+                if state == "submitted":
+                    executor.interrupt("interrupted by SIGINT")
 
-                def on_change(job_id: str, state: str, why: str | None) -> None:
-                    if state == "submitted":
-                        executor.interrupt("interrupted by SIGINT")
+            executor.on_change = on_change
 
-                executor.on_change = on_change
-                await executor.run(plan.jobs)
-
-        asyncio.run(main())
+        execute_plan(
+            server, folder, store, concurrency=5, configure=interrupt_at_the_first_job, max_in_flight=1
+        )
         creates = len(server.stats()["creates_by_idempotency_key"])
     states = [job.state for job in store.jobs().values()]
     assert "submitting" not in states and "uncertain" not in states

@@ -4,29 +4,21 @@ sees what is queued."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import sqlite3
-import time
 from pathlib import Path
 
-import httpx
 import pytest
-from helpers import invoke, write
+from helpers import execute_plan, invoke, write
 
-from sume_batch.api import SumeClient
 from sume_batch.budget import Budget
 from sume_batch.commands.common import prepare
 from sume_batch.errors import StoreError
-from sume_batch.execute import Executor, Settings
 from sume_batch.migrations import SCHEMA_VERSION
-from sume_batch.plan import make_plan
 from sume_batch.records import reading
-from sume_batch.redact import Redactor
 from sume_batch.sandbox import SandboxConfig, running_sandbox
 from sume_batch.states import ApiStatus, IllegalTransition, JobState
 from sume_batch.store import RunStore
-from sume_batch.transfer import Transfers
 from sume_batch.writes import BATCH, LINGER_S
 
 V1_SCHEMA = """
@@ -298,7 +290,7 @@ def test_one_priced_job_of_each_kind_tells_a_budget_what_all_of_them_do(tmp_path
 def test_a_run_writes_two_fsynced_transactions_a_job_and_reads_no_job_back(tmp_path: Path) -> None:
     write(tmp_path, "version: 1\nname: few\nexecution: {poll_interval: {image: 0.05}}\njobs:\n"
                     "  - {id: 'img-{{ n }}', type: image, prompt: 'p {{ n }}', matrix: {n: [1, 2, 3, 4, 5, 6]}}\n")  # fmt: skip
-    manifest, specs = prepare(tmp_path / "campaign.yaml")
+    _, specs = prepare(tmp_path / "campaign.yaml")
     store = RunStore.open(tmp_path / "store.sqlite")
     store.add_planned((spec.key, spec.id, spec.kind.name, spec.request, spec.matrix, 4.0) for spec in specs)
     reads: list[str] = []
@@ -307,20 +299,7 @@ def test_a_run_writes_two_fsynced_transactions_a_job_and_reads_no_job_back(tmp_p
     )
     before = counts(store)
     with running_sandbox(SandboxConfig.from_profile("instant")) as server:
-
-        async def main() -> None:
-            async with httpx.AsyncClient() as http, httpx.AsyncClient() as storage:
-                client = SumeClient(http, api_key=server.api_key, base_url=server.base_url)
-                transfers = Transfers(client=client, storage=storage, store=store, redactor=Redactor(),
-                                      folder=tmp_path, downloads=tmp_path / "out")  # fmt: skip
-                settings = Settings(
-                    concurrency=3, timeouts=manifest.timeouts, poll_intervals=manifest.poll_intervals
-                )
-                executor = Executor(client=client, transfers=transfers, store=store, settings=settings,
-                                    redactor=Redactor(), clock=time.time)  # fmt: skip
-                await executor.run(make_plan(manifest, specs).jobs)
-
-        asyncio.run(main())
+        execute_plan(server, tmp_path, store, concurrency=3)
     transactions, fsynced = counts(store)[0] - before[0], counts(store)[1] - before[1]
     assert set(store.states().values()) == {"downloaded"}
     assert fsynced == 2 * 6  # each job's intent and its ids, nothing else

@@ -4,21 +4,14 @@ job, never an illegal `submitting → submitting` (which ended such a run as an 
 
 from __future__ import annotations
 
-import asyncio
 import time
 from pathlib import Path
 
-import httpx
-from helpers import write
+from helpers import execute_plan, write
 
-from sume_batch.api import SumeClient
 from sume_batch.commands.common import prepare
-from sume_batch.execute import Executor, Settings
-from sume_batch.plan import make_plan
-from sume_batch.redact import Redactor
 from sume_batch.sandbox import SandboxConfig, running_sandbox
 from sume_batch.store import RunStore
-from sume_batch.transfer import Transfers
 
 
 async def no_wait(seconds: float) -> None:
@@ -28,26 +21,13 @@ async def no_wait(seconds: float) -> None:
 def test_a_create_refused_with_429_is_sent_again_under_its_first_intent(tmp_path: Path) -> None:
     write(tmp_path, "version: 1\nname: one\nexecution: {poll_interval: {image: 0.05}}\n"
                     "jobs:\n  - {id: a, type: image, prompt: p}\n")  # fmt: skip
-    manifest, specs = prepare(tmp_path / "campaign.yaml")
+    _, specs = prepare(tmp_path / "campaign.yaml")
     store = RunStore.open(tmp_path / "store.sqlite")
     store.add_planned((spec.key, spec.id, spec.kind.name, spec.request, spec.matrix, 4.0) for spec in specs)
     with running_sandbox(SandboxConfig.from_profile("instant")) as server:
         server.add_fault("rate_limit", path="/api/v1/images", method="POST")
 
-        async def main() -> Executor:
-            async with httpx.AsyncClient() as http, httpx.AsyncClient() as storage:
-                client = SumeClient(http, api_key=server.api_key, base_url=server.base_url, sleep=no_wait)
-                transfers = Transfers(client=client, storage=storage, store=store, redactor=Redactor(),
-                                      folder=tmp_path, downloads=tmp_path / "out")  # fmt: skip
-                settings = Settings(
-                    concurrency=1, timeouts=manifest.timeouts, poll_intervals=manifest.poll_intervals
-                )
-                executor = Executor(client=client, transfers=transfers, store=store, settings=settings,
-                                    redactor=Redactor(), clock=time.time)  # fmt: skip
-                await executor.run(make_plan(manifest, specs).jobs)
-                return executor
-
-        executor = asyncio.run(main())
+        executor = execute_plan(server, tmp_path, store, concurrency=1, sleep=no_wait)
         stats = server.stats()
     assert executor.crashed is None and executor.stopped is None
     assert stats["requests"]["POST /api/v1/images/generations"] == {"429": 1, "200": 1}
@@ -66,26 +46,14 @@ def test_after_a_crash_the_first_create_waits_until_the_crashed_create_s_window_
     could then be adopted by time. The first create waits a quiet gap, as after a lost answer."""
     write(tmp_path, "version: 1\nname: two\nexecution: {poll_interval: {image: 0.05}}\n"
                     "jobs:\n  - {id: 'img-{{ n }}', type: image, prompt: 'p {{ n }}', matrix: {n: [1, 2]}}\n")  # fmt: skip
-    manifest, specs = prepare(tmp_path / "campaign.yaml")
+    _, specs = prepare(tmp_path / "campaign.yaml")
     store = RunStore.open(tmp_path / "store.sqlite")
     store.add_planned((spec.key, spec.id, spec.kind.name, spec.request, spec.matrix, 4.0) for spec in specs)
     crashed = specs[0].key
     store.reserve(crashed, 4.0)
     store.intend(crashed, attempt=1, at=time.time() - 1)  # the dead run's create, never answered
     with running_sandbox(SandboxConfig.from_profile("instant")) as server:
-
-        async def main() -> None:
-            async with httpx.AsyncClient() as http, httpx.AsyncClient() as storage:
-                client = SumeClient(http, api_key=server.api_key, base_url=server.base_url)
-                transfers = Transfers(client=client, storage=storage, store=store, redactor=Redactor(),
-                                      folder=tmp_path, downloads=tmp_path / "out")  # fmt: skip
-                settings = Settings(concurrency=2, timeouts=manifest.timeouts, poll_intervals=manifest.poll_intervals,
-                                    lost_create_grace=0)  # fmt: skip
-                executor = Executor(client=client, transfers=transfers, store=store, settings=settings,
-                                    redactor=Redactor(), clock=time.time)  # fmt: skip
-                await executor.run(make_plan(manifest, specs).jobs)
-
-        asyncio.run(main())
+        execute_plan(server, tmp_path, store, concurrency=2, lost_create_grace=0)
     events = store.db.execute("SELECT key, state, at FROM events ORDER BY seq").fetchall()
     settled = next(at for key, state, at in events if key == crashed and state == "uncertain")
     first = next(at for key, state, at in events if state == "submitting" and at > settled)
