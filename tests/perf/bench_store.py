@@ -13,7 +13,8 @@ the client's CPU time (user + system) comes from `wait4`. Medians are printed wi
 counted too when strace is there. `resume`: the store holds JOBS downloaded jobs and 10 planned ones;
 the run reuses the first and submits the rest. Reported: the time to the first API request and to
 the first create, each phase of the run (the manifest planned, the store read, opened, the plan
-recorded, the executor, the reports), and the whole. Aims: <= 3 ms CPU per job; <= 10 s end to end.
+recorded, the executor, the reports), and the whole (it replaces bench_resume.py, which timed only the
+first request and the end). Aims: <= 3 ms CPU per job; <= 10 s end to end.
 """
 
 from __future__ import annotations
