@@ -217,7 +217,8 @@ async def _execute(call: Call, live: Live) -> int:
     manifest, options, redactor, echo = call.manifest, call.options, call.redactor, call.echo
     store, record, folder = begin(call, live)
     began = time.monotonic()
-    states = {job.id: job.state for job in store.jobs(spec.key for spec, _ in call.plan.jobs).values()}
+    stored = store.states()  # two columns of every job: no request decoded
+    states = {spec.id: stored[spec.key] for spec, _ in call.plan.jobs}
     with (
         run_log(folder / "run.log", redactor) as log,
         Progress(states, echo=echo, live=options.live, quiet=options.quiet) as progress,
@@ -235,7 +236,8 @@ async def _execute(call: Call, live: Live) -> int:
             await interrupts.run(call.plan.jobs)
             if executor.unrecorded:
                 raise unrecorded_error(executor)
-            counts = Counter(job.state for job in store.plan_of(record.seq))
+            stored = store.states()
+            counts = Counter(stored[spec.key] for spec, _ in call.plan.jobs)  # the run's plan (`begin`)
             after = await balance_after(live.client, live.balance, halt=executor.halt)
             number = interrupts.signal
             code = exit_code(executor, number, set(counts))
