@@ -22,7 +22,7 @@ from sume_batch.api import SumeClient
 from sume_batch.budget import BalanceWatch, Budget
 from sume_batch.errors import ApiError, StoreWriteError
 from sume_batch.expand import JobSpec
-from sume_batch.poll import Poller
+from sume_batch.poll import FLOOR_S, Poller
 from sume_batch.pricing import Price
 from sume_batch.reconcile import CRASH_WINDOW_S, LOST_CREATE_GRACE_S, reconcile
 from sume_batch.records import StoredJob
@@ -50,6 +50,7 @@ class Settings:
     concurrency: int
     timeouts: Mapping[str, float]
     poll_intervals: Mapping[str, float]
+    poll_floor: float = FLOOR_S  # see `poll`
     lost_create_grace: float = LOST_CREATE_GRACE_S  # see `reconcile`
 
 
@@ -96,16 +97,18 @@ class Executor(Submitting):
             self.brand_urls = tuple(
                 str(image["reference_url"]) for image in brand.get("images", ()) if image.get("reference_url")
             )
-        slots = asyncio.Semaphore(self.settings.concurrency)
+        # A job holds one of `concurrency` slots while the API generates it (the account's capacity
+        # counts jobs being generated, not jobs being downloaded), then one of as many download slots.
+        generating, fetching = (asyncio.Semaphore(self.settings.concurrency) for _ in range(2))
         started = self.clock()
-        self.poller = Poller(self.client, self.pause, halt=self.halt, clock=self.ticks)
+        self.poller = Poller(self.client, self.pause, halt=self.halt, clock=self.ticks,
+                             floor=self.settings.poll_floor)  # fmt: skip
         self.take_rescued()
         self.settle_in_flight()
         polling, flushing = asyncio.ensure_future(self.poller.run()), asyncio.ensure_future(self.flushing())
 
         async def one(spec: JobSpec, price: Price) -> None:
-            async with slots:
-                await self.advance(spec, price, started)
+            await self.advance(spec, price, started, generating=generating, fetching=fetching)
 
         try:
             await self.reconcile()  # creates whose answers earlier runs lost
@@ -124,18 +127,27 @@ class Executor(Submitting):
             flushing.cancel()
             self.flush()
 
-    async def advance(self, spec: JobSpec, price: Price, started: float) -> None:
-        """One job from wherever the store says it stands to as far as it can go. A store that
-        cannot be written stops everything; any other exception is a bug of ours: the run stops
-        (creates in flight finish, so their ids are kept) and ends as an internal error."""
+    async def advance(
+        self, spec: JobSpec, price: Price, started: float, *, generating: asyncio.Semaphore,
+        fetching: asyncio.Semaphore,
+    ) -> None:  # fmt: skip
+        """One job from wherever the store says it stands to as far as it can go, holding a
+        `generating` slot from its create until the API has done with it and a `fetching` slot while
+        its outputs download. A store that cannot be written stops everything; any other exception
+        is a bug of ours: the run stops (creates in flight finish, so their ids are kept) and ends as
+        an internal error."""
         try:
             job = self.store.job(spec.key)
-            if job.state in TO_SUBMIT:
-                job = await self.submit(spec, price, job)
-            if job.state in TO_POLL:
-                job = await self.wait(job, started)
+            if job.state in TO_SUBMIT or job.state in TO_POLL:
+                async with generating:
+                    job = self.store.job(spec.key)  # as it stands now that this job's turn has come
+                    if job.state in TO_SUBMIT:
+                        job = await self.submit(spec, price, job)
+                    if job.state in TO_POLL:
+                        job = await self.wait(job, started)
             if job.state in TO_DOWNLOAD and not self.halt.is_set():
-                await self.download(job)
+                async with fetching:
+                    await self.download(job)
         except (StoreWriteError, sqlite3.Error) as error:  # nothing more can be recorded: stop everything
             self.interrupt(self.redactor.text(f"the run store could not be written: {error}"))
         except Exception as error:

@@ -2,13 +2,13 @@
 
 Each job is first asked about when it can first be done: after the time jobs of its kind took in
 this run from starting to wait to done (by the API's own timestamps, else as polling saw it), or
-after the manifest's `poll_interval` until one has finished, and never sooner than `FLOOR_S`. A job
-past that time is asked again after a share of its age, at most `BACKOFF_CAP` later. With three or
-more jobs waiting one `GET /jobs` page (newest first, up to 100 jobs) answers for all of them, so
-polling costs about one request per round however many jobs run; with one or two it asks for each
-by id. The poller sleeps until the next job is due, wakes early when a job due sooner starts
-waiting, and sleeps not at all with nothing to wait for. Jobs wait on the poller, never poll
-themselves (issue 13).
+after the manifest's `poll_interval` until one has finished, and never sooner than the floor
+(`FLOOR_S`; `REHEARSAL_FLOOR_S` against a sandbox). A job past that time is asked again after a
+share of its age, at most `BACKOFF_CAP` later. With three or more jobs waiting one `GET /jobs` page
+(newest first, up to 100 jobs) answers for all of them, so polling costs about one request per round
+however many jobs run; with one or two it asks for each by id. The poller sleeps until the next job
+is due, wakes early when a job due sooner starts waiting, and sleeps not at all with nothing to wait
+for. Jobs wait on the poller, never poll themselves (issue 13).
 """
 
 from __future__ import annotations
@@ -34,7 +34,10 @@ LIST_FROM = 3  # waiting jobs from which one list request beats one request per 
 PAGE = 100
 # The soonest a job is asked about after it starts waiting, and between two rounds of polling;
 # a manifest's `poll_interval` below it is honoured as the floor (the docs give no numbers: sume-api.md §4).
+# A floor spares an account's read quota (Sume's sibling API allows 120 reads a minute, 10,000 a day:
+# sume-api.md §10); a rehearsal spends no quota, so it polls on a floor of `REHEARSAL_FLOOR_S`.
 FLOOR_S = 0.2
+REHEARSAL_FLOOR_S = 0.02
 AGE_SHARE = {"list": 0.1, "id": 0.5}  # a late job is asked again after this share of its age: ×1.1, ×1.5
 BACKOFF_CAP = 60.0  # the longest wait between two polls of a job
 JITTER = 0.1  # each wait is up to this share longer (at most half a floor), so runs do not poll in step
@@ -73,12 +76,13 @@ class Poller:
     closed: bool = False
     rng: random.Random = field(default_factory=random.Random)  # jitter, so many runs do not poll in step
     failure: BaseException | None = None  # polling gave up (retries exhausted): every waiter sees it
+    floor: float = FLOOR_S
 
     def watch(self, sume_ids: Iterable[str], interval: float, *, kind: str | None = None) -> None:
         """Wait for these jobs, `interval` being their kind's first poll interval (the manifest's).
         Without `kind`, jobs watched with the same interval learn from each other."""
         kind = kind if kind is not None else f"every {interval:g} s"
-        floor, now = min(FLOOR_S, interval), self.clock()
+        floor, now = min(self.floor, interval), self.clock()
         expected = self.expected(kind)
         first = interval if expected is None else max(floor, expected)
         for sume_id in sume_ids:

@@ -39,6 +39,7 @@ class Writes:
     # Jobs as they stand once the queue is written: every job a queued move is for, and those met
     # since that this run may still move (one that rests is read afresh if ever needed).
     known: dict[str, StoredJob] = field(default_factory=dict)
+    resting: set[str] = field(default_factory=set)  # known jobs a move left resting: forgotten once written
     transactions: int = 0  # committed, for tests and benchmarks
     fsynced: int = 0  # of those, with synchronous=FULL
     failed: bool = False  # the last transaction failed (a full disk, an I/O error): its error was raised
@@ -87,6 +88,10 @@ class Writes:
         else:
             self.add(*statements)
         self.known[key] = moved
+        if moved.state in RESTING:
+            self.resting.add(key)
+        else:
+            self.resting.discard(key)
         if not durable and self.due():
             self.flush()
         return moved
@@ -132,8 +137,9 @@ class Writes:
         self.fsynced += durable
         if len(self.known) > KNOWN_MAX:  # nothing is queued now: any job may be read afresh
             self.known.clear()
-        for key in [key for key, job in self.known.items() if job.state in RESTING]:
-            del self.known[key]
+        for key in self.resting:
+            self.known.pop(key, None)
+        self.resting.clear()
 
 
 def _plain(name: str, value: Any) -> Any:

@@ -1,10 +1,11 @@
 """execute: a bug of ours stops the run cleanly (every job id kept, nothing more created) and is
-reported as an internal error, never as a quiet job failure."""
+reported as an internal error, never as a quiet job failure; a download never holds up a create."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from helpers import execute_plan, write
 
@@ -62,3 +63,27 @@ def test_without_the_bug_every_job_is_downloaded(tmp_path: Path) -> None:
     assert executor.crashed is None and executor.stopped is None
     assert {job.state for job in store.jobs().values()} == {"downloaded"}
     assert len(stats["job_ids"]) == 6
+
+
+class HeldDownloads(Transfers):
+    """Downloads that each wait (at most 5 s) until every job of the campaign has been created."""
+
+    created_all: ClassVar[list[bool]] = []
+
+    async def save_outputs(self, job: StoredJob, results: Results) -> None:
+        for _ in range(500):
+            if all(one.sume_ids for one in self.store.jobs().values()):
+                break
+            await asyncio.sleep(0.01)
+        HeldDownloads.created_all.append(all(one.sume_ids for one in self.store.jobs().values()))
+        await super().save_outputs(job, results)
+
+
+def test_a_download_never_holds_a_slot_that_the_next_create_waits_for(tmp_path: Path) -> None:
+    write(tmp_path, CAMPAIGN)
+    HeldDownloads.created_all.clear()
+    executor, store, stats = run_executor(tmp_path, HeldDownloads)  # concurrency 2, six jobs
+    assert executor.crashed is None and executor.stopped is None
+    assert HeldDownloads.created_all == [True] * 6  # the first two downloads saw all six jobs made
+    assert {job.state for job in store.jobs().values()} == {"downloaded"}
+    assert all(n == 1 for n in stats["creates_by_idempotency_key"].values())

@@ -7,12 +7,19 @@ import re
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 from helpers import REPO, execute_plan, invoke, read_report, write
 
+from sume_batch.budget import Budget
+from sume_batch.commands.common import prepare
+from sume_batch.commands.run import Options, make_executor
+from sume_batch.poll import FLOOR_S, REHEARSAL_FLOOR_S
+from sume_batch.redact import Redactor
 from sume_batch.sandbox import SandboxConfig, running_sandbox
+from sume_batch.target import Target
 
 EVERY_KIND = """\
 version: 1
@@ -490,3 +497,18 @@ def test_a_rehearsal_can_be_as_large_as_the_real_campaign(workdir: Path) -> None
     assert refused.code == 3 and "more than the balance (5)" in refused.err
     alone = invoke("run", "campaign.yaml", "--yes", "--sandbox-capacity", "50")
     assert alone.code == 2 and "--sandbox-capacity sets the embedded sandbox: add --sandbox" in alone.err
+
+
+@pytest.mark.parametrize(("rehearsal", "floor"), [(True, REHEARSAL_FLOOR_S), (False, FLOOR_S)])
+def test_a_rehearsal_polls_on_its_own_floor_and_a_real_api_on_the_one_that_spares_its_quota(
+    tmp_path: Path, rehearsal: bool, floor: float
+) -> None:
+    manifest, _ = prepare(
+        write(tmp_path, "version: 1\nname: floors\njobs: [{id: a, type: image, prompt: p}]\n")
+    )
+    options = Options(yes=True, dry_run=False, concurrency=None, state_dir=None, interactive=False)
+    call = SimpleNamespace(manifest=manifest, options=options, redactor=Redactor())
+    target = Target("https://api.example.test/api/v1", workspace="w", rehearsal=rehearsal)
+    live = SimpleNamespace(client=SimpleNamespace(), storage=None, store=None, target=target, registry=None,
+                           balance=None, capacity=None, budget=Budget(cap=None))  # fmt: skip
+    assert make_executor(cast(Any, call), cast(Any, live), lambda *_: None).settings.poll_floor == floor

@@ -31,6 +31,7 @@ from sume_batch.exits import INTERNAL_ERROR
 from sume_batch.git import git_revision
 from sume_batch.manifest import Manifest, load_pricing
 from sume_batch.plan import Diff, Plan, Selection, credits, diff_plan, make_plan, plan_text, restrict
+from sume_batch.poll import FLOOR_S, REHEARSAL_FLOOR_S
 from sume_batch.progress import Progress
 from sume_batch.reconcile import LOST_CREATE_GRACE_S
 from sume_batch.records import RunRecord
@@ -296,11 +297,12 @@ def begin(call: Call, live: Live) -> tuple[RunStore, RunRecord, Path]:
 
 def make_executor(call: Call, live: Live, changed: OnChange) -> Executor:
     """The executor of this run, at the concurrency the manifest (or --concurrency) and the account's
-    capacity allow."""
+    capacity allow; a rehearsal polls on its lower floor (`poll.REHEARSAL_FLOOR_S`)."""
     manifest, options = call.manifest, call.options
     concurrency = min(options.concurrency or manifest.concurrency, live.capacity or 1_000_000)
     settings = Settings(
         concurrency=concurrency, timeouts=manifest.timeouts, poll_intervals=manifest.poll_intervals,
+        poll_floor=REHEARSAL_FLOOR_S if live.target.rehearsal else FLOOR_S,
         lost_create_grace=options.lost_create_grace,
     )  # fmt: skip
     transfers = Transfers(
