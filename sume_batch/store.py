@@ -33,6 +33,7 @@ from sume_batch.target import Target, aside_path, legacy_path, store_path
 from sume_batch.writes import Writes
 
 Clock = Callable[[], float]
+Stored = Callable[[Mapping[str, Any], Mapping[str, Any]], tuple[Mapping[str, Any], Mapping[str, Any]]]
 
 
 class RunStore(StoreReader):
@@ -131,21 +132,24 @@ class RunStore(StoreReader):
 
     def add_planned(
         self, rows: Iterable[tuple[str, str, str, Mapping[str, Any], Mapping[str, Any], float | None]], *,
-        run: int | None = None,
+        run: int | None = None, stored: Stored | None = None,
     ) -> int:  # fmt: skip
         """Record planned jobs (key, id, kind, request, matrix, estimate); known keys keep their state
         (and their request: only their id and estimate follow the plan). Returns how many are new.
 
         `run` marks them as the plan of that run (see `begin_run`): a run's report covers its plan.
+        `stored(request, matrix)` gives a new job's request and matrix as the store keeps them (see
+        `redact.stored_variant`); a known job's are never computed.
         """
         now, rows = self.clock(), list(rows)
         with self.transaction() as db:
             known = {key: (id_, est) for key, id_, est in db.execute("SELECT key, id, estimate FROM jobs")}
             fresh = {row[0]: row for row in rows if row[0] not in known}
+            keep = stored or (lambda request, matrix: (request, matrix))
             db.executemany(
                 "INSERT INTO jobs (key, id, kind, request, matrix, state, estimate, updated_at, run)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                ((key, id_, kind, _json(req), _json(mx), JobState.PLANNED, est, now, run)
+                ((key, id_, kind, *map(_json, keep(req, mx)), JobState.PLANNED, est, now, run)
                  for key, id_, kind, req, mx, est in fresh.values()),
             )  # fmt: skip
             moved = [

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import execute_plan, invoke, write
@@ -268,6 +269,24 @@ def test_known_jobs_keep_their_state_and_request_and_join_the_plan_of_the_new_ru
     assert (job.state, job.id, job.estimate, job.request) == ("reserved", "img-0b", 5.0, {"prompt": "p 0"})
     assert [job.key for job in store.plan_of(2)] == ["k0", "k1", "k2"] and store.plan_of(1) == []
     assert store.add_planned(rows) == 0 and [job.key for job in store.plan_of(2)] == ["k0", "k1", "k2"]
+    store.close()
+
+
+def test_only_a_new_jobs_request_is_turned_into_what_the_store_keeps(tmp_path: Path) -> None:
+    store = RunStore.open(tmp_path / "s.sqlite")
+    asked: list[str] = []
+
+    def stored(request: Any, matrix: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        asked.append(request["prompt"])
+        return {"prompt": "[kept]"}, {"n": "[kept]"}
+
+    store.add_planned([("k0", "img-0", "image", {"prompt": "p 0"}, {"n": 0}, 4.0)], stored=stored)
+    rows = [(f"k{n}", f"img-{n}", "image", {"prompt": f"p {n}"}, {"n": n}, 4.0) for n in range(3)]
+    assert store.add_planned(rows, stored=stored) == 2
+    assert asked == ["p 0", "p 1", "p 2"]  # k0 once, when it was new
+    assert {(job.request["prompt"], job.matrix["n"]) for job in store.jobs().values()} == {
+        ("[kept]", "[kept]")
+    }
     store.close()
 
 

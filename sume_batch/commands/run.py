@@ -287,11 +287,11 @@ def begin(call: Call, live: Live) -> tuple[RunStore, RunRecord, Path]:
     record = store.begin_run(run_info(call, live))
     folder = reports / run_folder_name(record)
     folder.mkdir(exist_ok=True)
-    rows = (
-        (spec.key, spec.id, spec.kind.name, *stored_variant(spec.request, spec.matrix, redactor), cost)
-        for spec, cost in ((spec, price.credits) for spec, price in call.plan.jobs)
+    rows = ((spec.key, spec.id, spec.kind.name, spec.request, spec.matrix, price.credits)
+            for spec, price in call.plan.jobs)  # fmt: skip
+    store.add_planned(
+        rows, run=record.seq, stored=lambda request, matrix: stored_variant(request, matrix, redactor)
     )
-    store.add_planned(rows, run=record.seq)
     return store, record, folder
 
 
