@@ -28,6 +28,7 @@ import jsonschema
 from jinja2.exceptions import SecurityError
 
 from sume_batch.confine import ConfinementError, confine_file
+from sume_batch.data import DataRow, shown
 from sume_batch.errors import ManifestError, Problem
 from sume_batch.kinds import Kind
 from sume_batch.manifest import JobTemplate, Manifest, Matrix
@@ -130,7 +131,14 @@ def expand_one(
     if failures:
         return None
     key = job_key(manifest.name, template.kind, rendered, file_digest)
-    return JobSpec(job_id, template.kind, rendered, row, template.index, key)
+    return JobSpec(job_id, template.kind, rendered, _shown_row(row), template.index, key)
+
+
+def _shown_row(row: Row) -> Row:
+    """The row as the store, reports and `--only` see it: a data row by its key (`data.shown`)."""
+    if not any(isinstance(value, DataRow) for value in row.values()):
+        return row
+    return {name: shown(value) for name, value in row.items()}
 
 
 def job_key(campaign: str, kind: Kind, request: Mapping[str, Any], file_digest: str | None) -> str:
@@ -248,7 +256,10 @@ class _Excludes:
 
 
 def _frozen(value: Any) -> Any:
-    """A hashable stand-in for a YAML value, equal to another's exactly when the values are equal."""
+    """A hashable stand-in for a YAML value, equal to another's exactly when the values are equal;
+    a data row with a key stands for its key (`exclude: [{product: "007"}]`)."""
+    if isinstance(value, DataRow) and value.row_key is not None:
+        return value.row_key
     if isinstance(value, dict):
         return frozenset((key, _frozen(item)) for key, item in value.items())
     if isinstance(value, list):
@@ -300,7 +311,11 @@ def _collision(job_id: str, first: tuple[JobTemplate, Row], template: JobTemplat
 
 
 def format_row(row: Row) -> str:
-    return "(" + ", ".join(f"{name}={value}" for name, value in row.items()) + ")" if row else "(no matrix)"
+    return (
+        "(" + ", ".join(f"{name}={shown(value)}" for name, value in row.items()) + ")"
+        if row
+        else "(no matrix)"
+    )
 
 
 class _Problems:

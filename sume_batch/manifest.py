@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +19,11 @@ import jsonschema
 
 from sume_batch import MANIFEST_VERSION, __version__
 from sume_batch.confine import allowed_roots, confine_folder
+from sume_batch.data import DataFile, load_axis
 from sume_batch.errors import ManifestError, Problem
 from sume_batch.kinds import KINDS, Kind
 from sume_batch.schema import campaign_schema, describe_error, schema_problems
-from sume_batch.yamlsafe import MAX_FILE_BYTES, Document, format_path, parse_yaml, text_position
+from sume_batch.yamlsafe import MAX_FILE_BYTES, Document, decode_text, format_path, parse_yaml
 
 # isort: split
 # re-exported until execute/commands/run import from sume_batch.confine
@@ -93,6 +94,7 @@ class Manifest:
     pricing: Mapping[str, Any]
     limits: Limits = Limits()
     roots: tuple[Path, ...] = ()  # where local files may be: the folder (resolved) and any allowed root
+    data: tuple[DataFile, ...] = ()  # the data files its axes read (see `data`)
 
     @property
     def folder(self) -> Path:
@@ -120,20 +122,6 @@ def load_manifest(path: Path, *, roots: Sequence[Path] = ()) -> Manifest:
             [Problem(shown, 0, 0, "", f"file is {os.path.getsize(path):,} bytes; the limit is {limit}")]
         )
     return parse_manifest(decode_text(data, shown), path=path, roots=roots)
-
-
-def decode_text(data: bytes, file: str) -> str:
-    """UTF-8 (a BOM is fine); anything else is a located error naming the first bad byte."""
-    for bom, name in ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\xfe\xff", "UTF-16"), (b"\xff\xfe", "UTF-16")):
-        if data.startswith(bom):
-            raise ManifestError([Problem(file, 0, 0, "", f"the file is {name} text; save it as UTF-8")])
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        before = data[: error.start].decode("utf-8")
-        line, column = text_position(before, len(before))
-        message = f"not UTF-8 text (byte {error.start}: {data[error.start]:#04x}); save it as UTF-8"
-        raise ManifestError([Problem(file, line, column, "", message)]) from None
 
 
 def parse_manifest(text: str, *, path: Path, roots: Sequence[Path] = ()) -> Manifest:
@@ -172,7 +160,8 @@ def build_manifest(
     file = str(path)
     budget, execution, output = data.get("budget", {}), data.get("execution", {}), data.get("output", {})
     allowed = allowed_roots(path.parent, roots)
-    matrix, problems = build_matrix(data.get("matrix", {}), ("matrix",), document, file)
+    files = Files(document, file, path.parent, allowed)
+    matrix, problems = build_matrix(data.get("matrix", {}), ("matrix",), files)
     folders: dict[str, Path] = {}
     for key, default in (("downloads", f"outputs/{data['name']}"), ("reports", "reports")):
         try:
@@ -182,7 +171,7 @@ def build_manifest(
     jobs = []
     for index, job in enumerate(data["jobs"]):
         template, job_problems = build_job(
-            index, job, defaults=data.get("defaults", {}), outer=matrix, document=document, file=file
+            index, job, defaults=data.get("defaults", {}), outer=matrix, files=files
         )
         jobs.append(template)
         problems += job_problems
@@ -207,7 +196,19 @@ def build_manifest(
         pricing=data.get("pricing", {}),
         limits=Limits(**data.get("templates", {})),
         roots=allowed,
+        data=tuple(files.read),
     )
+
+
+@dataclass
+class Files:
+    """Where a manifest's axes find their data files, and the files they read."""
+
+    document: Document
+    file: str
+    folder: Path
+    roots: tuple[Path, ...]
+    read: list[DataFile] = field(default_factory=list)
 
 
 def build_job(
@@ -216,9 +217,9 @@ def build_job(
     *,
     defaults: Mapping[str, Any],
     outer: Matrix,
-    document: Document,
-    file: str,
+    files: Files,
 ) -> tuple[JobTemplate, list[Problem]]:
+    document, file = files.document, files.file
     kind = KINDS[job["type"]]
     own = ("jobs", index)
     fields: dict[str, Any] = {}
@@ -240,25 +241,37 @@ def build_job(
         for name in kind.required
         if name not in fields
     ]
-    matrix, matrix_problems = build_matrix(job.get("matrix", {}), (*own, "matrix"), document, file, outer)
+    matrix, matrix_problems = build_matrix(job.get("matrix", {}), (*own, "matrix"), files, outer)
     marks["matrix"] = document.mark((*own, "matrix"))
     template = JobTemplate(index, kind, job["id"], fields, job.get("vars", {}), matrix, marks)
     return template, problems + matrix_problems
 
 
 def build_matrix(
-    raw: Mapping[str, Any],
-    path: tuple[str | int, ...],
-    document: Document,
-    file: str,
-    outer: Matrix = Matrix(),
+    raw: Mapping[str, Any], path: tuple[str | int, ...], files: Files, outer: Matrix = Matrix()
 ) -> tuple[Matrix, list[Problem]]:
     """A matrix; a job's (`outer` is the campaign's) may not redefine a campaign axis, but its
-    `exclude` rows may name campaign axes to narrow them for this job."""
-    axes = tuple((name, tuple(values)) for name, values in raw.items() if name not in ("include", "exclude"))
+    `exclude` rows may name campaign axes to narrow them for this job. An axis given as a mapping
+    takes its values from a data file (`data.load_axis`)."""
+    document, file = files.document, files.file
+    axes, problems = [], []
+    for name, values in raw.items():
+        if name in ("include", "exclude"):
+            continue
+        if not isinstance(values, Mapping):
+            axes.append((name, tuple(values)))
+            continue
+        where = (file, *document.mark((*path, name)))
+        rows, found, axis_problems = load_axis(
+            values, axis=format_path((*path, name)), folder=files.folder, roots=files.roots, at=where
+        )
+        problems += axis_problems
+        if found is not None and found not in files.read:
+            files.read.append(found)
+        axes.append((name, rows))
     names = {name for name, _ in axes}
     outer_names = {name for name, _ in outer.axes}
-    problems = [
+    problems += [
         Problem(
             file,
             *document.mark((*path, name), key=True),
@@ -281,7 +294,7 @@ def build_matrix(
                 problems.append(
                     Problem(file, *document.mark((*row_path, name), key=True), format_path(row_path), message)
                 )
-    return Matrix(axes, tuple(raw.get("include", ())), tuple(raw.get("exclude", ()))), problems
+    return Matrix(tuple(axes), tuple(raw.get("include", ())), tuple(raw.get("exclude", ()))), problems
 
 
 def load_pricing(path: Path) -> dict[str, Any]:

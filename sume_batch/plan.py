@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from sume_batch import states
+from sume_batch.data import DataFile
 from sume_batch.expand import JobSpec
 from sume_batch.kinds import KINDS
 from sume_batch.manifest import Manifest
@@ -48,6 +49,7 @@ class Plan:
     types: tuple[TypeTotal, ...]
     axes: Mapping[str, Mapping[str, int]]  # axis → value → jobs
     max_credits: float | None
+    data: tuple[DataFile, ...] = ()  # the data files its axes read, with their sha256
 
     @property
     def total(self) -> float:
@@ -80,6 +82,7 @@ def make_plan(
         types=type_totals(jobs),
         axes=axis_counts(specs),
         max_credits=manifest.max_credits,
+        data=manifest.data,
     )
 
 
@@ -204,6 +207,7 @@ def plan_json(plan: Plan) -> dict[str, Any]:
         "object": "plan",
         "campaign": plan.campaign,
         "manifest": str(plan.manifest),
+        "data": [file.to_json() for file in plan.data],
         "estimate": True,
         "total_credits": plan.total,
         "unknown_price_jobs": plan.unknown,
@@ -231,13 +235,17 @@ class Diff:
     """What changed since the last run of this campaign (from its store): like `terraform plan`."""
 
     new: int  # never submitted: `run` submits these
+    changed: int  # a stored job's id with another request (a prompt, a data row): `run` buys these again
     unchanged: int  # submitted before (done, in flight or uncertain): never bought again
     failed: int  # failed, canceled, expired or refused before: re-created only on request
     removed: int  # in the store but no longer in the manifest
     new_credits: float  # the estimate of what `run` would submit now
 
     def text(self) -> str:
-        parts = [f"{self.new:,} new", f"{self.unchanged:,} unchanged (already paid)"]
+        parts = [f"{self.new:,} new"]
+        if self.changed:
+            parts.append(f"{self.changed:,} changed (request edited: bought again)")
+        parts.append(f"{self.unchanged:,} unchanged (already paid)")
         if self.failed:
             parts.append(f"{self.failed:,} failed before (not retried; --retry-failed)")
         parts.append(f"{self.removed:,} removed")
@@ -250,24 +258,31 @@ def diff_plan(
     again: frozenset[str] = frozenset(),
     *,
     cost: Callable[[str, float | None], float | None] | None = None,
+    ids: Mapping[str, str] | None = None,
 ) -> Diff:
     """Compare the plan's job keys with the states a previous run left (key → state); jobs in
     the `again` states (the --retry-failed and similar flags) are bought again. `cost` prices a
-    (kind, estimate) as the budget reserves it (the API's stated rates, see `budget`)."""
+    (kind, estimate) as the budget reserves it (the API's stated rates, see `budget`). With the
+    stored jobs' ids (key → id), a job new by key whose id a removed job had is *changed*: its
+    request changed (a prompt, a data row), so it is bought again."""
     keys = {spec.key for spec, _ in plan.jobs}
     submit = TO_SUBMIT | again
     new = [
-        Price(cost(spec.kind.name, price.credits)) if cost else price
+        (spec, Price(cost(spec.kind.name, price.credits)) if cost else price)
         for spec, price in plan.jobs
         if stored.get(spec.key, JobState.PLANNED) in submit
     ]
     failed = sum(1 for spec, _ in plan.jobs if stored.get(spec.key) in FAILED_BEFORE - again)
+    removed = [key for key in stored if key not in keys]
+    gone = Counter((ids or {}).get(key) for key in removed)
+    changed = sum(1 for spec, _ in new if spec.key not in stored and gone.get(spec.id, 0) > 0)
     return Diff(
-        new=len(new),
+        new=len(new) - changed,
+        changed=changed,
         unchanged=len(plan.jobs) - len(new) - failed,
         failed=failed,
-        removed=sum(1 for key in stored if key not in keys),
-        new_credits=sum(price.credits or 0 for price in new),
+        removed=len(removed) - changed,
+        new_credits=sum(price.credits or 0 for _, price in new),
     )
 
 

@@ -152,6 +152,10 @@ class StoreReader:
         """Job key → state, for every job (two columns read: no request decoded)."""
         return dict(self.db.execute("SELECT key, state FROM jobs"))
 
+    def ids(self) -> dict[str, str]:
+        """Job key → job id, for every job (two columns read)."""
+        return dict(self.db.execute("SELECT key, id FROM jobs"))
+
     def priciest(self) -> list[StoredJob]:
         """Of each kind, the job whose stated price is the highest against its estimate (any with a
         stated price, where none has an estimate): all a budget learns from a store (`Budget.from_store`)."""

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from sume_batch.errors import Problem
+from sume_batch.errors import ManifestError, Problem
 
 MAX_FILE_BYTES = 4 * 1024 * 1024
 MAX_NODES = 200_000  # nodes built after alias expansion; a real manifest has a few thousand
@@ -316,3 +316,17 @@ def _syntax_problem(error: yaml.MarkedYAMLError, file: str) -> Problem:
 def _code_point(character: int | str) -> str:
     """`U+0007`: a character named so it cannot be mistaken for a digit (PyYAML gives an int)."""
     return f"U+{character if isinstance(character, int) else ord(character):04X}"
+
+
+def decode_text(data: bytes, file: str) -> str:
+    """UTF-8 (a BOM is fine); anything else is a located error naming the first bad byte."""
+    for bom, name in ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\xfe\xff", "UTF-16"), (b"\xff\xfe", "UTF-16")):
+        if data.startswith(bom):
+            raise ManifestError([Problem(file, 0, 0, "", f"the file is {name} text; save it as UTF-8")])
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        before = data[: error.start].decode("utf-8")
+        line, column = text_position(before, len(before))
+        message = f"not UTF-8 text (byte {error.start}: {data[error.start]:#04x}); save it as UTF-8"
+        raise ManifestError([Problem(file, line, column, "", message)]) from None

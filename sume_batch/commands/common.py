@@ -55,14 +55,15 @@ def chosen_store(
 
 def read_campaign(
     path: Path | None, cap: float | None, assumed: float | None
-) -> tuple[dict[str, str], Budget]:
+) -> tuple[dict[str, str], Budget, dict[str, str]]:
     """What a campaign's store at its target says, read once and read-only: job key → state (empty
-    when there is no store yet), and the budget (what was spent, the prices the API stated)."""
+    when there is no store yet), the budget (what was spent, the prices the API stated), and job
+    key → job id (for `plan.diff_plan`'s changed jobs)."""
     from sume_batch.budget import Budget  # noqa: PLC0415 - `validate` needs neither (nor sqlite3)
     from sume_batch.records import reading  # noqa: PLC0415
 
     if path is None or not path.exists():
-        return {}, Budget(cap=cap, assumed=assumed)
-    with reading(path) as store:  # two columns of every job, and one job of each kind that has a price
+        return {}, Budget(cap=cap, assumed=assumed), {}
+    with reading(path) as store:  # three columns of every job, and one job of each kind that has a price
         budget = Budget.from_store(store.priciest(), store.committed(), cap=cap, assumed=assumed)
-        return store.states(), budget
+        return store.states(), budget, store.ids()

@@ -42,8 +42,8 @@ def plan(
     manifest, specs = prepare(path, max_jobs=max_jobs, roots=roots)
     result: Plan = restrict(make_plan(manifest, specs, prices, assume=assume_price), selection)
     store = offline_store(manifest, state_dir, env, sandbox=sandbox)
-    stored, budget = read_campaign(store, manifest.max_credits, assume_price)
-    diff = diff_plan(result, stored, selection.again(), cost=budget.cost) if stored else None
+    stored, budget, ids = read_campaign(store, manifest.max_credits, assume_price)
+    diff = diff_plan(result, stored, selection.again(), cost=budget.cost, ids=ids) if stored else None
     document = {
         **plan_json(result), "since_last_run": diff.__dict__ if diff else None,
         "campaign_credits": {"spent_or_held": budget.committed, "price_ratios": budget.differences()},

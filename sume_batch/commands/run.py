@@ -170,8 +170,8 @@ async def _run(call: Call) -> int:
             legacy = legacy_path(folder, call.manifest.name)
             if existing is None and options.dry_run and not target.rehearsal and legacy.exists():
                 existing = legacy  # what the run would take over (see `prepare_store`)
-            states, budget = read_campaign(existing, call.manifest.max_credits, options.assume_price)
-            diff = diff_plan(call.plan, states, options.selection.again(), cost=budget.cost)
+            states, budget, ids = read_campaign(existing, call.manifest.max_credits, options.assume_price)
+            diff = diff_plan(call.plan, states, options.selection.again(), cost=budget.cost, ids=ids)
             echo(redactor.name(plan_text(call.plan)))
             echo(diff.text())
             if note := budget.price_note():
@@ -188,7 +188,9 @@ async def _run(call: Call) -> int:
                     raise RefusedError(
                         "refused before spending: not a terminal, so pass --yes to confirm the run"
                     )
-                if not call.confirm(f"Submit {diff.new} jobs for about {credits(diff.new_credits)} credits?"):
+                if not call.confirm(
+                    f"Submit {diff.new + diff.changed} jobs for about {credits(diff.new_credits)} credits?"
+                ):
                     echo("Nothing was sent.")
                     return 3
             store = RunStore.open(path, target=target, campaign=call.manifest.name)
@@ -366,7 +368,7 @@ def run_info(call: Call, live: Live) -> dict[str, Any]:
     return {
         "campaign": manifest.name,
         "manifest": {"path": str(manifest.path), "sha256": file_digest(manifest.path), "git_commit": commit,
-                     "git_dirty": dirty},
+                     "git_dirty": dirty, "data": [file.to_json() for file in manifest.data]},
         "downloads": str(manifest.downloads.resolve()),
         "reports": str(manifest.reports.resolve()),
         "sandbox": sandbox,

@@ -85,6 +85,10 @@ def build_report(store: StoreReader, source: Source, *, redactor: Redactor, now:
             "sha256": manifest.get("sha256"),
             "git_commit": manifest.get("git_commit"),
             "git_dirty": manifest.get("git_dirty"),
+            "data": [
+                {**item, "path": redactor.name(str(item.get("path", "")))}
+                for item in manifest.get("data") or ()
+            ],
         },
         "run": run_entry,
         "credits": _credits(entries, run),

@@ -1,0 +1,414 @@
+"""Data axes: a matrix axis whose values are the rows of a file beside the manifest (issue 14).
+
+    matrix:
+      product: {from: data/products.csv, key: sku, where: {active: "yes"}, columns: {price: number}}
+
+The file is CSV (`.csv`, or `.tsv` with tabs), JSON Lines (`.jsonl`, `.ndjson`), a JSON array of
+objects (`.json`) or a YAML list of mappings (`.yaml`, `.yml`), UTF-8 (a BOM is fine), confined as
+every local file a manifest names is, and at most `MAX_DATA_BYTES` (`SUME_BATCH_MAX_DATA` changes
+it). Each row is a mapping that templates read (`{{ product.name_de }}`; a column named like a
+mapping method, `items` or `keys`, is read as `product["items"]`).
+
+Columns of a CSV are strings unless `columns:` types them (`string`, `integer`, `number`,
+`boolean`); nothing is inferred, so a SKU `007` stays `007`. In JSON and YAML a value keeps the
+type the file gives it (YAML's ambiguous scalars are refused as in a manifest), and a typed column
+checks it. An empty typed CSV cell is null. `where:` keeps the rows whose columns equal the value
+given (or one of a list of values), compared after typing.
+
+`key:` names the column that identifies a row: every row must have a non-empty one, and two rows
+with one key are an error naming both lines. The key is what the row is called wherever a matrix
+value is shown or matched: `plan`, reports, `--only product=007`, and `exclude: [{product: "007"}]`.
+A job's own identity stays its rendered request (`expand.job_key`), so a row added in git is new
+jobs, a row removed is removed jobs, a row whose used columns changed is a changed job, and the
+other rows are unchanged; the file's sha256 is recorded with the plan and the run.
+
+Every problem is located in the data file (`products.csv:37:4`: line, and column where the field
+starts), all of them at once.
+"""
+
+from __future__ import annotations
+
+import bisect
+import csv
+import hashlib
+import json
+import math
+import os
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sume_batch.confine import ConfinementError, confine_file, read_regular
+from sume_batch.errors import ManifestError, Problem
+from sume_batch.yamlsafe import decode_text, parse_yaml
+
+MAX_DATA_BYTES = 64 * 1024 * 1024
+DATA_ENV = "SUME_BATCH_MAX_DATA"
+FORMATS = {
+    ".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".yaml": "yaml",
+    ".yml": "yaml",
+}  # fmt: skip
+TYPES = ("string", "integer", "number", "boolean")
+BOOLEANS = {"true": True, "false": False, "yes": True, "no": False, "1": True, "0": False}
+MAX_PROBLEMS = 20  # problems reported from one data file; the rest are counted
+
+
+class DataRow(dict[str, Any]):
+    """One row of a data file: its columns, with the value of its `key:` column (None without one)
+    and the line it starts on."""
+
+    __slots__ = ("line", "row_key")
+
+    def __init__(self, columns: Mapping[str, Any], row_key: str | None, line: int) -> None:
+        super().__init__(columns)
+        self.row_key, self.line = row_key, line
+
+
+def shown(value: Any) -> Any:
+    """A matrix value as people see and match it: a data row by its key (the row itself without one)."""
+    return value.row_key if isinstance(value, DataRow) and value.row_key is not None else value
+
+
+@dataclass(frozen=True)
+class DataFile:
+    """A data file an axis read: as the manifest names it, its sha256 and how many rows it gave."""
+
+    name: str
+    sha256: str
+    rows: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.name, "sha256": self.sha256, "rows": self.rows}
+
+
+class _Located(Exception):
+    def __init__(self, line: int, column: int, message: str) -> None:
+        super().__init__(message)
+        self.line, self.column, self.message = line, column, message
+
+
+@dataclass
+class _Source:
+    """What an axis asks of its file, and where to report what goes wrong."""
+
+    shown: str  # the data file as messages name it
+    axis: str  # the manifest path of the axis, e.g. `matrix.product`
+    key: str | None
+    where: Mapping[str, Any]
+    columns: Mapping[str, str]
+    problems: list[Problem]
+    text: bool = False  # cells are text to parse (CSV), not values to check (JSON, YAML)
+    extra: int = 0  # problems past MAX_PROBLEMS
+
+    def problem(self, line: int, column: int, message: str) -> None:
+        if len(self.problems) < MAX_PROBLEMS:
+            self.problems.append(Problem(self.shown, line, column, self.axis, message))
+        else:
+            self.extra += 1
+
+
+def max_data_bytes(env: Mapping[str, str] = os.environ) -> int:
+    """The largest data file an axis may read: `SUME_BATCH_MAX_DATA` (e.g. `200MiB`), else 64 MiB."""
+    text = env.get(DATA_ENV)
+    if not text:
+        return MAX_DATA_BYTES
+    from sume_batch.bounds import parse_size  # noqa: PLC0415 - only when set: `validate` need not import httpx
+
+    return parse_size(text)
+
+
+def load_axis(
+    spec: Mapping[str, Any], *, axis: str, folder: Path, roots: Sequence[Path], at: tuple[str, int, int]
+) -> tuple[tuple[DataRow, ...], DataFile | None, list[Problem]]:
+    """The rows of a data axis (`spec` is its schema-valid mapping), the file read, and every
+    problem found; `at` (file, line, column) locates the axis in the manifest."""
+    manifest, line, column = at
+    value = str(spec["from"])
+    shown_name = os.path.normpath(Path(manifest).parent / value)
+    kind = FORMATS.get(Path(value).suffix.lower())
+    if kind is None:
+        known = ", ".join(sorted(FORMATS))
+        return (
+            (),
+            None,
+            [Problem(manifest, line, column, axis, f"{value}: unknown data format (use {known})")],
+        )
+    try:
+        real = confine_file(value, folder=folder, roots=roots)
+        limit = max_data_bytes()
+        data = read_regular(real, limit=limit)
+    except (ConfinementError, OSError) as error:
+        message = str(error) if isinstance(error, ConfinementError) else f"{value} cannot be read: {error}"
+        return (), None, [Problem(manifest, line, column, axis, message)]
+    if len(data) > limit:
+        message = f"{value} is larger than {limit:,} bytes ({DATA_ENV} sets the bound)"
+        return (), None, [Problem(manifest, line, column, axis, message)]
+    source = _Source(
+        shown_name, axis, spec.get("key"), spec.get("where", {}), spec.get("columns", {}), [],
+        text=kind in ("csv", "tsv"),
+    )  # fmt: skip
+    try:
+        text = _decode(data, shown_name)
+        raw = list(READERS[kind](text, source))
+    except _Located as error:
+        return (), None, [Problem(shown_name, error.line, error.column, axis, error.message)]
+    except ManifestError as error:
+        return (), None, list(error.problems)
+    rows = _rows(raw, source)
+    if not raw and not source.problems:
+        source.problem(1, 1, "the file holds no rows")
+    elif not rows and not source.problems:
+        source.problem(1, 1, f"no row matches where: {json.dumps(dict(source.where), ensure_ascii=False)}")
+    if source.extra:
+        source.problems.append(Problem(shown_name, 0, 0, axis, f"… and {source.extra:,} more problems"))
+    found = DataFile(value, hashlib.sha256(data).hexdigest(), len(rows))
+    return tuple(rows), found, source.problems
+
+
+def _decode(data: bytes, shown_name: str) -> str:
+    return decode_text(data, shown_name).removeprefix("\ufeff")
+
+
+# Each reader yields (line, columns, positions): a row's line, its values, and the column where each
+# value starts (a column absent from `positions` is reported at the row's first column).
+Raw = tuple[int, dict[str, Any], dict[str, int]]
+
+
+def _delimited(text: str, source: _Source, delimiter: str) -> Iterator[Raw]:
+    lines = text.splitlines(keepends=True)
+    reader = csv.reader(lines, delimiter=delimiter, strict=True)
+    header: list[str] | None = None
+    start = 1
+    try:
+        for fields in reader:
+            line, end = start, reader.line_num
+            starts = _starts(lines[line - 1], delimiter) if end == line else [1] * len(fields)
+            start = end + 1
+            if not fields or fields == [""]:
+                continue  # a blank line
+            if header is None:
+                header = _header(fields, starts, line, source)
+                continue
+            if len(fields) != len(header):
+                source.problem(line, 1, f"the row has {len(fields)} fields; the header names {len(header)}")
+                continue
+            positions = dict(zip(header, starts, strict=False))
+            yield line, dict(zip(header, fields, strict=True)), positions
+    except csv.Error as error:
+        raise _Located(reader.line_num, 1, f"not valid CSV: {error}") from None
+    if header is None:
+        raise _Located(1, 1, "the file is empty: a header row and at least one row are needed")
+
+
+def _header(fields: list[str], starts: list[int], line: int, source: _Source) -> list[str]:
+    names = [field.strip() for field in fields]
+    first: dict[str, int] = {}
+    for name, column in zip(names, starts, strict=False):
+        if not name:
+            source.problem(line, column, "a header cell is empty: every column needs a name")
+        elif name in first:
+            source.problem(line, column, f"the column {name!r} is named twice (also at column {first[name]})")
+        else:
+            first[name] = column
+    return names
+
+
+def _starts(line: str, delimiter: str) -> list[int]:
+    """The 1-based column where each field of a one-line CSV record starts."""
+    starts, quoted = [1], False
+    for index, char in enumerate(line):
+        if char == '"':
+            quoted = not quoted
+        elif char == delimiter and not quoted:
+            starts.append(index + 2)
+    return starts
+
+
+def _json_lines(text: str, source: _Source) -> Iterator[Raw]:
+    for line, content in enumerate(text.splitlines(), start=1):
+        if not content.strip():
+            continue
+        try:
+            item = json.loads(content)
+        except json.JSONDecodeError as error:
+            source.problem(line, error.colno, f"not valid JSON: {error.msg}")
+            continue
+        if not isinstance(item, dict):
+            source.problem(line, 1, f"each line must be a JSON object, not {_type_name(item)}")
+            continue
+        yield line, item, {name: content.find(json.dumps(name)) + 1 or 1 for name in item}
+
+
+def _json_array(text: str, source: _Source) -> Iterator[Raw]:
+    decoder, index = json.JSONDecoder(), _skip(text, 0)
+    starts = [0] + [found.end() for found in re.finditer("\n", text)]
+
+    def _position(text: str, index: int) -> tuple[int, int]:
+        line = bisect.bisect_right(starts, index)
+        return line, index - starts[line - 1] + 1
+
+    if not text.startswith("[", index):
+        raise _Located(*_position(text, index), "the file must hold a JSON array of objects")
+    index = _skip(text, index + 1)
+    while not text.startswith("]", index):
+        try:
+            item, end = decoder.raw_decode(text, index)
+        except json.JSONDecodeError as error:
+            raise _Located(error.lineno, error.colno, f"not valid JSON: {error.msg}") from None
+        line, column = _position(text, index)
+        if isinstance(item, dict):
+            yield line, item, {}
+        else:
+            source.problem(line, column, f"each item must be an object, not {_type_name(item)}")
+        index = _skip(text, end)
+        if text.startswith(",", index):
+            index = _skip(text, index + 1)
+        elif not text.startswith("]", index):
+            raise _Located(*_position(text, index), "not valid JSON: expected ',' or ']'")
+    if text[_skip(text, index + 1) :].strip():
+        raise _Located(*_position(text, _skip(text, index + 1)), "not valid JSON: text after the array")
+
+
+def _yaml_list(text: str, source: _Source) -> Iterator[Raw]:
+    document, problems = parse_yaml(text, file=source.shown)
+    if problems:
+        raise ManifestError(problems)
+    if not isinstance(document.data, list):
+        raise _Located(1, 1, "the file must hold a YAML list of mappings")
+    for index, item in enumerate(document.data):
+        line, column = document.mark((index,))
+        if isinstance(item, dict):
+            yield line, item, {str(name): document.mark((index, name), key=True)[1] for name in item}
+        else:
+            source.problem(line, column, f"each item must be a mapping, not {_type_name(item)}")
+
+
+READERS = {
+    "csv": lambda text, source: _delimited(text, source, ","),
+    "tsv": lambda text, source: _delimited(text, source, "\t"),
+    "jsonl": _json_lines,
+    "json": _json_array,
+    "yaml": _yaml_list,
+}
+
+
+def _rows(raw: list[Raw], source: _Source) -> list[DataRow]:
+    """Typed, filtered and keyed rows; each problem recorded at its cell."""
+    rows: list[DataRow] = []
+    keys: dict[str, int] = {}
+    named = [("key", source.key)] if source.key else []
+    named += [("where", name) for name in source.where] + [("columns", name) for name in source.columns]
+    present = set().union(*(columns for _, columns, _ in raw)) if raw else set()
+    missing = [(role, name) for role, name in named if raw and name not in present]
+    for role, name in missing:
+        known = ", ".join(sorted(present)) or "none"
+        source.problem(
+            raw[0][0], 1, f"{role}: names the column {name!r}, which no row has (columns: {known})"
+        )
+    if missing:
+        return []
+    for line, columns, positions in raw:
+        typed, ok = dict(columns), True
+        for name, kind in source.columns.items():
+            if name not in columns:
+                continue
+            try:
+                typed[name] = _typed(columns[name], kind, text=source.text)
+            except ValueError as error:
+                source.problem(line, positions.get(name, 1), f"{name}: {error}")
+                ok = False
+        row_key = None
+        if source.key is not None:
+            value = typed.get(source.key)
+            row_key = "" if value is None else str(value)
+            at = positions.get(source.key, 1)
+            if not row_key.strip():
+                source.problem(line, at, f"the key column {source.key!r} is empty")
+                ok = False
+            elif row_key in keys:
+                message = (
+                    f"duplicate key {source.key}={row_key!r}: the rows at lines {keys[row_key]} and {line}"
+                )
+                source.problem(line, at, message)
+                ok = False
+            else:
+                keys[row_key] = line
+        if not ok or not _kept(typed, source.where):
+            continue
+        rows.append(DataRow(typed, row_key, line))
+    return rows
+
+
+def _typed(value: Any, kind: str, *, text: bool) -> Any:
+    """A cell as its column's type: parsed from CSV text, or checked as JSON/YAML gave it."""
+    if text and isinstance(value, str):
+        return _parsed(value, kind)
+    if value is None:
+        return None
+    wanted = {"string": str, "integer": int, "number": int | float, "boolean": bool}[kind]
+    if (isinstance(value, bool) and kind != "boolean") or not isinstance(value, wanted):
+        hint = '; quote it in the file ("007" stays 007)' if kind == "string" else ""
+        raise ValueError(
+            f"{json.dumps(value, ensure_ascii=False)} is {_type_name(value)}, not {_article(kind)}{hint}"
+        )
+    if kind == "number" and isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{value} is not a finite number")
+    return value
+
+
+def _parsed(cell: str, kind: str) -> Any:
+    if kind == "string":
+        return cell
+    stripped = cell.strip()
+    if not stripped:
+        return None
+    try:
+        if kind == "integer":
+            if not stripped.lstrip("+-").isdigit():
+                raise ValueError
+            return int(stripped)
+        if kind == "number":
+            number = float(stripped)
+            if not math.isfinite(number):
+                raise ValueError
+            return (
+                int(number)
+                if number.is_integer() and "." not in stripped and "e" not in stripped.lower()
+                else number
+            )
+        return BOOLEANS[stripped.lower()]
+    except (ValueError, KeyError):
+        words = "true/false, yes/no or 1/0" if kind == "boolean" else f"{_article(kind)}"
+        raise ValueError(f"{cell!r} is not {words}") from None
+
+
+def _kept(row: Mapping[str, Any], where: Mapping[str, Any]) -> bool:
+    for name, wanted in where.items():
+        value = row.get(name)
+        if value not in (wanted if isinstance(wanted, list) else [wanted]):
+            return False
+    return True
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return "a list" if isinstance(value, list) else "a mapping"
+
+
+def _article(kind: str) -> str:
+    return {"integer": "an integer", "number": "a number", "boolean": "a boolean", "string": "a string"}[kind]
+
+
+def _skip(text: str, index: int) -> int:
+    while index < len(text) and text[index] in " \t\r\n":
+        index += 1
+    return index
