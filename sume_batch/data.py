@@ -259,7 +259,7 @@ def _json_array(text: str, source: _Source) -> Iterator[Raw]:
             raise _Located(error.lineno, error.colno, f"not valid JSON: {error.msg}") from None
         line, column = _position(text, index)
         if isinstance(item, dict):
-            yield line, item, {}
+            yield line, item, dict.fromkeys(item, column)  # a value is located at its object
         else:
             source.problem(line, column, f"each item must be an object, not {_type_name(item)}")
         index = _skip(text, end)
