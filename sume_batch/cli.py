@@ -123,6 +123,10 @@ def validate(files: tuple[Path, ...], max_jobs: int | None, allow_roots: tuple[P
     "--sandbox", "use_sandbox", is_flag=True, help="Compare with the rehearsal store (run --sandbox)."
 )
 @click.option(
+    "--refresh", is_flag=True,
+    help="Read the manifest's workspace axes now (SUME_API_KEY; with --sandbox, the sandbox's).",
+)  # fmt: skip
+@click.option(
     "--assume-price", type=click.FloatRange(min=0, min_open=True), metavar="CREDITS",
     help="Price each job of unknown price at CREDITS (as run --assume-price reserves).",
 )  # fmt: skip
@@ -143,6 +147,7 @@ def plan(
     resubmit_uncertain: bool,
     regenerate: bool,
     allow_roots: tuple[Path, ...],
+    refresh: bool,
 ) -> int:
     """Price a campaign before spending anything: jobs by type, credits, budget.
 
@@ -165,6 +170,7 @@ def plan(
         sandbox=use_sandbox,
         assume_price=assume_price,
         roots=allow_roots,
+        refresh=refresh,
     )
 
 

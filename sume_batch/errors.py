@@ -20,6 +20,7 @@ A Problem is one located complaint about a manifest: `file:line:col: path: messa
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True, order=True)
@@ -53,6 +54,16 @@ class ManifestError(SumeBatchError):
     def __init__(self, problems: list[Problem]) -> None:
         self.problems = sorted(problems)
         super().__init__("\n".join(str(problem) for problem in self.problems))
+
+
+class UnresolvedWorkspace(ManifestError):
+    """A manifest whose only problem is that its workspace axes have not been read (or were read
+    with other settings): `run` and `plan --refresh` read them, then load it again."""
+
+    def __init__(self, problems: list[Problem], axes: tuple[Any, ...], campaign: str) -> None:
+        super().__init__(problems)
+        self.axes = axes  # the `workspace.WorkspaceAxis` of the manifest
+        self.campaign = campaign
 
 
 class RefusedError(SumeBatchError):

@@ -33,6 +33,7 @@ from sume_batch.states import TO_DOWNLOAD, TO_POLL, TO_SUBMIT, ApiStatus, JobSta
 from sume_batch.store import RunStore
 from sume_batch.submit import QUIET_DEFAULT_S, Submitting
 from sume_batch.transfer import Transfers
+from sume_batch.workspace import MissingMedia, live_request
 from sume_batch.writes import LINGER_S
 
 RECONCILE_PASSES = 2  # after the jobs: adopt or re-submit what this run's lost creates did (and waits)
@@ -74,6 +75,7 @@ class Executor(Submitting):
     stopped: str | None = None  # why no new job may be created (auth, credits, interrupt)
     crashed: BaseException | None = None  # a bug of ours stopped the run: it ends as an internal error
     brand_urls: tuple[str, ...] = ()
+    live_urls: Mapping[str, str] = field(default_factory=dict)
     idempotency_honoured: bool = False  # the API is known to honour Idempotency-Key (v1 documents none)
     same_key: set[str] = field(default_factory=set)
     halt: asyncio.Event = field(default_factory=asyncio.Event)  # set by `interrupt`: stop waiting too
@@ -91,7 +93,7 @@ class Executor(Submitting):
 
     async def run(self, jobs: Sequence[tuple[JobSpec, Price]]) -> None:
         """Take every job as far as it can go; the store says where each one ended."""
-        self.requests = {spec.key: spec.request for spec, _ in jobs}
+        self.requests = {spec.key: self._as_sent(spec.request) for spec, _ in jobs}
         if any("brand_reference_images" in spec.request for spec, _ in jobs):
             brand = await self.client.brand_current()
             self.brand_urls = tuple(
@@ -126,6 +128,13 @@ class Executor(Submitting):
             polling.cancel()
             flushing.cancel()
             self.flush()
+
+    def _as_sent(self, request: Mapping[str, Any]) -> Mapping[str, Any]:
+        """A request as its create sends it (workspace URLs as this run read them), to match echoes."""
+        try:
+            return live_request(request, self.live_urls)
+        except MissingMedia:
+            return request
 
     async def advance(
         self, spec: JobSpec, price: Price, started: float, *, generating: asyncio.Semaphore,

@@ -20,9 +20,10 @@ import jsonschema
 from sume_batch import MANIFEST_VERSION, __version__
 from sume_batch.confine import allowed_roots, confine_folder
 from sume_batch.data import DataFile, load_axis
-from sume_batch.errors import ManifestError, Problem
+from sume_batch.errors import ManifestError, Problem, UnresolvedWorkspace
 from sume_batch.kinds import KINDS, Kind
 from sume_batch.schema import campaign_schema, describe_error, schema_problems
+from sume_batch.workspace import Snapshot, WorkspaceAxis
 from sume_batch.yamlsafe import MAX_FILE_BYTES, Document, decode_text, format_path, parse_yaml
 
 # isort: split
@@ -32,6 +33,11 @@ from sume_batch.confine import confine_file as confine_file  # noqa: PLC0414
 from sume_batch.confine import file_digest as file_digest  # noqa: PLC0414
 from sume_batch.confine import read_regular as read_regular  # noqa: PLC0414
 
+UNREAD = "the workspace has not been read for this axis"
+UNREAD_HINT = (
+    " (or was read with other settings): `sume-batch plan --refresh` reads it (needs SUME_API_KEY; --sandbox"
+    " for a rehearsal), and `run` always does"
+)
 DEFAULT_MAX_JOBS = 10_000
 DEFAULT_CONCURRENCY = 8
 
@@ -95,14 +101,17 @@ class Manifest:
     limits: Limits = Limits()
     roots: tuple[Path, ...] = ()  # where local files may be: the folder (resolved) and any allowed root
     data: tuple[DataFile, ...] = ()  # the data files its axes read (see `data`)
+    workspace: tuple[WorkspaceAxis, ...] = ()  # the axes the workspace fills (see `workspace`)
+    snapshot: Snapshot | None = None  # what they were filled from
 
     @property
     def folder(self) -> Path:
         return self.path.parent
 
 
-def load_manifest(path: Path, *, roots: Sequence[Path] = ()) -> Manifest:
-    """Read and validate one campaign file; raise ManifestError with every problem found.
+def load_manifest(path: Path, *, roots: Sequence[Path] = (), snapshot: Snapshot | None = None) -> Manifest:
+    """Read and validate one campaign file; raise ManifestError with every problem found
+    (UnresolvedWorkspace when the only one is workspace axes that `snapshot` does not fill).
 
     `roots` are folders besides the manifest's own that its local files and outputs may use."""
     shown = str(path)
@@ -121,10 +130,12 @@ def load_manifest(path: Path, *, roots: Sequence[Path] = ()) -> Manifest:
         raise ManifestError(
             [Problem(shown, 0, 0, "", f"file is {os.path.getsize(path):,} bytes; the limit is {limit}")]
         )
-    return parse_manifest(decode_text(data, shown), path=path, roots=roots)
+    return parse_manifest(decode_text(data, shown), path=path, roots=roots, snapshot=snapshot)
 
 
-def parse_manifest(text: str, *, path: Path, roots: Sequence[Path] = ()) -> Manifest:
+def parse_manifest(
+    text: str, *, path: Path, roots: Sequence[Path] = (), snapshot: Snapshot | None = None
+) -> Manifest:
     """Validate manifest text; `path` names it in messages and anchors relative paths."""
     file = str(path)
     document, problems = parse_yaml(text, file=file)
@@ -138,7 +149,7 @@ def parse_manifest(text: str, *, path: Path, roots: Sequence[Path] = ()) -> Mani
     problems = list(schema_problems(data, document, file))
     if problems:
         raise ManifestError(problems)
-    return build_manifest(data, document, path, roots)
+    return build_manifest(data, document, path, roots, snapshot)
 
 
 def check_version(data: Mapping[str, Any], document: Document, file: str) -> None:
@@ -154,13 +165,17 @@ def check_version(data: Mapping[str, Any], document: Document, file: str) -> Non
 
 
 def build_manifest(
-    data: Mapping[str, Any], document: Document, path: Path, roots: Sequence[Path] = ()
+    data: Mapping[str, Any],
+    document: Document,
+    path: Path,
+    roots: Sequence[Path] = (),
+    snapshot: Snapshot | None = None,
 ) -> Manifest:
     """Turn schema-valid data into frozen dataclasses; nothing downstream indexes raw dicts."""
     file = str(path)
     budget, execution, output = data.get("budget", {}), data.get("execution", {}), data.get("output", {})
     allowed = allowed_roots(path.parent, roots)
-    files = Files(document, file, path.parent, allowed)
+    files = Files(document, file, path.parent, allowed, snapshot)
     matrix, problems = build_matrix(data.get("matrix", {}), ("matrix",), files)
     folders: dict[str, Path] = {}
     for key, default in (("downloads", f"outputs/{data['name']}"), ("reports", "reports")):
@@ -176,6 +191,9 @@ def build_manifest(
         jobs.append(template)
         problems += job_problems
     if problems:
+        unread = [problem for problem in problems if problem.message.startswith(UNREAD)]
+        if len(unread) == len(problems):
+            raise UnresolvedWorkspace(problems, tuple(files.workspace), data["name"])
         raise ManifestError(problems)
     return Manifest(
         path=path,
@@ -197,6 +215,8 @@ def build_manifest(
         limits=Limits(**data.get("templates", {})),
         roots=allowed,
         data=tuple(files.read),
+        workspace=tuple(files.workspace),
+        snapshot=snapshot if files.workspace else None,
     )
 
 
@@ -208,7 +228,9 @@ class Files:
     file: str
     folder: Path
     roots: tuple[Path, ...]
+    snapshot: Snapshot | None = None
     read: list[DataFile] = field(default_factory=list)
+    workspace: list[WorkspaceAxis] = field(default_factory=list)
 
 
 def build_job(
@@ -260,6 +282,15 @@ def build_matrix(
             continue
         if not isinstance(values, Mapping):
             axes.append((name, tuple(values)))
+            continue
+        if "workspace" in values:
+            axis = WorkspaceAxis(format_path((*path, name)), values)
+            files.workspace.append(axis)
+            rows = files.snapshot.rows(axis) if files.snapshot is not None else None
+            if rows is None:
+                line, column = document.mark((*path, name))
+                problems.append(Problem(file, line, column, axis.path, UNREAD + UNREAD_HINT))
+            axes.append((name, rows or ()))
             continue
         where = (file, *document.mark((*path, name)))
         rows, found, axis_problems = load_axis(

@@ -38,6 +38,7 @@ from sume_batch.registry import Registry
 from sume_batch.responses import Created, balance_of, validation_detail
 from sume_batch.store import RunStore
 from sume_batch.transfer import Transfers
+from sume_batch.workspace import MissingMedia, live_request
 
 FINAL_REFUSALS = frozenset({400, 404, 409, 422})  # the request itself was refused: resending cannot help
 QUIET_MIN_S = 0.02  # beyond the window's own slack, after a lost answer (see `_create`)
@@ -71,6 +72,7 @@ class Submitting:
     creating: asyncio.Lock  # one create at a time (see above)
     probes: dict[str, asyncio.Lock]  # kind → its price-confirming create
     brand_urls: tuple[str, ...]
+    live_urls: Mapping[str, str]  # workspace URLs as stored → as read now (`workspace.live_request`)
     quiet_until: float  # no create before this: the last one's answer was lost (see `keep_quiet`)
     fastest: float  # the quickest answered create of this run, intent to answer
 
@@ -121,8 +123,12 @@ class Submitting:
             self.balance.flying += cost
 
         try:
+            try:
+                request = live_request(spec.request, self.live_urls)
+            except MissingMedia as error:
+                raise NotSentError(str(error)) from None
             upload = await self.transfers.upload(spec)
-            body = request_body(spec.kind, spec.request, brand_urls=self.brand_urls, upload=upload)
+            body = request_body(spec.kind, request, brand_urls=self.brand_urls, upload=upload)
             async with self.creating if not self.idempotency_honoured else contextlib.nullcontext():
                 cost += self._reprice(spec, price, cost)  # the kind's price may have been learned meanwhile
                 created = await self._create(spec, body, attempt, about_to_send)

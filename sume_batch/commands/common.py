@@ -2,28 +2,80 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sume_batch.confine import file_digest
-from sume_batch.errors import UsageError
+from sume_batch.errors import UnresolvedWorkspace, UsageError
 from sume_batch.expand import JobSpec, expand_jobs
 from sume_batch.manifest import Manifest, load_manifest
 from sume_batch.target import DEFAULT_BASE_URL, find_store, store_folder
+from sume_batch.workspace import (
+    Snapshot,
+    WorkspaceAxis,
+    find_snapshot,
+    resolve,
+    snapshot_path,
+    write_snapshot,
+)
 
 if TYPE_CHECKING:
     from sume_batch.budget import Budget
+    from sume_batch.commands.endpoint import Endpoint
+    from sume_batch.target import Target
 
 
 def prepare(
-    path: Path, *, max_jobs: int | None = None, roots: Sequence[Path] = ()
+    path: Path,
+    *,
+    max_jobs: int | None = None,
+    roots: Sequence[Path] = (),
+    snapshot: Snapshot | None = None,
+    find: Callable[[str], Snapshot | None] | None = None,
 ) -> tuple[Manifest, list[JobSpec]]:
     """Load, validate and expand one manifest (no network); `roots` are folders besides its own
-    that its local files and outputs may use (`--allow-root`)."""
-    manifest = load_manifest(path, roots=roots)
+    that its local files and outputs may use (`--allow-root`). Workspace axes are filled from
+    `snapshot`, else from what `find(campaign)` finds (see `workspace`), else UnresolvedWorkspace."""
+    try:
+        manifest = load_manifest(path, roots=roots, snapshot=snapshot)
+    except UnresolvedWorkspace as error:
+        found = find(error.campaign) if find is not None and snapshot is None else None
+        if found is None:
+            raise
+        manifest = load_manifest(path, roots=roots, snapshot=found)
     return manifest, expand_jobs(manifest, digest=cache(file_digest), max_jobs=max_jobs)
+
+
+def saved_snapshots(
+    path: Path, state_dir: Path | None, env: Mapping[str, str] | None, *, sandbox: bool | None
+) -> Callable[[str], Snapshot | None]:
+    """How `validate` (env None: any target) and `plan` find a campaign's workspace snapshot."""
+    folder = store_folder(path.parent, state_dir)
+    base_url = None if env is None else env.get("SUME_API_BASE_URL") or DEFAULT_BASE_URL
+    return lambda campaign: find_snapshot(folder, campaign, base_url=base_url, rehearsal=sandbox)
+
+
+def read_workspace(api: Endpoint, axes: Sequence[WorkspaceAxis], campaign: str, folder: Path) -> Snapshot:
+    """Read the workspace axes at `api` now (GET requests only) and save the snapshot beside the
+    campaign's store at that target; the snapshot, with the URLs as read."""
+    import asyncio  # noqa: PLC0415 - only a manifest with workspace axes reads the API here
+
+    import httpx  # noqa: PLC0415
+
+    from sume_batch.api import SumeClient  # noqa: PLC0415
+    from sume_batch.target import target_of  # noqa: PLC0415
+
+    async def read() -> tuple[Snapshot, Target]:
+        async with httpx.AsyncClient(timeout=30) as http:
+            client = SumeClient(http, api_key=api.api_key, base_url=api.base_url)
+            target = target_of(api.base_url, await client.me(), sandbox=api.rehearsal is not None)
+            return await resolve(client, axes, target), target
+
+    found, target = asyncio.run(read())
+    write_snapshot(snapshot_path(folder, campaign, target), found)
+    return found
 
 
 def offline_store(

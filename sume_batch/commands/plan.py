@@ -7,12 +7,40 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from sume_batch.budget import campaign_line
-from sume_batch.commands.common import offline_store, prepare, read_campaign
-from sume_batch.manifest import load_pricing
+from sume_batch.commands.common import offline_store, prepare, read_campaign, read_workspace, saved_snapshots
+from sume_batch.commands.endpoint import Rehearsal, endpoint
+from sume_batch.errors import UnresolvedWorkspace
+from sume_batch.expand import JobSpec
+from sume_batch.manifest import Manifest, load_pricing
 from sume_batch.plan import Plan, Selection, diff_plan, make_plan, plan_json, plan_text, restrict
 from sume_batch.redact import Redactor
+from sume_batch.target import store_folder
 
 Echo = Callable[[str], None]
+
+
+def planned(
+    path: Path,
+    *,
+    max_jobs: int | None,
+    roots: Sequence[Path],
+    state_dir: Path | None,
+    env: Mapping[str, str],
+    sandbox: bool,
+    refresh: bool,
+) -> tuple[Manifest, list[JobSpec]]:
+    """The manifest expanded, its workspace axes from the last snapshot at this target (offline),
+    or, with `refresh`, read now (the embedded sandbox's workspace for `sandbox`)."""
+    if not refresh:
+        return prepare(
+            path, max_jobs=max_jobs, roots=roots, find=saved_snapshots(path, state_dir, env, sandbox=sandbox)
+        )
+    try:
+        return prepare(path, max_jobs=max_jobs, roots=roots)  # no workspace axis: nothing to read
+    except UnresolvedWorkspace as unread:
+        with endpoint(sandbox=Rehearsal() if sandbox else None, env=env) as api:
+            snapshot = read_workspace(api, unread.axes, unread.campaign, store_folder(path.parent, state_dir))
+        return prepare(path, max_jobs=max_jobs, roots=roots, snapshot=snapshot)
 
 
 def plan(
@@ -29,9 +57,11 @@ def plan(
     sandbox: bool = False,
     assume_price: float | None = None,
     roots: Sequence[Path] = (),
+    refresh: bool = False,
 ) -> int:
     """Price a manifest and show (or write) the plan, with what changed since the last run at the
-    API the environment points at (or the rehearsal store, `sandbox`); exit 0.
+    API the environment points at (or the rehearsal store, `sandbox`); exit 0. `refresh` reads the
+    workspace axes now (with the key; the embedded sandbox's for `sandbox`).
 
     Both pass the redaction gate that `run`'s output passes: requests as data, as the store keeps them
     (workspace/user/key ids and secret fields too), the rest as names (keys, emails, signed URLs: a
@@ -39,7 +69,8 @@ def plan(
     redactor = Redactor.from_env(env)
     gate = redactor.name
     prices = load_pricing(pricing) if pricing else None
-    manifest, specs = prepare(path, max_jobs=max_jobs, roots=roots)
+    manifest, specs = planned(path, max_jobs=max_jobs, roots=roots, state_dir=state_dir, env=env,
+                              sandbox=sandbox, refresh=refresh)  # fmt: skip
     result: Plan = restrict(make_plan(manifest, specs, prices, assume=assume_price), selection)
     store = offline_store(manifest, state_dir, env, sandbox=sandbox)
     stored, budget, ids = read_campaign(store, manifest.max_credits, assume_price)
@@ -55,6 +86,8 @@ def plan(
         echo(gate(json.dumps(document, indent=2, ensure_ascii=False)))
         return 0
     lines = [plan_text(result)]
+    if manifest.snapshot is not None:
+        lines.append(manifest.snapshot.text() + ("" if refresh else "; `plan --refresh` reads it again"))
     if note := budget.price_note():
         lines.append(note)
     if diff:

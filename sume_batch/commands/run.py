@@ -22,16 +22,17 @@ import httpx
 from sume_batch import registry
 from sume_batch.api import SumeClient, in_flight_for
 from sume_batch.budget import BalanceWatch, Budget
-from sume_batch.commands.common import prepare, read_campaign
+from sume_batch.commands.common import prepare, read_campaign, read_workspace
 from sume_batch.commands.endpoint import Endpoint, Rehearsal, endpoint
 from sume_batch.confine import file_digest
-from sume_batch.errors import RefusedError, UsageError
+from sume_batch.errors import RefusedError, UnresolvedWorkspace, UsageError
 from sume_batch.execute import Executor, OnChange, Settings, balance_after
 from sume_batch.exits import INTERNAL_ERROR
 from sume_batch.git import git_revision
 from sume_batch.manifest import Manifest, load_pricing
 from sume_batch.plan import Diff, Plan, Selection, credits, diff_plan, make_plan, plan_text, restrict
 from sume_batch.poll import FLOOR_S, REHEARSAL_FLOOR_S
+from sume_batch.preflight import check_workspace
 from sume_batch.progress import Progress
 from sume_batch.reconcile import LOST_CREATE_GRACE_S
 from sume_batch.records import RunRecord
@@ -42,7 +43,7 @@ from sume_batch.report.document import Source, build_report, run_folder_name
 from sume_batch.report.folder import point_latest, write_reports
 from sume_batch.report.summary import summary_text
 from sume_batch.responses import balance_of, capacity_of
-from sume_batch.states import OK
+from sume_batch.states import OK, TO_SUBMIT, JobState
 from sume_batch.store import RunStore, prepare_store, run_lock
 from sume_batch.supervise import Interrupts, run_log, store_failures, unrecorded_error
 from sume_batch.target import (
@@ -72,11 +73,20 @@ def run(
 ) -> int:
     """Plan, preflight, confirm, execute and summarise a campaign."""
     prices = load_pricing(pricing) if pricing else None
-    manifest, specs = prepare(path, max_jobs=max_jobs, roots=roots)
-    plan = restrict(make_plan(manifest, specs, prices, assume=options.assume_price), options.selection)
+    unread: UnresolvedWorkspace | None = None
+    try:  # every problem a manifest can have without the workspace, found before any request
+        manifest, specs = prepare(path, max_jobs=max_jobs, roots=roots)
+    except UnresolvedWorkspace as error:
+        unread = error
     redactor = Redactor.from_env(env)
     with endpoint(sandbox=sandbox, env=env) as api:
         redactor = Redactor(api_key=api.api_key) if sandbox else redactor
+        if unread is not None:  # a run reads its workspace axes afresh, then plans with what it read
+            folder = store_folder(path.parent, options.state_dir)
+            snapshot = read_workspace(api, unread.axes, unread.campaign, folder)
+            manifest, specs = prepare(path, max_jobs=max_jobs, roots=roots, snapshot=snapshot)
+            echo(redactor.name(snapshot.text()))
+        plan = restrict(make_plan(manifest, specs, prices, assume=options.assume_price), options.selection)
         return asyncio.run(_run(Call(manifest, plan, api, options, redactor, echo, confirm, env)))
 
 
@@ -95,6 +105,21 @@ class Options:
     idempotency_honoured: bool = False
     assume_price: float | None = None  # credits reserved for a job of unknown price (--assume-price)
     lost_create_grace: float = LOST_CREATE_GRACE_S  # see `reconcile`
+
+
+def store_of(call: Call, target: Target) -> tuple[Path, Path]:
+    """The folder of the campaign's stores and its store at this target; refused when another store
+    holds this very workspace under another spelling of the API's URL."""
+    folder = store_folder(call.manifest.folder, call.options.state_dir)
+    path = store_path(folder, call.manifest.name, target)
+    twin = same_workspace(folder, call.manifest.name, target)
+    if twin is not None and not path.exists():
+        raise UsageError(
+            f"{twin} holds this campaign's jobs in this very workspace, recorded for another spelling"
+            " of the API's URL; set SUME_API_BASE_URL to the URL it was run with rather than buy the"
+            " campaign again"
+        )
+    return folder, path
 
 
 def preflight_text(account: Mapping[str, Any], balance: float | None, capacity: int | None) -> str:
@@ -153,15 +178,7 @@ async def _run(call: Call) -> int:
         balance, capacity = balance_of(account), capacity_of(account)
         client.size_for(min(jobs, capacity or jobs))  # the executor runs no more jobs than the capacity
         target = target_of(call.api.base_url, me, sandbox=call.api.sandbox is not None)
-        folder = store_folder(call.manifest.folder, options.state_dir)
-        path = store_path(folder, call.manifest.name, target)
-        twin = same_workspace(folder, call.manifest.name, target)
-        if twin is not None and not path.exists():
-            raise UsageError(
-                f"{twin} holds this campaign's jobs in this very workspace, recorded for another spelling"
-                " of the API's URL; set SUME_API_BASE_URL to the URL it was run with rather than buy the"
-                " campaign again"
-            )
+        folder, path = store_of(call, target)
         with contextlib.nullcontext() if options.dry_run else run_lock(path):
             if not options.dry_run:
                 for notice in prepare_store(folder, call.manifest.name, target):
@@ -172,6 +189,10 @@ async def _run(call: Call) -> int:
                 existing = legacy  # what the run would take over (see `prepare_store`)
             states, budget, ids = read_campaign(existing, call.manifest.max_credits, options.assume_price)
             diff = diff_plan(call.plan, states, options.selection.again(), cost=budget.cost, ids=ids)
+            buying = TO_SUBMIT | options.selection.again()
+            await check_workspace(client, call.manifest, [  # what the jobs to buy need, before any create
+                spec for spec, _ in call.plan.jobs if states.get(spec.key, JobState.PLANNED) in buying
+            ])  # fmt: skip
             echo(redactor.name(plan_text(call.plan)))
             echo(diff.text())
             if note := budget.price_note():
@@ -315,6 +336,7 @@ def make_executor(call: Call, live: Live, changed: OnChange) -> Executor:
         client=live.client, transfers=transfers, store=live.store, settings=settings, redactor=call.redactor,
         clock=time.time, on_change=changed, idempotency_honoured=options.idempotency_honoured,
         budget=live.budget, balance=BalanceWatch(start=live.balance), registry=live.registry,
+        live_urls=manifest.snapshot.live if manifest.snapshot else {},
     )  # fmt: skip
     live.client.halt = executor.halt  # a first Ctrl-C also ends any rate-limit wait or back-off
     return executor

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from sume_batch.commands.common import prepare
+from sume_batch.commands.common import prepare, saved_snapshots
 from sume_batch.errors import ManifestError
 
 Echo = Callable[[str], None]
@@ -16,11 +16,14 @@ def validate(paths: Sequence[Path], *, max_jobs: int | None, echo: Echo, roots: 
     problems = []
     for path in paths:
         try:
-            manifest, specs = prepare(path, max_jobs=max_jobs, roots=roots)
+            found = saved_snapshots(path, None, None, sandbox=None)  # any target's: validate is offline
+            manifest, specs = prepare(path, max_jobs=max_jobs, roots=roots, find=found)
         except ManifestError as error:
             problems += error.problems
             continue
         echo(f"{path}: valid: campaign {manifest.name}, {len(specs):,} job{'s' if len(specs) != 1 else ''}")
+        if manifest.snapshot is not None:
+            echo(f"  {manifest.snapshot.text()}")
     if problems:
         raise ManifestError(problems)
     return 0
