@@ -175,6 +175,19 @@ def plan(
 
 
 @cli.command()
+@click.argument("folder", type=click.Path(path_type=Path, file_okay=False), default=".")
+@click.option("--name", help="The campaign's name (default: the folder's name).")
+def init(folder: Path, name: str | None) -> int:
+    """Scaffold a campaign: a commented manifest, a sample data file, the schema, .gitignore entries.
+
+    Files that exist are kept; the schema copy is brought up to date (run it again after an upgrade).
+    """
+    from sume_batch.commands.init import init  # noqa: PLC0415
+
+    return init(folder, name=name, echo=click.echo)
+
+
+@cli.command()
 @click.option(
     "--host", default="127.0.0.1", show_default=True, help="Address to listen on (loopback by default)."
 )

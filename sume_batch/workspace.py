@@ -91,6 +91,17 @@ class Snapshot:
             return None
         return tuple(DataRow(row, str(row.get("id")), 0) for row in found.get("rows", ()))
 
+    def summary(self) -> dict[str, Any]:
+        """What a run's report says it used: when it was read, and each axis's row ids."""
+        axes = {
+            path: {
+                "rows": [str(row.get("id")) for row in axis.get("rows", ())],
+                "left_out": axis.get("left_out", 0),
+            }
+            for path, axis in self.axes.items()
+        }
+        return {"resolved_at": self.resolved_at, "axes": axes}
+
     def text(self) -> str:
         """What `validate`, `plan` and `run` say about it."""
         where = "a sandbox" if self.target.get("rehearsal") else str(self.target.get("base_url", "the API"))
@@ -120,16 +131,17 @@ def snapshot_path(folder: Path, campaign: str, target: Target) -> Path:
 def find_snapshot(
     folder: Path, campaign: str, *, base_url: str | None, rehearsal: bool | None
 ) -> Snapshot | None:
-    """The newest snapshot of this campaign for the API at `base_url` (any sandbox's, for a
-    rehearsal; any at all when both are None, as `validate` reads); None when there is none."""
+    """The newest snapshot of this campaign as `target.find_store` finds a store: any sandbox's for
+    a rehearsal, else the one read at `base_url` (a sandbox serving there too); any at all when
+    `rehearsal` is None, as `validate` reads. None when there is none."""
     url, found = normalize_url(base_url) if base_url else None, []
     for path in folder.glob(f"{glob_escape(campaign)}.*.workspace.json"):
         snapshot = read_snapshot(path)
         if snapshot is None:
             continue
-        if rehearsal is not None and bool(snapshot.target.get("rehearsal")) != rehearsal:
-            continue
-        if rehearsal or url is None or snapshot.target.get("base_url") == url:
+        if rehearsal is None or (rehearsal and snapshot.target.get("rehearsal")):
+            found.append(snapshot)
+        elif not rehearsal and snapshot.target.get("base_url") == url:
             found.append(snapshot)
     return max(found, key=lambda one: one.resolved_at, default=None)
 

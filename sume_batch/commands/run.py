@@ -390,7 +390,8 @@ def run_info(call: Call, live: Live) -> dict[str, Any]:
     return {
         "campaign": manifest.name,
         "manifest": {"path": str(manifest.path), "sha256": file_digest(manifest.path), "git_commit": commit,
-                     "git_dirty": dirty, "data": [file.to_json() for file in manifest.data]},
+                     "git_dirty": dirty, "data": [file.to_json() for file in manifest.data],
+                     "workspace": manifest.snapshot.summary() if manifest.snapshot else None},
         "downloads": str(manifest.downloads.resolve()),
         "reports": str(manifest.reports.resolve()),
         "sandbox": sandbox,

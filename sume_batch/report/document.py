@@ -89,6 +89,7 @@ def build_report(store: StoreReader, source: Source, *, redactor: Redactor, now:
                 {**item, "path": redactor.name(str(item.get("path", "")))}
                 for item in manifest.get("data") or ()
             ],
+            "workspace": redactor.value(manifest["workspace"]) if manifest.get("workspace") else None,
         },
         "run": run_entry,
         "credits": _credits(entries, run),
