@@ -103,13 +103,16 @@ class Manifest:
     data: tuple[DataFile, ...] = ()  # the data files its axes read (see `data`)
     workspace: tuple[WorkspaceAxis, ...] = ()  # the axes the workspace fills (see `workspace`)
     snapshot: Snapshot | None = None  # what they were filled from
+    unread: tuple[WorkspaceAxis, ...] = ()  # those left empty: no snapshot has them (validate only)
 
     @property
     def folder(self) -> Path:
         return self.path.parent
 
 
-def load_manifest(path: Path, *, roots: Sequence[Path] = (), snapshot: Snapshot | None = None) -> Manifest:
+def load_manifest(
+    path: Path, *, roots: Sequence[Path] = (), snapshot: Snapshot | None = None, unread_ok: bool = False
+) -> Manifest:
     """Read and validate one campaign file; raise ManifestError with every problem found
     (UnresolvedWorkspace when the only one is workspace axes that `snapshot` does not fill).
 
@@ -130,11 +133,18 @@ def load_manifest(path: Path, *, roots: Sequence[Path] = (), snapshot: Snapshot 
         raise ManifestError(
             [Problem(shown, 0, 0, "", f"file is {os.path.getsize(path):,} bytes; the limit is {limit}")]
         )
-    return parse_manifest(decode_text(data, shown), path=path, roots=roots, snapshot=snapshot)
+    return parse_manifest(
+        decode_text(data, shown), path=path, roots=roots, snapshot=snapshot, unread_ok=unread_ok
+    )
 
 
 def parse_manifest(
-    text: str, *, path: Path, roots: Sequence[Path] = (), snapshot: Snapshot | None = None
+    text: str,
+    *,
+    path: Path,
+    roots: Sequence[Path] = (),
+    snapshot: Snapshot | None = None,
+    unread_ok: bool = False,
 ) -> Manifest:
     """Validate manifest text; `path` names it in messages and anchors relative paths."""
     file = str(path)
@@ -149,7 +159,7 @@ def parse_manifest(
     problems = list(schema_problems(data, document, file))
     if problems:
         raise ManifestError(problems)
-    return build_manifest(data, document, path, roots, snapshot)
+    return build_manifest(data, document, path, roots, snapshot, unread_ok=unread_ok)
 
 
 def check_version(data: Mapping[str, Any], document: Document, file: str) -> None:
@@ -170,12 +180,16 @@ def build_manifest(
     path: Path,
     roots: Sequence[Path] = (),
     snapshot: Snapshot | None = None,
+    *,
+    unread_ok: bool = False,
 ) -> Manifest:
-    """Turn schema-valid data into frozen dataclasses; nothing downstream indexes raw dicts."""
+    """Turn schema-valid data into frozen dataclasses; nothing downstream indexes raw dicts.
+    A workspace axis `snapshot` does not fill is a problem, or, with `unread_ok` (validate), an
+    axis of no values, listed in `Manifest.unread`."""
     file = str(path)
     budget, execution, output = data.get("budget", {}), data.get("execution", {}), data.get("output", {})
     allowed = allowed_roots(path.parent, roots)
-    files = Files(document, file, path.parent, allowed, snapshot)
+    files = Files(document, file, path.parent, allowed, snapshot, unread_ok=unread_ok)
     matrix, problems = build_matrix(data.get("matrix", {}), ("matrix",), files)
     folders: dict[str, Path] = {}
     for key, default in (("downloads", f"outputs/{data['name']}"), ("reports", "reports")):
@@ -217,6 +231,7 @@ def build_manifest(
         data=tuple(files.read),
         workspace=tuple(files.workspace),
         snapshot=snapshot if files.workspace else None,
+        unread=tuple(files.unread),
     )
 
 
@@ -229,8 +244,10 @@ class Files:
     folder: Path
     roots: tuple[Path, ...]
     snapshot: Snapshot | None = None
+    unread_ok: bool = False
     read: list[DataFile] = field(default_factory=list)
     workspace: list[WorkspaceAxis] = field(default_factory=list)
+    unread: list[WorkspaceAxis] = field(default_factory=list)
 
 
 def build_job(
@@ -287,7 +304,9 @@ def build_matrix(
             axis = WorkspaceAxis(format_path((*path, name)), values)
             files.workspace.append(axis)
             rows = files.snapshot.rows(axis) if files.snapshot is not None else None
-            if rows is None:
+            if rows is None and files.unread_ok:
+                files.unread.append(axis)
+            elif rows is None:
                 line, column = document.mark((*path, name))
                 problems.append(Problem(file, line, column, axis.path, UNREAD + UNREAD_HINT))
             axes.append((name, rows or ()))

@@ -139,9 +139,8 @@ def find_snapshot(
         snapshot = read_snapshot(path)
         if snapshot is None:
             continue
-        if rehearsal is None or (rehearsal and snapshot.target.get("rehearsal")):
-            found.append(snapshot)
-        elif not rehearsal and snapshot.target.get("base_url") == url:
+        recorded = snapshot.target
+        if rehearsal is None or (recorded.get("rehearsal") if rehearsal else recorded.get("base_url") == url):
             found.append(snapshot)
     return max(found, key=lambda one: one.resolved_at, default=None)
 

@@ -100,11 +100,12 @@ def test_workspace_axes_are_read_by_plan_refresh_and_then_planned_offline_saying
     path = write(tmp_path, SCENES)
     with running_sandbox(SandboxConfig.from_profile("instant")) as server:
         env = {"SUME_API_KEY": server.api_key, "SUME_API_BASE_URL": server.base_url}
-        unread = invoke("validate", str(path))
+        unread = invoke("plan", str(path), env=env)
         assert unread.code == 2
-        assert (
-            f"{path}:9:14: jobs[0].matrix.scene: the workspace has not been read for this axis" in unread.err
-        )
+        assert f"{path}:9:14: jobs[0].matrix.scene: the workspace has not been read" in unread.err
+        unchecked = invoke("validate", str(path))  # valid as far as it goes: it says what is not read
+        assert unchecked.code == 0 and "valid: campaign scenes, 0 jobs" in unchecked.out
+        assert "not read from the workspace yet: jobs[0].matrix.scene, jobs[1].matrix.avatar" in unchecked.out
         refreshed = invoke("plan", str(path), "--refresh", env=env)
         assert refreshed.code == 0, refreshed.err
         requests = server.stats()["requests"]
@@ -121,8 +122,8 @@ def test_workspace_axes_are_read_by_plan_refresh_and_then_planned_offline_saying
     snapshot = next((tmp_path / ".sume-batch").glob("scenes.*.workspace.json")).read_text()
     assert "sume_test" not in snapshot and "asset_seed05" in snapshot
     write(tmp_path, SCENES.replace("q: hook", "q: unboxing"))
-    changed = invoke("validate", str(path))  # another query: the snapshot does not answer it
-    assert changed.code == 2 and "(or was read with other settings)" in changed.err
+    changed = invoke("plan", str(path), env={"SUME_API_BASE_URL": env["SUME_API_BASE_URL"]})
+    assert changed.code == 2 and "(or was read with other settings)" in changed.err  # another query
 
 
 def test_a_run_reads_the_workspace_afresh_and_buys_one_job_per_row(tmp_path: Path) -> None:

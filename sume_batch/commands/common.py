@@ -34,17 +34,19 @@ def prepare(
     roots: Sequence[Path] = (),
     snapshot: Snapshot | None = None,
     find: Callable[[str], Snapshot | None] | None = None,
+    unread_ok: bool = False,
 ) -> tuple[Manifest, list[JobSpec]]:
     """Load, validate and expand one manifest (no network); `roots` are folders besides its own
     that its local files and outputs may use (`--allow-root`). Workspace axes are filled from
-    `snapshot`, else from what `find(campaign)` finds (see `workspace`), else UnresolvedWorkspace."""
+    `snapshot`, else from what `find(campaign)` finds (see `workspace`), else UnresolvedWorkspace
+    (or, with `unread_ok`, left empty and listed in `Manifest.unread`)."""
     try:
         manifest = load_manifest(path, roots=roots, snapshot=snapshot)
     except UnresolvedWorkspace as error:
         found = find(error.campaign) if find is not None and snapshot is None else None
-        if found is None:
+        if found is None and not unread_ok:
             raise
-        manifest = load_manifest(path, roots=roots, snapshot=found)
+        manifest = load_manifest(path, roots=roots, snapshot=found, unread_ok=unread_ok)
     return manifest, expand_jobs(manifest, digest=cache(file_digest), max_jobs=max_jobs)
 
 

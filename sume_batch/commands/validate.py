@@ -17,13 +17,16 @@ def validate(paths: Sequence[Path], *, max_jobs: int | None, echo: Echo, roots: 
     for path in paths:
         try:
             found = saved_snapshots(path, None, None, sandbox=None)  # any target's: validate is offline
-            manifest, specs = prepare(path, max_jobs=max_jobs, roots=roots, find=found)
+            manifest, specs = prepare(path, max_jobs=max_jobs, roots=roots, find=found, unread_ok=True)
         except ManifestError as error:
             problems += error.problems
             continue
         echo(f"{path}: valid: campaign {manifest.name}, {len(specs):,} job{'s' if len(specs) != 1 else ''}")
         if manifest.snapshot is not None:
             echo(f"  {manifest.snapshot.text()}")
+        if manifest.unread:
+            axes = ", ".join(axis.path for axis in manifest.unread)
+            echo(f"  not read from the workspace yet: {axes}; `plan --refresh` reads them (their jobs wait)")
     if problems:
         raise ManifestError(problems)
     return 0
