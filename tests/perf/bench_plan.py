@@ -3,6 +3,7 @@
     .venv/bin/python tests/perf/bench_plan.py [VARIANTS] [--excludes N]   # a generated manifest
     .venv/bin/python tests/perf/bench_plan.py --manifest manifests/spring-launch.yaml
     .venv/bin/python tests/perf/bench_plan.py --startup [--importtime]    # validate, median of 10
+    .venv/bin/python tests/perf/bench_plan.py --csv 100000                # a data axis of 100k CSV rows
 
 The generated manifest has VARIANTS image variants (100 products × 3 ratios × VARIANTS/300 scenes)
 plus 300 video variants; `--excludes N` adds N exclude rows to the image job's matrix (each names a
@@ -11,7 +12,9 @@ process (aim: 100,000 variants in < 5 s and < 250 MB); `--startup` runs `validat
 (spring-launch by default) ten times and prints the median wall time (aim: ≤ 150 ms) and, with
 `--importtime`, the twelve slowest imports (`python -X importtime`, cumulative). `--source DIR`
 runs the sume_batch package found in DIR (a checkout of an older commit, to compare). On a shared
-machine compare CPU times, and run the two checkouts in turns.
+machine compare CPU times, and run the two checkouts in turns. `--csv ROWS` plans one image job
+over a data axis of ROWS CSV rows (typed, keyed, filtered: issue 14), then, as its peer, the generated
+manifest of as many variants from inline axes (ROWS rows inline would pass the 4 MiB manifest bound).
 """
 
 from __future__ import annotations
@@ -52,6 +55,37 @@ jobs:
     resolution: 480p
 """
 ROOT = Path(__file__).resolve().parents[2]
+
+DATA_MANIFEST = """\
+version: 1
+name: bench-data
+budget: {{max_jobs: {limit}}}
+matrix:
+  product: {axis}
+jobs:
+  - id: "img-{{{{ product.sku }}}}"
+    type: image
+    prompt: "Studio photo of {{{{ product.name_de }}}} at {{{{ product.price }}}} EUR, soft light."
+"""
+
+
+def bench_csv(rows: int, *, source: Path) -> None:
+    """Plan a data axis of `rows` CSV rows, then the same rows inline in the manifest (the peer)."""
+    with tempfile.TemporaryDirectory() as folder:
+        data = Path(folder) / "products.csv"
+        lines = ["sku,name_de,price,active"]
+        lines += [f"{n:07d},Gesichtsserum Grün Nr. {n},{n % 50 + 0.5},yes" for n in range(rows)]
+        data.write_text("\n".join(lines) + "\n", "utf-8")
+        axis = (
+            "{from: products.csv, key: sku, where: {active: true}, columns: {price: number, active: boolean}}"
+        )
+        path = Path(folder) / "data.yaml"
+        path.write_text(DATA_MANIFEST.format(limit=rows * 2, axis=axis))
+        print(f"data axis ({data.stat().st_size / 1e6:.1f} MB CSV):")
+        bench_plan(path, source=source)
+        path.write_text(generated(rows, 0))  # the rows inline would pass the 4 MiB manifest bound
+        print("peer: the generated manifest of as many variants from inline axes:")
+        bench_plan(path, source=source)
 
 
 def generated(variants: int, excludes: int) -> str:
@@ -126,6 +160,7 @@ def main() -> None:
     parser.add_argument("--excludes", type=int, default=0)
     parser.add_argument("--manifest", type=Path, help="plan this manifest instead of a generated one")
     parser.add_argument("--startup", action="store_true", help="time validate's start instead")
+    parser.add_argument("--csv", type=int, metavar="ROWS", help="plan a data axis of ROWS CSV rows")
     parser.add_argument("--importtime", action="store_true")
     parser.add_argument("--source", type=Path, default=ROOT, help="the checkout whose sume_batch runs")
     options = parser.parse_args()
@@ -133,6 +168,8 @@ def main() -> None:
     if options.startup:
         manifest = options.manifest or ROOT / "manifests" / "spring-launch.yaml"
         bench_startup(manifest, source=source, importtime=options.importtime)
+    elif options.csv:
+        bench_csv(options.csv, source=source)
     elif options.manifest:
         bench_plan(options.manifest, source=source)
     else:
