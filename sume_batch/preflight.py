@@ -7,7 +7,8 @@ run exits 2 with nothing sent.
   avatar whose answer names no capability in any spelling we read (`workspace.capabilities_of`) is
   let through: the docs name no field, so only what an API says is held against it.
 - A job that asks for Brand DNA references finds a current profile with images.
-- A Face Swap source is a video of a known type, within the upload bound (`transfer.MAX_UPLOAD_BYTES`).
+- A file a job uploads (a Face Swap source, an Asset Library video) is a video of a known type,
+  within the upload bound (`transfer.MAX_UPLOAD_BYTES`).
 """
 
 from __future__ import annotations
@@ -40,9 +41,9 @@ async def check_workspace(client: SumeClient, manifest: Manifest, specs: Sequenc
                 found.add(spec, "brand_reference_images", problem or "")
     for spec in specs:
         upload = spec.kind.upload_field
-        if upload is None or spec.kind.upload_purpose != "face_swap_source_video":
-            continue
-        if wrong := _upload_problem(manifest, str(spec.request[upload]), MAX_UPLOAD_BYTES):
+        if upload is not None and (
+            wrong := _upload_problem(manifest, str(spec.request[upload]), MAX_UPLOAD_BYTES)
+        ):
             found.add(spec, upload, wrong)
     if found.seen:
         raise ManifestError(found.problems())
@@ -122,7 +123,7 @@ def _upload_problem(manifest: Manifest, relative: str, limit: int) -> str | None
         return str(error)
     kind = mimetypes.guess_type(path.name)[0] or ""
     if not kind.startswith("video/"):
-        return f"{relative} is not a video file of a known type (.mp4, .mov, .webm, …): Face Swap needs one"
+        return f"{relative} is not a video file of a known type (.mp4, .mov, .webm, …): uploads are videos"
     if size > limit:
         return f"{relative} is {size:,} bytes, more than the {limit:,} a job uploads"
     return None

@@ -82,7 +82,7 @@ def kill_and_finish(folder: Path, server: Any, *, kills: int, seed: int) -> list
     return codes
 
 
-def check(folder: Path, stats: dict[str, Any]) -> None:
+def check(folder: Path, stats: dict[str, Any], jobs: int = 200) -> None:
     assert stats["creates_by_idempotency_key"] and all(
         n == 1 for n in stats["creates_by_idempotency_key"].values()
     )
@@ -95,7 +95,7 @@ def check(folder: Path, stats: dict[str, Any]) -> None:
     assert not missing, f"job ids the sandbox issued but the store lost: {sorted(missing)}"
     for job_id, state, _, _, reason in rows:  # each finished, or says why not
         assert state == "downloaded" or reason, (job_id, state)
-    assert len(rows) == 200
+    assert len(rows) == jobs
 
 
 @pytest.mark.parametrize("idempotency", ["honour", "ignore"])
@@ -106,3 +106,33 @@ def test_sigkill_at_random_moments_never_pays_twice_or_loses_a_job(tmp_path: Pat
         stats = server.stats()
     assert codes[-1] in (0, 1)
     check(tmp_path, stats)
+
+
+DATA_AND_WORKSPACE = """\
+version: 1
+name: chaos
+budget: {max_jobs: 1000}
+execution:
+  concurrency: 12
+  poll_interval: {image: 0.1}
+matrix:
+  product: {from: products.csv, key: sku}
+  look: {workspace: brand}
+jobs:
+  - id: "img-{{ product.sku }}-{{ look.id }}"
+    type: image
+    prompt: "{{ product.name }} in the brand's look"
+    reference_image_urls: ["{{ look.reference_url }}"]
+"""
+
+
+def test_sigkill_a_campaign_of_data_and_workspace_axes_never_pays_twice(tmp_path: Path) -> None:
+    """Each run reads the workspace afresh (issue 14): a killed run's jobs keep their keys."""
+    rows = "".join(f"{n:04d},Flasche Nr. {n}\n" for n in range(40))
+    (tmp_path / "products.csv").write_text("sku,name\n" + rows)
+    write(tmp_path, DATA_AND_WORKSPACE)
+    with running_sandbox(chaos(seed=12, idempotency="ignore")) as server:
+        codes = kill_and_finish(tmp_path, server, kills=3, seed=9)
+        stats = server.stats()
+    assert codes[-1] in (0, 1)
+    check(tmp_path, stats, jobs=120)  # 40 products × the current Brand DNA's 3 images

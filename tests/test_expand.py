@@ -258,7 +258,21 @@ def test_the_example_manifests_keep_their_job_keys(name: str) -> None:
     specs = expand_jobs(load_manifest(REPO / "manifests" / name), digest=file_digest)
     assert {spec.id: spec.key for spec in specs} == EXAMPLE_KEYS[name]
     assert requests_digest(specs) == EXAMPLE_DIGESTS[name]
-    assert sorted(path.name for path in (REPO / "manifests").glob("*.yaml")) == sorted(EXAMPLE_KEYS)
+    examples = sorted(path.name for path in (REPO / "manifests").glob("*.yaml"))
+    assert examples == sorted([*EXAMPLE_KEYS, "catalog.yaml", "scene-picks.yaml"])
+
+
+def test_the_data_driven_example_keeps_its_job_keys() -> None:
+    """240 jobs from manifests/data/catalog.csv: pinned by digests of (id, key) and of the requests.
+    (scene-picks.yaml's jobs come from the workspace a run reads: no keys to pin offline.)"""
+    specs = expand_jobs(load_manifest(REPO / "manifests" / "catalog.yaml"), digest=file_digest)
+    keys = json.dumps(sorted((spec.id, spec.key) for spec in specs))
+    assert len(specs) == 240
+    assert (
+        hashlib.sha256(keys.encode()).hexdigest()
+        == "c54d275b14532ec3eea7bc7c69e99b8b770a989e6c67ec7303575bfe00a17bef"
+    )
+    assert requests_digest(specs) == "d4f762b0dc00220f7378996d19d72e667f8764c143e57db4a84ca0b38b723fec"
 
 
 def test_every_kind_of_template_and_matrix_keeps_its_keys_and_requests() -> None:

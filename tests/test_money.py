@@ -277,16 +277,19 @@ def test_a_create_answer_with_wrong_typed_fields_keeps_its_ids(workdir: Path) ->
 
 
 def test_a_refusal_keeps_the_apis_field_level_reason(workdir: Path) -> None:
+    # Four images in one create is the sandbox's limit, not the manifest's (the docs give none).
+    # An avatar lacking a capability, the reason this test first checked, the preflight now
+    # refuses before any create (tests/test_workspace.py).
     write(
         workdir,
         f"version: 1\nname: ads\nexecution: {{{FAST}}}\n"
-        "jobs:\n  - {id: ugc, type: ad_video, avatar_id: avatar_noah06, style: ugc, script: Hi}\n",
+        "jobs:\n  - {id: ugc, type: image, prompt: p, image_count: 5}\n",
         "ads.yaml",
     )
     with running_sandbox(SandboxConfig.from_profile("instant")) as server:
         result = invoke("run", "ads.yaml", "--yes", env=env_of(server))
     status = invoke("status", "ads.yaml", "--sandbox")
-    reason = "avatar_id: avatar 'avatar_noah06' lacks the 'ugc_ad' capability"
+    reason = "image_count: must be an integer from 1 to 4"
     assert result.code == 1
     assert reason in result.out and reason in status.out
     report = read_report(workdir, "ads")

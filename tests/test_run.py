@@ -236,7 +236,8 @@ def test_an_edited_prompt_is_the_only_job_bought_again(workdir: Path) -> None:
         )
         path.write_text(path.read_text().replace("A slow pan", "A slow pan at dawn"))
         assert invoke("plan", "campaign.yaml", env=env).out.endswith(
-            "since the last run: 1 new, 9 unchanged (already paid), 1 removed; to submit now: 12 credits\n"
+            "since the last run: 0 new, 1 changed (request edited: bought again), 9 unchanged (already paid),"
+            " 0 removed; to submit now: 12 credits\n"
         )
         again = invoke("run", "campaign.yaml", "--yes", env=env)
         creates = server.stats()["creates_by_idempotency_key"]

@@ -172,7 +172,7 @@ def test_the_preflight_refuses_every_job_the_workspace_cannot_make_before_any_cr
         f"{path}:6:16: jobs[0].avatar_id: no avatar 'avatar_nobody' in this workspace (GET /avatars):"
         " job ad-avatar_nobody (avatar=avatar_nobody)",
         f"{path}:12:19: jobs[1].source_video: selfie.txt is not a video file of a known type (.mp4, .mov, .webm, …):"
-        " Face Swap needs one: job swap (no matrix)",
+        " uploads are videos: job swap (no matrix)",
         f"{path}:13:17: jobs[1].avatar_ids: avatar 'avatar_leo02' cannot be used for face_swap (it can:"
         " talking_head, ugc_ad): job swap (no matrix)",
         "4 problems; nothing was sent.",
