@@ -38,6 +38,7 @@ class Budget:
     ratios: dict[str, float] = field(default_factory=dict)  # kind → stated / estimated (the highest)
     confirmed: set[str] = field(default_factory=set)  # kinds whose real price is known
     assumed: float | None = None  # what a job of unknown price reserves (--assume-price)
+    downstream: float = 0.0  # of `committed`, what a chain's downstream jobs spent (see `stages`)
 
     @classmethod
     def from_store(

@@ -75,7 +75,7 @@ class Executor(Submitting):
     stopped: str | None = None  # why no new job may be created (auth, credits, interrupt)
     crashed: BaseException | None = None  # a bug of ours stopped the run: it ends as an internal error
     brand_urls: tuple[str, ...] = ()
-    live_urls: Mapping[str, str] = field(default_factory=dict)
+    live_urls: dict[str, str] = field(default_factory=dict)  # see `workspace.live_request`
     idempotency_honoured: bool = False  # the API is known to honour Idempotency-Key (v1 documents none)
     same_key: set[str] = field(default_factory=set)
     halt: asyncio.Event = field(default_factory=asyncio.Event)  # set by `interrupt`: stop waiting too
@@ -93,7 +93,7 @@ class Executor(Submitting):
 
     async def run(self, jobs: Sequence[tuple[JobSpec, Price]]) -> None:
         """Take every job as far as it can go; the store says where each one ended."""
-        self.requests = {spec.key: self._as_sent(spec.request) for spec, _ in jobs}
+        self.requests |= {spec.key: self._as_sent(spec.request) for spec, _ in jobs}  # a chain runs again
         if any("brand_reference_images" in spec.request for spec, _ in jobs):
             brand = await self.client.brand_current()
             self.brand_urls = tuple(

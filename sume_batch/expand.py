@@ -17,7 +17,7 @@ import itertools
 import json
 import math
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -34,6 +34,7 @@ from sume_batch.kinds import Kind
 from sume_batch.manifest import JobTemplate, Manifest, Matrix
 from sume_batch.render import Renderer, TemplateFailure
 from sume_batch.schema import campaign_schema, error_message
+from sume_batch.stages import RESERVED_AXIS, Probe, probe, upstream_values
 
 MAX_RENDERED_CHARS = 20_000
 JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -70,6 +71,14 @@ def expand_jobs(manifest: Manifest, *, digest: Digest, max_jobs: int | None = No
     owners: dict[str, tuple[JobTemplate, Row]] = {}
     occurrences: dict[str, int] = {}
     for template in manifest.jobs:
+        if template.needs is not None:  # expanded from its upstream's outputs (`expand_downstream`)
+            for upstream in [probe(template.fan)]:  # checked now, with a stand-in upstream
+                list(
+                    _downstream(
+                        manifest, template, upstream, renderer=renderer, problems=problems, digest=digest
+                    )
+                )
+            continue
         shared = renderer.variables(manifest.vars, template.vars)  # every variant's, but its row's
         for row in matrix_rows(manifest.matrix, template.matrix):
             context = {**shared, **row, "campaign": manifest.name}  # later scopes win, as in `variables`
@@ -90,6 +99,63 @@ def expand_jobs(manifest: Manifest, *, digest: Digest, max_jobs: int | None = No
     if problems:
         raise ManifestError(problems.list())
     return specs
+
+
+def expand_downstream(
+    manifest: Manifest, template: JobTemplate, outputs: Sequence[Mapping[str, Any]], *, digest: Digest
+) -> list[JobSpec]:
+    """A downstream job template's jobs over its upstream's outputs (see `stages`); each job's
+    stored matrix names its upstream. Raise ManifestError listing all problems."""
+    renderer, problems = Renderer(manifest.limits), _Problems(str(manifest.path))
+    specs: list[JobSpec] = []
+    for upstream in upstream_values(outputs, template.fan):
+        specs += _downstream(
+            manifest, template, upstream, renderer=renderer, problems=problems, digest=digest
+        )
+    owners: dict[str, JobSpec] = {}
+    occurrences: dict[str, int] = {}
+    for index, spec in enumerate(specs):
+        if spec.id in owners:
+            problems.add(
+                template, "id", f"job id {spec.id!r} is produced twice: tell the jobs apart by upstream"
+            )
+        owners[spec.id] = spec
+        repeats = occurrences.get(spec.key, 0)
+        occurrences[spec.key] = repeats + 1
+        if repeats:  # the same request over another output (two analyses found one hook): its own job
+            specs[index] = dataclasses.replace(spec, key=_hash(f"{spec.key}#{repeats}"))
+    if problems:
+        raise ManifestError(problems.list())
+    return specs
+
+
+def probe_specs(manifest: Manifest, template: JobTemplate, *, digest: Digest) -> list[JobSpec]:
+    """A downstream template's jobs for one stand-in upstream: one per row of its own matrix."""
+    renderer, problems = Renderer(manifest.limits), _Problems(str(manifest.path))
+    return list(
+        _downstream(
+            manifest, template, probe(template.fan), renderer=renderer, problems=problems, digest=digest
+        )
+    )
+
+
+def _downstream(
+    manifest: Manifest, template: JobTemplate, upstream: Any, *, renderer: Renderer, problems: _Problems,
+    digest: Digest,
+) -> Iterator[JobSpec]:  # fmt: skip
+    """A downstream template's jobs for one value of `upstream`, each row of its own matrix."""
+    shared = renderer.variables(manifest.vars, template.vars)
+    if isinstance(upstream, list):
+        named = "all"
+    else:
+        named = "upstream" if isinstance(upstream, Probe) else str(upstream.get("id"))
+    for row in product_rows(template.matrix):
+        context = {**shared, **row, "campaign": manifest.name, RESERVED_AXIS: upstream}
+        spec = expand_one(
+            manifest, template, row, context, renderer=renderer, problems=problems, digest=digest
+        )
+        if spec is not None:
+            yield dataclasses.replace(spec, matrix={RESERVED_AXIS: named, **spec.matrix})
 
 
 def expand_one(

@@ -23,6 +23,7 @@ from sume_batch.data import DataFile, load_axis
 from sume_batch.errors import ManifestError, Problem, UnresolvedWorkspace
 from sume_batch.kinds import KINDS, Kind
 from sume_batch.schema import campaign_schema, describe_error, schema_problems
+from sume_batch.stages import graph_problems
 from sume_batch.workspace import Snapshot, WorkspaceAxis
 from sume_batch.yamlsafe import MAX_FILE_BYTES, Document, decode_text, format_path, parse_yaml
 
@@ -74,6 +75,9 @@ class JobTemplate:
     vars: Mapping[str, Any]
     matrix: Matrix
     marks: Marks  # field name (and "id", "matrix") → (line, column) of its value
+    stage: str | None = None  # the name other jobs `needs:` it by (see `stages`)
+    needs: str | None = None  # the stage whose outputs it reads as `upstream`
+    fan: str = "aligned"  # one job per upstream output, or `join`: one over all of them
 
     @property
     def path(self) -> str:
@@ -204,6 +208,7 @@ def build_manifest(
         )
         jobs.append(template)
         problems += job_problems
+    problems += graph_problems(jobs, file)
     if problems:
         unread = [problem for problem in problems if problem.message.startswith(UNREAD)]
         if len(unread) == len(problems):
@@ -281,8 +286,12 @@ def build_job(
         if name not in fields
     ]
     matrix, matrix_problems = build_matrix(job.get("matrix", {}), (*own, "matrix"), files, outer)
-    marks["matrix"] = document.mark((*own, "matrix"))
-    template = JobTemplate(index, kind, job["id"], fields, job.get("vars", {}), matrix, marks)
+    for name in ("matrix", "stage", "needs", "fan"):
+        marks[name] = document.mark((*own, name))
+    template = JobTemplate(
+        index, kind, job["id"], fields, job.get("vars", {}), matrix, marks,
+        stage=job.get("stage"), needs=job.get("needs"), fan=job.get("fan", "aligned"),
+    )  # fmt: skip
     return template, problems + matrix_problems
 
 

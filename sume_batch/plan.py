@@ -10,13 +10,15 @@ import dataclasses
 import fnmatch
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
-from sume_batch import states
+from sume_batch import stages, states
+from sume_batch.confine import file_digest
 from sume_batch.data import DataFile
-from sume_batch.expand import JobSpec
+from sume_batch.expand import JobSpec, probe_specs
 from sume_batch.kinds import KINDS
 from sume_batch.manifest import Manifest
 from sume_batch.pricing import Price, merge_prices, price_job
@@ -40,6 +42,23 @@ class TypeTotal:
 
 
 @dataclass(frozen=True)
+class StageBound:
+    """A downstream job template: at most how many jobs its upstream allows, priced (see `stages`)."""
+
+    template: int  # its index in `jobs:`
+    kind: str
+    needs: str
+    fan: str
+    jobs: int  # at most
+    each: float | None  # the highest price of its jobs rendered with a stand-in upstream
+    outputs: int  # at most, per job (what a stage that needs it fans out over)
+
+    @property
+    def subtotal(self) -> float:
+        return self.jobs * (self.each or 0.0)
+
+
+@dataclass(frozen=True)
 class Plan:
     """What a run would do and what it would cost, before anything is sent."""
 
@@ -50,10 +69,21 @@ class Plan:
     axes: Mapping[str, Mapping[str, int]]  # axis → value → jobs
     max_credits: float | None
     data: tuple[DataFile, ...] = ()  # the data files its axes read, with their sha256
+    stages: tuple[StageBound, ...] = ()  # the jobs that run once their upstream is ready
+    pricer: Callable[[JobSpec], Price] | None = field(default=None, compare=False, repr=False)
 
     @property
     def total(self) -> float:
+        """Every job's estimate, each downstream stage at its worst case."""
+        return self.now_total + self.staged_total
+
+    @property
+    def now_total(self) -> float:
         return sum(line.subtotal for line in self.types)
+
+    @property
+    def staged_total(self) -> float:
+        return sum(stage.subtotal for stage in self.stages)
 
     @property
     def unknown(self) -> int:
@@ -74,7 +104,11 @@ def make_plan(
     """Price every job; `prices` (from --pricing) is laid over the manifest's own `pricing:`, and a
     job whose price is still unknown is priced at `assume` (--assume-price), marked as assumed."""
     table = merge_prices(manifest.pricing, prices or {})
-    jobs = tuple((spec, assumed(price_job(spec.kind.name, spec.request, table), assume)) for spec in specs)
+
+    def pricer(spec: JobSpec) -> Price:
+        return assumed(price_job(spec.kind.name, spec.request, table), assume)
+
+    jobs = tuple((spec, pricer(spec)) for spec in specs)
     return Plan(
         campaign=manifest.name,
         manifest=manifest.path,
@@ -83,7 +117,33 @@ def make_plan(
         axes=axis_counts(specs),
         max_credits=manifest.max_credits,
         data=manifest.data,
+        stages=stage_bounds(manifest, specs, pricer),
+        pricer=pricer,
     )
+
+
+def stage_bounds(
+    manifest: Manifest, specs: Sequence[JobSpec], price: Callable[[JobSpec], Price]
+) -> tuple[StageBound, ...]:
+    """Each downstream template's worst case: every upstream job making every output (`stages`)."""
+    outputs: Counter[str] = Counter()  # stage → outputs at most
+    for spec in specs:
+        stage = manifest.jobs[spec.template].stage
+        if stage:
+            outputs[stage] += stages.outputs_of(spec.kind.name, spec.request)
+    bounds = []
+    for template in stages.order(manifest.jobs):
+        probes = probe_specs(manifest, template, digest=cache(file_digest))
+        count = len(probes) * (outputs[template.needs or ""] if template.fan == "aligned" else 1)
+        prices = [found.credits for found in map(price, probes) if found.credits is not None]
+        per_job = max((stages.outputs_of(one.kind.name, one.request) for one in probes), default=1)
+        if template.stage:
+            outputs[template.stage] += count * per_job
+        bounds.append(StageBound(
+            template.index, template.kind.name, template.needs or "", template.fan, count,
+            max(prices) if len(prices) == len(probes) and prices else None, per_job,
+        ))  # fmt: skip
+    return tuple(bounds)
 
 
 def assumed(price: Price, assume: float | None) -> Price:
@@ -171,7 +231,7 @@ def plan_text(plan: Plan) -> str:
         rows.append(
             (line.kind, f"{line.count:,}", each if line.count > line.unknown else "unknown", subtotal)
         )
-    rows.append(("total", f"{count:,}", "", credits(plan.total) + (" + unknown" if plan.unknown else "")))
+    rows.append(("total", f"{count:,}", "", credits(plan.now_total) + (" + unknown" if plan.unknown else "")))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     for row in rows:
         lines.append(
@@ -180,6 +240,13 @@ def plan_text(plan: Plan) -> str:
                 for i, (cell, w) in enumerate(zip(row, widths, strict=True))
             ).rstrip()
         )
+    if plan.stages:
+        lines += ["", "stages (run once their upstream is ready; at most):"]
+        for stage in plan.stages:
+            each = credits(stage.each) if stage.each is not None else "unknown"
+            lines.append(f"  jobs[{stage.template}] {stage.kind}: needs {stage.needs} ({stage.fan}),"
+                         f" up to {stage.jobs:,} jobs × {each} = {credits(stage.subtotal)}")  # fmt: skip
+        lines.append(f"  the whole chain: up to {credits(plan.total)} credits")
     if plan.axes:
         lines += ["", "matrix:"]
         lines += [f"  {axis}: {_axis_line(values)}" for axis, values in plan.axes.items()]
@@ -214,6 +281,7 @@ def plan_json(plan: Plan) -> dict[str, Any]:
         "max_credits": plan.max_credits,
         "over_budget": plan.over_budget,
         "types": [line.__dict__ for line in plan.types],
+        "stages": [{**stage.__dict__, "subtotal": stage.subtotal} for stage in plan.stages],
         "axes": plan.axes,
         "jobs": [
             {

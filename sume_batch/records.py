@@ -212,6 +212,15 @@ class StoreReader:
         reserved, _, retired = self._sums()
         return reserved + retired
 
+    def committed_downstream(self) -> float:
+        """What the campaign's downstream jobs (see `stages`: their matrix names an upstream) have
+        spent or hold: the part of a chain's worst case already paid for."""
+        query = (
+            f"SELECT COALESCE(SUM(reserved), 0) FROM jobs WHERE {_CHARGED_WHERE}"  # noqa: S608
+            " AND json_extract(matrix, '$.upstream') IS NOT NULL"
+        )
+        return float(self.db.execute(query, _CHARGED_ARGS).fetchone()[0])
+
     def _sums(self) -> tuple[float, float, float]:
         """Reserved and stated credits of the jobs that may have cost credits, and all retired ones."""
         row = self.db.execute(

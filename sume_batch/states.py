@@ -17,6 +17,7 @@ planned ─▶ reserved ─▶ submitting ─▶ submitted ─▶ completed ─�
   │  │         │  └──▶ planned (not created for a reason that can pass: credits, auth, rate limits)
   │  └─────────┴──▶ skipped (budget) ──▶ reserved (a later run, when the budget allows; a run
   │                                               killed before its create reserves again)
+  ├──▶ blocked (a downstream job whose upstream failed: never sent; see `stages`)
   └── any state, by --regenerate, --retry-failed, --resubmit-uncertain (`restart`)
 ```
 
@@ -48,6 +49,7 @@ class JobState(StrEnum):
     REJECTED = "rejected"
     UNCERTAIN = "uncertain"
     SKIPPED = "skipped"
+    BLOCKED = "blocked"
 
 
 class NextRun(StrEnum):
@@ -60,6 +62,7 @@ class NextRun(StrEnum):
     SETTLE = "report uncertain"  # a create a crashed run left in flight
     LEAVE = "leave (retry only on request)"
     LEAVE_UNCERTAIN = "leave (resubmit only on request)"
+    WAIT = "wait for its upstream"
 
 
 class Again(StrEnum):
@@ -86,7 +89,8 @@ class Meaning:
 S, N, A = JobState, NextRun, Again
 # The arrows of the diagram above: where a job may go from each state (besides `restart`).
 TRANSITIONS: dict[str, frozenset[JobState]] = {
-    S.PLANNED: frozenset({S.RESERVED, S.SKIPPED}),
+    S.PLANNED: frozenset({S.RESERVED, S.SKIPPED, S.BLOCKED}),
+    S.BLOCKED: frozenset(),  # a later run whose upstream succeeds plans other jobs (other keys)
     S.SKIPPED: frozenset({S.RESERVED, S.SKIPPED}),
     S.RESERVED: frozenset({S.SUBMITTING, S.SKIPPED, S.PLANNED, S.RESERVED}),  # again: a killed run's
     S.SUBMITTING: frozenset({S.SUBMITTED, S.UNCERTAIN, S.REJECTED, S.PLANNED}),
@@ -113,6 +117,7 @@ _ROWS = (
     (S.EXPIRED,    N.LEAVE,           0, 1, 1, A.RETRY_FAILED,       "expired"),
     (S.CANCELED,   N.LEAVE,           0, 1, 1, A.RETRY_FAILED,       "canceled"),
     (S.SKIPPED,    N.SUBMIT,          0, 0, 1, None,                 "skipped (budget)"),
+    (S.BLOCKED,    N.WAIT,            0, 0, 1, None,                 "blocked (its upstream failed)"),
     (S.PLANNED,    N.SUBMIT,          0, 0, 0, None,                 "not submitted"),
     (S.RESERVED,   N.SUBMIT,          0, 0, 0, None,                 "not submitted"),
     (S.SUBMITTING, N.SETTLE,          1, 0, 0, None,                 "being submitted"),

@@ -189,6 +189,10 @@ class RunStore(StoreReader):
         """The budget (or an unknown price) holds the job back. Lost: the next run asks the budget again."""
         return self._move(key, JobState.SKIPPED, reserved=0, note=f"budget: {why}")
 
+    def block(self, key: str, why: str) -> StoredJob:
+        """A downstream job whose upstream failed: never sent, never charged (see `stages`)."""
+        return self._move(key, JobState.BLOCKED, error_message=why, note=why)
+
     def intend(self, key: str, *, attempt: int, at: float) -> StoredJob:
         """The create is about to go out. Durable, with every move before it: a crash after this
         leaves an `uncertain` job, and the store holds all this run did before the bytes went out."""

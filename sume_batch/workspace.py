@@ -173,12 +173,12 @@ async def resolve(client: SumeClient, axes: Sequence[WorkspaceAxis], target: Tar
     live: dict[str, str] = {}
     for axis in axes:
         rows, left_out = await READERS[axis.spec["workspace"]](client, axis)
-        kept = [_stored(row, live) for row in rows]
+        kept = [stored_form(row, live) for row in rows]
         read[axis.path] = {"spec": dict(axis.spec), "rows": kept, "left_out": left_out}
     return Snapshot(time.time(), target.to_json(), read, live)
 
 
-def _stored(value: Any, live: dict[str, str]) -> Any:
+def stored_form(value: Any, live: dict[str, str]) -> Any:
     """A value as a snapshot keeps it: every URL redacted, the URL as read remembered in `live`."""
     if isinstance(value, str):
         kept = redact_urls(value)
@@ -186,9 +186,9 @@ def _stored(value: Any, live: dict[str, str]) -> Any:
             live[kept] = value
         return kept
     if isinstance(value, Mapping):
-        return {key: _stored(item, live) for key, item in value.items()}
+        return {key: stored_form(item, live) for key, item in value.items()}
     if isinstance(value, list):
-        return [_stored(item, live) for item in value]
+        return [stored_form(item, live) for item in value]
     return value
 
 

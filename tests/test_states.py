@@ -50,6 +50,7 @@ def test_the_derived_sets_say_what_the_commands_rely_on() -> None:
         "rejected",
         "timed_out",
         "skipped",
+        "blocked",
     } == states.ATTENTION
     assert (
         states.again(retry_failed=True)

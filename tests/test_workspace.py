@@ -17,7 +17,7 @@ from sume_batch.commands.common import prepare
 from sume_batch.errors import ApiError, ManifestError
 from sume_batch.preflight import check_workspace
 from sume_batch.sandbox import SandboxConfig, running_sandbox
-from sume_batch.workspace import MissingMedia, _stored, capabilities_of, live_request, scene_row
+from sume_batch.workspace import MissingMedia, stored_form, capabilities_of, live_request, scene_row
 
 SCENES = """\
 version: 1
@@ -84,7 +84,7 @@ def test_an_avatars_capabilities_are_read_in_every_spelling(avatar: dict[str, An
 def test_a_snapshot_keeps_no_signed_url_and_a_run_sends_the_url_it_just_read() -> None:
     live: dict[str, str] = {}
     signed = "https://media.test/a.png?X-Amz-Signature=abc123&X-Amz-Expires=900"
-    row = _stored({"id": "a", "thumbnail_url": signed, "notes": ["plain https://media.test/b.png"]}, live)
+    row = stored_form({"id": "a", "thumbnail_url": signed, "notes": ["plain https://media.test/b.png"]}, live)
     assert row["thumbnail_url"] == "https://media.test/a.png?<redacted>"
     assert live == {"https://media.test/a.png?<redacted>": signed}
     request = {"prompt": "p", "reference_image_urls": [row["thumbnail_url"]]}

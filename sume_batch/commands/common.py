@@ -120,4 +120,5 @@ def read_campaign(
         return {}, Budget(cap=cap, assumed=assumed), {}
     with reading(path) as store:  # three columns of every job, and one job of each kind that has a price
         budget = Budget.from_store(store.priciest(), store.committed(), cap=cap, assumed=assumed)
+        budget.downstream = store.committed_downstream()
         return store.states(), budget, store.ids()

@@ -19,9 +19,10 @@ from typing import Any
 
 import httpx
 
-from sume_batch import registry
+from sume_batch import registry, stages
 from sume_batch.api import SumeClient, in_flight_for
 from sume_batch.budget import BalanceWatch, Budget
+from sume_batch.chain import next_stage
 from sume_batch.commands.common import prepare, read_campaign, read_workspace
 from sume_batch.commands.endpoint import Endpoint, Rehearsal, endpoint
 from sume_batch.confine import file_digest
@@ -33,6 +34,7 @@ from sume_batch.manifest import Manifest, load_pricing
 from sume_batch.plan import Diff, Plan, Selection, credits, diff_plan, make_plan, plan_text, restrict
 from sume_batch.poll import FLOOR_S, REHEARSAL_FLOOR_S
 from sume_batch.preflight import check_workspace
+from sume_batch.pricing import Price
 from sume_batch.progress import Progress
 from sume_batch.reconcile import LOST_CREATE_GRACE_S
 from sume_batch.records import RunRecord
@@ -133,11 +135,14 @@ def refusal(plan: Plan, diff: Diff, balance: float | None, budget: Budget, optio
     """Why `run` must not spend, or None; checked before any create. The budget covers the whole
     campaign at its target, what earlier runs spent included; the balance needs to cover only what
     this run would submit."""
-    if budget.cap is not None and not budget.admits(diff.new_credits):
-        need, cap = budget.committed + diff.new_credits, f"over budget.max_credits ({credits(budget.cap)})"
+    staged = max(0.0, plan.staged_total - budget.downstream)  # a chain's stages not paid for yet, worst case
+    new = diff.new_credits + staged
+    if budget.cap is not None and not budget.admits(new):
+        need, cap = budget.committed + new, f"over budget.max_credits ({credits(budget.cap)})"
+        chain = f", its later stages at their worst case ({credits(staged)})" if staged else ""
         if not budget.committed:
-            return f"the estimate ({credits(need)} credits) is {cap}"
-        spent = f"{credits(budget.committed)} spent or held, {credits(diff.new_credits)} to submit"
+            return f"the estimate ({credits(need)} credits{chain}) is {cap}"
+        spent = f"{credits(budget.committed)} spent or held, {credits(diff.new_credits)} to submit{chain}"
         return f"the campaign would reach {credits(need)} credits ({spent}), {cap}"
     if balance is not None and diff.new_credits > balance:
         return f"the estimate ({credits(diff.new_credits)} credits) is more than the balance ({credits(balance)})"  # noqa: E501
@@ -258,10 +263,12 @@ async def _execute(call: Call, live: Live) -> int:
         progress.credits = lambda: executor.reserved
         with Interrupts(executor, echo=echo) as interrupts, store_failures(executor):
             await interrupts.run(call.plan.jobs)
+            keys = [spec.key for spec, _ in call.plan.jobs]
+            keys += await run_stages(call, store, executor, interrupts, changed, run=record.seq)
             if executor.unrecorded:
                 raise unrecorded_error(executor)
             stored = store.states()
-            counts = Counter(stored[spec.key] for spec, _ in call.plan.jobs)  # the run's plan (`begin`)
+            counts = Counter(stored[key] for key in keys)  # the run's plan (`begin`), its stages' jobs
             after = await balance_after(live.client, live.balance, halt=executor.halt)
             number = interrupts.signal
             code = exit_code(executor, number, set(counts))
@@ -284,6 +291,43 @@ async def _execute(call: Call, live: Live) -> int:
     if problem:
         raise UsageError(f"{problem}; `sume-batch report {manifest.path}` writes them again")
     return code
+
+
+async def run_stages(
+    call: Call, store: RunStore, executor: Executor, interrupts: Interrupts, changed: OnChange, *, run: int
+) -> list[str]:
+    """Each downstream stage once its upstream stage has finished (see `stages`); the keys of the
+    jobs it made, blocked ones too. Stops when the run is stopped or interrupted."""
+    manifest, echo, redactor = call.manifest, call.echo, call.redactor
+    done, keys = list(call.plan.jobs), []
+    for template in stages.order(manifest.jobs):
+        if executor.halt.is_set() or executor.stopped or executor.crashed:
+            break
+        price = call.plan.pricer or (lambda spec: Price(None, "unpriced"))
+        stage = await next_stage(template, done, manifest=manifest, store=store, transfers=executor.transfers,
+                                 price=price, live=executor.live_urls, run=run)  # fmt: skip
+        for line in stage.problems:
+            echo(redactor.name(line))
+        for key, job_id in stage.blocked:
+            changed(job_id, JobState.BLOCKED, None)
+            keys.append(key)
+        if stage.waiting:
+            echo(f"{template.path} waits for {stage.waiting:,} upstream job(s) of stage {template.needs}:"
+                 " the next run goes on")  # fmt: skip
+            continue
+        rows = (
+            (spec.key, spec.id, spec.kind.name, spec.request, spec.matrix, cost.credits)
+            for spec, cost in stage.jobs
+        )
+        store.add_planned(
+            rows, run=run, stored=lambda request, matrix: stored_variant(request, matrix, redactor)
+        )
+        for spec, _ in stage.jobs:
+            changed(spec.id, store.job(spec.key).state, None)
+        await interrupts.run(stage.jobs)
+        done += stage.jobs
+        keys += [spec.key for spec, _ in stage.jobs]
+    return keys
 
 
 def exit_code(executor: Executor, signal: int | None, states: set[str]) -> int:
@@ -336,7 +380,7 @@ def make_executor(call: Call, live: Live, changed: OnChange) -> Executor:
         client=live.client, transfers=transfers, store=live.store, settings=settings, redactor=call.redactor,
         clock=time.time, on_change=changed, idempotency_honoured=options.idempotency_honoured,
         budget=live.budget, balance=BalanceWatch(start=live.balance), registry=live.registry,
-        live_urls=manifest.snapshot.live if manifest.snapshot else {},
+        live_urls=dict(manifest.snapshot.live) if manifest.snapshot else {},
     )  # fmt: skip
     live.client.halt = executor.halt  # a first Ctrl-C also ends any rate-limit wait or back-off
     return executor
