@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from sume_batch.confine import ConfinementError, confine_file, read_regular
-from sume_batch.errors import ManifestError, Problem
+from sume_batch.errors import ManifestError, Problem, UsageError
 from sume_batch.yamlsafe import decode_text, parse_yaml
 
 MAX_DATA_BYTES = 64 * 1024 * 1024
@@ -52,6 +52,7 @@ FORMATS = {
 }  # fmt: skip
 TYPES = ("string", "integer", "number", "boolean")
 BOOLEANS = {"true": True, "false": False, "yes": True, "no": False, "1": True, "0": False}
+LINE_ENDS = re.compile(r"(?<=\r\n)|(?<=\n)(?<!\r\n)|(?<=\r)(?!\n)")
 MAX_PROBLEMS = 20  # problems reported from one data file; the rest are counted
 
 
@@ -110,13 +111,20 @@ class _Source:
 
 
 def max_data_bytes(env: Mapping[str, str] = os.environ) -> int:
-    """The largest data file an axis may read: `SUME_BATCH_MAX_DATA` (e.g. `200MiB`), else 64 MiB."""
-    text = env.get(DATA_ENV)
+    """The largest data file an axis may read: `SUME_BATCH_MAX_DATA` (e.g. `200MiB`, at most 4 GiB),
+    else 64 MiB; a bad value is a UsageError (exit 2)."""
+    text = env.get(DATA_ENV, "").strip()
     if not text:
         return MAX_DATA_BYTES
     from sume_batch.bounds import parse_size  # noqa: PLC0415 - only when set: `validate` need not import httpx
 
-    return parse_size(text)
+    try:
+        size = parse_size(text)
+    except (ValueError, OverflowError) as error:
+        raise UsageError(f"{DATA_ENV}={text!r}: {error}") from None
+    if size > 4 << 30:
+        raise UsageError(f"{DATA_ENV}={text!r}: at most 4GiB (a data file is read whole)")
+    return size
 
 
 def load_axis(
@@ -177,7 +185,9 @@ Raw = tuple[int, dict[str, Any], dict[str, int]]
 
 
 def _delimited(text: str, source: _Source, delimiter: str) -> Iterator[Raw]:
-    lines = text.splitlines(keepends=True)
+    lines = LINE_ENDS.split(text)  # not str.splitlines: U+2028 or a form feed in a cell ends no row
+    if lines and not lines[-1]:
+        lines.pop()
     reader = csv.reader(lines, delimiter=delimiter, strict=True)
     header: list[str] | None = None
     start = 1
@@ -227,13 +237,16 @@ def _starts(line: str, delimiter: str) -> list[int]:
 
 
 def _json_lines(text: str, source: _Source) -> Iterator[Raw]:
-    for line, content in enumerate(text.splitlines(), start=1):
+    for line, content in enumerate(text.split("\n"), start=1):
         if not content.strip():
             continue
         try:
             item = json.loads(content)
         except json.JSONDecodeError as error:
             source.problem(line, error.colno, f"not valid JSON: {error.msg}")
+            continue
+        except (ValueError, RecursionError) as error:  # a number of 4,300+ digits, nesting too deep
+            source.problem(line, 1, f"not usable JSON: {_why(error)}")
             continue
         if not isinstance(item, dict):
             source.problem(line, 1, f"each line must be a JSON object, not {_type_name(item)}")
@@ -257,6 +270,8 @@ def _json_array(text: str, source: _Source) -> Iterator[Raw]:
             item, end = decoder.raw_decode(text, index)
         except json.JSONDecodeError as error:
             raise _Located(error.lineno, error.colno, f"not valid JSON: {error.msg}") from None
+        except (ValueError, RecursionError) as error:
+            raise _Located(*_position(text, index), f"not usable JSON: {_why(error)}") from None
         line, column = _position(text, index)
         if isinstance(item, dict):
             yield line, item, dict.fromkeys(item, column)  # a value is located at its object
@@ -280,7 +295,8 @@ def _yaml_list(text: str, source: _Source) -> Iterator[Raw]:
     for index, item in enumerate(document.data):
         line, column = document.mark((index,))
         if isinstance(item, dict):
-            yield line, item, {str(name): document.mark((index, name), key=True)[1] for name in item}
+            columns = {str(name): value for name, value in item.items()}
+            yield line, columns, {str(name): document.mark((index, name), key=True)[1] for name in item}
         else:
             source.problem(line, column, f"each item must be a mapping, not {_type_name(item)}")
 
@@ -311,6 +327,10 @@ def _rows(raw: list[Raw], source: _Source) -> list[DataRow]:
         return []
     for line, columns, positions in raw:
         typed, ok = dict(columns), True
+        for name, value in columns.items():
+            if wrong := _bad_text(value):
+                source.problem(line, positions.get(name, 1), f"{name}: {wrong}")
+                ok = False
         for name, kind in source.columns.items():
             if name not in columns:
                 continue
@@ -319,22 +339,8 @@ def _rows(raw: list[Raw], source: _Source) -> list[DataRow]:
             except ValueError as error:
                 source.problem(line, positions.get(name, 1), f"{name}: {error}")
                 ok = False
-        row_key = None
-        if source.key is not None:
-            value = typed.get(source.key)
-            row_key = "" if value is None else str(value)
-            at = positions.get(source.key, 1)
-            if not row_key.strip():
-                source.problem(line, at, f"the key column {source.key!r} is empty")
-                ok = False
-            elif row_key in keys:
-                message = (
-                    f"duplicate key {source.key}={row_key!r}: the rows at lines {keys[row_key]} and {line}"
-                )
-                source.problem(line, at, message)
-                ok = False
-            else:
-                keys[row_key] = line
+        row_key = _key_of(typed, line, positions, source, keys)
+        ok = ok and (source.key is None or row_key is not None)
         if not ok or not _kept(typed, source.where):
             continue
         rows.append(DataRow(typed, row_key, line))
@@ -370,6 +376,8 @@ def _parsed(cell: str, kind: str) -> Any:
                 raise ValueError
             return int(stripped)
         if kind == "number":
+            if stripped.lstrip("+-").isdigit():
+                return int(stripped)  # exactly: 9007199254740993 is not a float
             number = float(stripped)
             if not math.isfinite(number):
                 raise ValueError
@@ -382,6 +390,45 @@ def _parsed(cell: str, kind: str) -> Any:
     except (ValueError, KeyError):
         words = "true/false, yes/no or 1/0" if kind == "boolean" else f"{_article(kind)}"
         raise ValueError(f"{cell!r} is not {words}") from None
+
+
+def _key_of(
+    row: Mapping[str, Any], line: int, positions: Mapping[str, int], source: _Source, keys: dict[str, int]
+) -> str | None:
+    """The row's key (None without `key:`, or when it is empty or taken: each a problem)."""
+    if source.key is None:
+        return None
+    value = row.get(source.key)
+    row_key = "" if value is None else str(value)
+    at = positions.get(source.key, 1)
+    if not row_key.strip():
+        source.problem(line, at, f"the key column {source.key!r} is empty")
+        return None
+    if row_key in keys:
+        source.problem(
+            line, at, f"duplicate key {source.key}={row_key!r}: the rows at lines {keys[row_key]} and {line}"
+        )
+        return None
+    keys[row_key] = line
+    return row_key
+
+
+def _bad_text(value: Any, depth: int = 0) -> str | None:
+    """Why a value cannot be sent (a NUL, a lone surrogate, nesting past 64 levels), or None."""
+    if depth > 64:
+        return "nested more than 64 levels deep"
+    if isinstance(value, str):
+        if "\x00" in value:
+            return "holds a NUL character"
+        if any("\ud800" <= char <= "\udfff" for char in value):
+            return "holds a lone surrogate (not text)"
+        return None
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    return next((found for item in items if (found := _bad_text(item, depth + 1))), None)
+
+
+def _why(error: Exception) -> str:
+    return "nested too deeply" if isinstance(error, RecursionError) else str(error)
 
 
 def _kept(row: Mapping[str, Any], where: Mapping[str, Any]) -> bool:

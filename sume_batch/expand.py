@@ -146,7 +146,7 @@ def _downstream(
     """A downstream template's jobs for one value of `upstream`, each row of its own matrix."""
     shared = renderer.variables(manifest.vars, template.vars)
     if isinstance(upstream, list):
-        named = "all"
+        named = f"all of {template.needs}"
     else:
         named = "upstream" if isinstance(upstream, Probe) else str(upstream.get("id"))
     for row in product_rows(template.matrix):

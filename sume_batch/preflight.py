@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import mimetypes
 import os
+import urllib.parse
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -90,7 +91,9 @@ async def _avatars(client: SumeClient, wanted: set[str]) -> dict[str, Mapping[st
             break
     for avatar in sorted(wanted - set(found))[:MAX_LOOKUPS]:
         try:
-            item = await client.get(f"/avatars/{avatar}")
+            item = await client.get(
+                f"/avatars/{urllib.parse.quote(avatar, safe='')}"
+            )  # `../credits` is no path
         except ApiError as error:
             if error.status == 404:
                 continue

@@ -211,7 +211,7 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
             undefined=jinja2.StrictUndefined,
             autoescape=False,
             keep_trailing_newline=True,
-            finalize=guard.write if statements else None,
+            finalize=(lambda value: guard.write(no_method(value))) if statements else no_method,
         )
         self.guard = guard
         if statements:
@@ -220,6 +220,13 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         self.filters["_guard_loop"] = guard.loop
         self.filters["_guard_value"] = guard.checked
         self.globals["lipsum"] = partial(_lipsum, guard)
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        """A mapping's key before its method: `{{ product.items }}` reads a data row's `items`
+        column, not `dict.items` (whose text would hold a memory address and change every run)."""
+        if isinstance(obj, Mapping) and attribute in obj:
+            return obj[attribute]
+        return super().getattr(obj, attribute)
 
     def _generate(self, source: nodes.Template, *args: Any, **kwargs: Any) -> str:
         # The one hook that sees both templates and compile_expression's trees before code generation.
@@ -396,4 +403,15 @@ def _evaluate(template: jinja2.Template, state: Context) -> Any:
     value = state.vars["result"]
     if isinstance(value, jinja2.Undefined):
         value._fail_with_undefined_error()
-    return template.environment.guard.checked(value)  # type: ignore[attr-defined]
+    return template.environment.guard.checked(no_method(value))  # type: ignore[attr-defined]
+
+
+def no_method(value: Any) -> Any:
+    """A value a template writes, never a method or function: its text names a memory address, so
+    a job's key would change on every run (`{{ product.copy }}` where no column is `copy`)."""
+    if callable(value) and not isinstance(value, jinja2.Undefined):
+        name = getattr(value, "__name__", type(value).__name__)
+        raise TemplateFailure(
+            f"writes the method {name!r}, not a value: call it, or read a key as [{name!r}]"
+        )
+    return value

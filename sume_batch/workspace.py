@@ -42,7 +42,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sume_batch.data import DataRow
+from sume_batch.confine import read_regular
+from sume_batch.data import MAX_DATA_BYTES, DataRow
+from sume_batch.errors import ApiError
 from sume_batch.secret_shapes import MARK, redact_urls
 from sume_batch.target import normalize_url
 
@@ -61,6 +63,7 @@ MAX_ROWS = 1000
 PAGE = 100
 SCENE_MEDIA = ("media_url", "clip_url")  # the docs use both names for a scene's own media (§8)
 SNAPSHOT_VERSION = 1
+AMBIGUOUS = ""  # in `live`: a stored URL that stands for several URLs as read
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,7 @@ class Snapshot:
     target: Mapping[str, Any]
     axes: Mapping[str, Mapping[str, Any]]  # axis path → {"spec": …, "rows": […], "left_out": n}
     live: Mapping[str, str] = field(default_factory=dict)  # a stored URL → as just read (never written)
+    campaign: str = ""
 
     def rows(self, axis: WorkspaceAxis) -> tuple[DataRow, ...] | None:
         """The rows read for this axis, or None when it was not read with this very spec."""
@@ -119,8 +123,9 @@ class Snapshot:
         return f"read {seconds:.0f} s ago ({when})"
 
     def to_json(self) -> dict[str, Any]:
-        return {"version": SNAPSHOT_VERSION, "resolved_at": self.resolved_at, "target": dict(self.target),
-                "axes": {path: dict(axis) for path, axis in self.axes.items()}}  # fmt: skip
+        axes = {path: dict(axis) for path, axis in self.axes.items()}
+        return {"version": SNAPSHOT_VERSION, "campaign": self.campaign, "resolved_at": self.resolved_at,
+                "target": dict(self.target), "axes": axes}  # fmt: skip
 
 
 def snapshot_path(folder: Path, campaign: str, target: Target) -> Path:
@@ -137,7 +142,7 @@ def find_snapshot(
     url, found = normalize_url(base_url) if base_url else None, []
     for path in folder.glob(f"{glob_escape(campaign)}.*.workspace.json"):
         snapshot = read_snapshot(path)
-        if snapshot is None:
+        if snapshot is None or snapshot.campaign != campaign:  # `shop` is not `shop.v2`
             continue
         recorded = snapshot.target
         if rehearsal is None or (recorded.get("rehearsal") if rehearsal else recorded.get("base_url") == url):
@@ -150,13 +155,31 @@ def glob_escape(text: str) -> str:
 
 
 def read_snapshot(path: Path) -> Snapshot | None:
+    """A snapshot as `write_snapshot` wrote it; None for anything else (not a regular file, over
+    `MAX_DATA_BYTES`, not JSON, another shape): a hand-edited or hostile file is no snapshot."""
     try:
-        data = json.loads(path.read_text("utf-8"))
-        if data.get("version") != SNAPSHOT_VERSION:
-            return None
-        return Snapshot(float(data["resolved_at"]), dict(data["target"]), dict(data["axes"]))
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        text = read_regular(path, limit=MAX_DATA_BYTES)
+        data = json.loads(text) if len(text) <= MAX_DATA_BYTES else None
+    except (OSError, ValueError, RecursionError):
         return None
+    if not isinstance(data, dict) or data.get("version") != SNAPSHOT_VERSION:
+        return None
+    when, target, axes = data.get("resolved_at"), data.get("target"), data.get("axes")
+    if not (isinstance(when, int | float) and not isinstance(when, bool) and 0 <= when < 4e9):
+        return None
+    if not isinstance(target, dict) or not isinstance(axes, dict) or not all(map(_axis_shape, axes.values())):
+        return None
+    return Snapshot(float(when), target, axes, campaign=str(data.get("campaign", "")))
+
+
+def _axis_shape(axis: Any) -> bool:
+    rows = axis.get("rows") if isinstance(axis, dict) else None
+    left = axis.get("left_out", 0) if isinstance(axis, dict) else None
+    return (
+        isinstance(axis, dict) and isinstance(axis.get("spec"), dict) and isinstance(rows, list)
+        and all(isinstance(row, dict) and isinstance(row.get("id"), str) for row in rows)
+        and isinstance(left, int) and not isinstance(left, bool) and left >= 0
+    )  # fmt: skip
 
 
 def write_snapshot(path: Path, snapshot: Snapshot) -> None:
@@ -167,7 +190,9 @@ def write_snapshot(path: Path, snapshot: Snapshot) -> None:
     os.replace(partial, path)
 
 
-async def resolve(client: SumeClient, axes: Sequence[WorkspaceAxis], target: Target) -> Snapshot:
+async def resolve(
+    client: SumeClient, axes: Sequence[WorkspaceAxis], target: Target, *, campaign: str
+) -> Snapshot:
     """Read every workspace axis now (GET requests only)."""
     read: dict[str, dict[str, Any]] = {}
     live: dict[str, str] = {}
@@ -175,7 +200,7 @@ async def resolve(client: SumeClient, axes: Sequence[WorkspaceAxis], target: Tar
         rows, left_out = await READERS[axis.spec["workspace"]](client, axis)
         kept = [stored_form(row, live) for row in rows]
         read[axis.path] = {"spec": dict(axis.spec), "rows": kept, "left_out": left_out}
-    return Snapshot(time.time(), target.to_json(), read, live)
+    return Snapshot(time.time(), target.to_json(), read, live, campaign=campaign)
 
 
 def stored_form(value: Any, live: dict[str, str]) -> Any:
@@ -183,7 +208,9 @@ def stored_form(value: Any, live: dict[str, str]) -> Any:
     if isinstance(value, str):
         kept = redact_urls(value)
         if kept != value and "://" in value and kept.count("://") == 1 == value.count("://"):
-            live[kept] = value
+            # Two URLs that differ only where signatures live would be stored alike: neither can be
+            # sent for the other (`live_request` withholds the jobs that name it).
+            live[kept] = value if live.get(kept, value) == value else AMBIGUOUS
         return kept
     if isinstance(value, Mapping):
         return {key: stored_form(item, live) for key, item in value.items()}
@@ -211,8 +238,12 @@ def _live(value: Any, live: Mapping[str, str]) -> Any:
         swapped = live.get(value)
         if swapped is None:
             for stored, read in live.items():
+                if stored in value and read == AMBIGUOUS:
+                    raise MissingMedia(f"{stored} stands for several URLs the workspace gave: not sent")
                 value = value.replace(stored, read)
             swapped = value
+        if swapped == AMBIGUOUS:
+            raise MissingMedia(f"{value} stands for several URLs the workspace gave (in their queries)")
         if f"?{MARK}" in swapped or f"#{MARK}" in swapped:
             raise MissingMedia(f"the workspace did not offer {swapped} to this run: read it again later")
         return swapped
@@ -312,7 +343,12 @@ async def _avatars(client: SumeClient, axis: WorkspaceAxis) -> tuple[list[dict[s
 
 
 async def _brand(client: SumeClient, axis: WorkspaceAxis) -> tuple[list[dict[str, Any]], int]:
-    brand = await client.brand_current()
+    try:
+        brand = await client.brand_current()
+    except ApiError as error:
+        if error.status == 404:  # no current profile: no rows (the plan says 0 rows)
+            return [], 0
+        raise
     images = [image for image in brand.get("images") or () if isinstance(image, Mapping)]
     rows = [
         {

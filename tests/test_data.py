@@ -263,3 +263,74 @@ def test_plan_after_a_rehearsal_names_new_and_changed_rows_and_records_the_files
     assert document["data"] == [{"path": "data/products.csv", "sha256": digest, "rows": 3}]
     report = json.loads(next((tmp_path / "reports" / "catalog").glob("*/report.json")).read_text())
     assert report["manifest"]["data"][0]["rows"] == 2 and len(report["manifest"]["data"][0]["sha256"]) == 64
+
+
+def test_a_column_named_like_a_mapping_method_reads_the_column_and_a_method_is_refused(
+    tmp_path: Path,
+) -> None:
+    text = CAMPAIGN.replace(
+        "{{ product.name_de }} für {{ product.price }} €", "{{ product.copy }} {{ product.items }}"
+    )
+    data = "sku,copy,items,price,active\n007,Kopie,Dinge,1,yes\n"
+    _, specs = prepare(campaign(tmp_path, data, text.replace("name_de", "copy")))
+    assert {spec.request["prompt"] for spec in specs} == {
+        "Kopie Dinge (de)",
+        "Kopie Dinge (en)",
+    }  # same each run
+    broken = problems(campaign(tmp_path, data, text.replace("product.items", "product.values")))
+    assert len(broken) == 1 and "writes the method 'values', not a value" in broken[0]
+
+
+def test_exclude_and_include_name_rows_by_key_and_a_key_no_row_has_is_an_error(tmp_path: Path) -> None:
+    text = CAMPAIGN.replace("  lang: [de, en]\n", "  lang: [de, en]\n  exclude: [{product: 7}]\n")
+    found = problems(campaign(tmp_path, text=text))
+    assert (
+        len(found) == 1
+        and "matrix.exclude[0].product: no row of 'product' has the key 7 (keys: 007, 0071)" in found[0]
+    )
+    included = CAMPAIGN.replace(
+        "  lang: [de, en]\n", '  lang: [de, en]\n  include: [{product: "0071", lang: fr}]\n'
+    )
+    _, specs = prepare(campaign(tmp_path, text=included))
+    assert "Glas, klar für 8 € (fr)" in {
+        spec.request["prompt"] for spec in specs
+    }  # the row itself, not its key
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "expected"),
+    [
+        (
+            "products.json",
+            "[" * 100_000 + "]" * 100_000,
+            "data/products.json:1:2: matrix.product: not usable JSON: nested too deeply",
+        ),
+        (
+            "products.jsonl",
+            '{"sku": ' + "9" * 5000 + "}\n",
+            "data/products.jsonl:1:1: matrix.product: not usable JSON: Exceeds",
+        ),
+        ("products.jsonl", '{"sku": "007", "name_de": "\\ud800"}\n', "data/products.jsonl:1:"),
+        (
+            "products.csv",
+            "sku,name_de,price,active\n007,a\x00b,1,yes\n",
+            "data/products.csv:2:5: matrix.product: name_de: holds a NUL character",
+        ),
+    ],
+)
+def test_data_no_json_or_text_can_carry_is_a_located_error(
+    tmp_path: Path, name: str, data: str, expected: str
+) -> None:
+    found = problems(campaign(tmp_path, data, CAMPAIGN.replace("products.csv", name), name))
+    assert any(line.replace(str(tmp_path) + os.sep, "").startswith(expected) for line in found), found
+
+
+def test_numbers_keep_every_digit_and_a_unicode_line_separator_ends_no_row(tmp_path: Path) -> None:
+    data = "sku,name_de,price,active\n007,Zeile\u2028zwei,9007199254740993,yes\n"
+    _, specs = prepare(campaign(tmp_path, data))
+    assert specs[0].request["prompt"] == "Zeile\u2028zwei für 9007199254740993 € (de)"
+
+
+def test_a_bad_data_bound_is_a_usage_error(tmp_path: Path) -> None:
+    result = invoke("validate", str(campaign(tmp_path)), env={"SUME_BATCH_MAX_DATA": "garbage"})
+    assert result.code == 2 and "SUME_BATCH_MAX_DATA='garbage': not a size" in result.err

@@ -259,7 +259,7 @@ def test_the_example_manifests_keep_their_job_keys(name: str) -> None:
     assert {spec.id: spec.key for spec in specs} == EXAMPLE_KEYS[name]
     assert requests_digest(specs) == EXAMPLE_DIGESTS[name]
     examples = sorted(path.name for path in (REPO / "manifests").glob("*.yaml"))
-    assert examples == sorted([*EXAMPLE_KEYS, "catalog.yaml", "scene-picks.yaml"])
+    assert examples == sorted([*EXAMPLE_KEYS, "catalog.yaml", "launch-chain.yaml", "scene-picks.yaml"])
 
 
 def test_the_data_driven_example_keeps_its_job_keys() -> None:

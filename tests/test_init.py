@@ -50,3 +50,20 @@ def test_a_name_that_is_no_slug_is_refused_before_anything_is_written(tmp_path: 
     refused = invoke("init", str(tmp_path / "x"), "--name", "no spaces")
     assert refused.code == 2 and "is no campaign name" in refused.err
     assert not (tmp_path / "x").exists()
+
+
+def test_init_never_writes_through_a_symlink_or_into_a_pipe_and_quotes_a_numeric_name(tmp_path: Path) -> None:
+    import os
+
+    folder = tmp_path / "2025"
+    folder.mkdir()
+    outside = tmp_path / "precious.json"
+    outside.write_text("mine")
+    (folder / "campaign.schema.json").symlink_to(outside)
+    os.mkfifo(folder / ".gitignore")
+    made = invoke("init", str(folder))
+    assert made.code == 0, made.err
+    assert outside.read_text() == "mine"
+    assert made.out.count("kept (not a regular file: not followed)") == 2
+    valid = invoke("validate", str(folder / "campaign.yaml"))
+    assert valid.code == 0 and "valid: campaign 2025, 8 jobs" in valid.out  # "2025", not the number

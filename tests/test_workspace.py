@@ -17,7 +17,7 @@ from sume_batch.commands.common import prepare
 from sume_batch.errors import ApiError, ManifestError
 from sume_batch.preflight import check_workspace
 from sume_batch.sandbox import SandboxConfig, running_sandbox
-from sume_batch.workspace import MissingMedia, stored_form, capabilities_of, live_request, scene_row
+from sume_batch.workspace import MissingMedia, capabilities_of, live_request, scene_row, stored_form
 
 SCENES = """\
 version: 1
@@ -37,6 +37,11 @@ jobs:
     matrix:
       avatar: {workspace: avatars, capability: ugc_ad}
 """
+
+
+def env_of(server: Any) -> dict[str, str]:
+    return {"SUME_API_KEY": server.api_key, "SUME_API_BASE_URL": server.base_url}
+
 
 SOURCE = {"id": "src_1", "media_url": "https://media.test/src_1.mp4"}
 
@@ -225,3 +230,62 @@ def test_an_avatar_without_a_stated_capability_passes_and_brand_dna_must_have_im
     with pytest.raises(ManifestError) as raised:
         asyncio.run(check)
     assert [one.message for one in raised.value.problems] == [f"{problem}: job hero (no matrix)"]
+
+
+def test_two_urls_that_differ_only_in_their_query_are_never_sent_for_each_other() -> None:
+    live: dict[str, str] = {}
+    first = stored_form("https://media.test/file?id=111&sig=a", live)
+    second = stored_form("https://media.test/file?id=222&sig=b", live)
+    assert first == second  # stored alike: the query is where signatures live
+    with pytest.raises(MissingMedia, match="stands for several URLs"):
+        live_request({"reference_image_urls": [first]}, live)
+
+
+@pytest.mark.parametrize(
+    "content",
+    ['{"version": 1, "campaign": "scenes", "resolved_at": "soon", "target": {}, "axes": {}}',
+     '{"version": 1, "campaign": "scenes", "resolved_at": 1, "target": {}, "axes": {"a": {"rows": 3}}}',
+     "[" * 100_000, "not json"],
+)  # fmt: skip
+def test_a_damaged_snapshot_is_no_snapshot(tmp_path: Path, content: str) -> None:
+    path = write(tmp_path, SCENES)
+    (tmp_path / ".sume-batch").mkdir()
+    (tmp_path / ".sume-batch/scenes.rehearsal.workspace.json").write_text(content)
+    result = invoke("plan", str(path), "--sandbox")
+    assert result.code == 2 and "the workspace has not been read for this axis" in result.err
+
+
+def test_a_pipe_where_a_snapshot_would_be_hangs_nothing_and_another_campaigns_is_not_read(
+    tmp_path: Path,
+) -> None:
+    import os
+
+    path = write(tmp_path, SCENES)
+    other = write(tmp_path, SCENES.replace("name: scenes", "name: scenes.v2"), "v2.yaml")
+    with running_sandbox(SandboxConfig.from_profile("instant")) as server:
+        assert invoke("plan", str(other), "--refresh", env=env_of(server)).code == 0  # scenes.v2's only
+    os.mkfifo(tmp_path / ".sume-batch/scenes.x.workspace.json")
+    assert invoke("plan", str(other), "--sandbox").code == 0
+    unread = invoke(
+        "plan", str(path), "--sandbox"
+    )  # scenes.*.workspace.json matches scenes.v2's: not its own
+    assert unread.code == 2 and "the workspace has not been read for this axis" in unread.err
+
+
+def test_status_and_report_work_for_a_campaign_of_workspace_axes(tmp_path: Path) -> None:
+    path = write(tmp_path, SCENES)
+    with running_sandbox(SandboxConfig.from_profile("instant")) as server:
+        assert invoke("run", str(path), "--yes", "--quiet", env=env_of(server)).code == 0
+    assert invoke("status", str(path), "--sandbox").code == 0
+    assert invoke("report", str(path), "--sandbox").code == 0
+
+
+def test_an_avatar_id_is_never_read_as_a_path(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "version: 1\nname: ads\njobs:\n  - {id: ad, type: ad_video, avatar_id: ../credits, script: Hi}\n",
+    )
+    with running_sandbox(SandboxConfig.from_profile("instant")) as server:
+        result = invoke("run", str(path), "--yes", env=env_of(server))
+        assert server.stats()["job_ids"] == []
+    assert result.code == 2 and "no avatar '../credits' in this workspace" in result.err

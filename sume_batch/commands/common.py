@@ -73,7 +73,7 @@ def read_workspace(api: Endpoint, axes: Sequence[WorkspaceAxis], campaign: str, 
         async with httpx.AsyncClient(timeout=30) as http:
             client = SumeClient(http, api_key=api.api_key, base_url=api.base_url)
             target = target_of(api.base_url, await client.me(), sandbox=api.rehearsal is not None)
-            return await resolve(client, axes, target), target
+            return await resolve(client, axes, target, campaign=campaign), target
 
     found, target = asyncio.run(read())
     write_snapshot(snapshot_path(folder, campaign, target), found)

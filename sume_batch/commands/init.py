@@ -9,12 +9,14 @@ version's: run `init` again after an upgrade.
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
+from sume_batch.confine import read_regular
 from sume_batch.errors import UsageError
 
 Echo = Callable[[str], None]
@@ -29,7 +31,7 @@ MANIFEST = """\
 #   sume-batch run campaign.yaml --sandbox      a free rehearsal against the embedded sandbox
 #   SUME_API_KEY=... sume-batch run campaign.yaml
 version: 1
-name: {name}
+name: {quoted}
 description: Product images for every format and language.
 
 matrix:
@@ -59,7 +61,7 @@ budget:
   max_credits: 100        # run refuses, before any create, a plan that could cross it
 
 output:
-  downloads: outputs/{name}
+  downloads: "outputs/{name}"
   reports: reports
 """
 
@@ -82,7 +84,7 @@ def init(folder: Path, *, name: str | None, echo: Echo) -> int:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "data").mkdir(exist_ok=True)
         written = [
-            _write_new(folder / "campaign.yaml", MANIFEST.format(name=campaign)),
+            _write_new(folder / "campaign.yaml", MANIFEST.format(name=campaign, quoted=json.dumps(campaign))),
             _write_new(folder / "data" / "products.csv", PRODUCTS),
             _write_schema(folder / SCHEMA_NAME),
             _ignore(folder / ".gitignore"),
@@ -102,7 +104,17 @@ def slug(text: str) -> str:
     return words[:64] or "campaign"
 
 
+def _read(path: Path) -> str | None:
+    """A small regular file's text (never a FIFO or a device: see `confine.read_regular`), or None."""
+    try:
+        return read_regular(path, limit=1 << 20).decode("utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
 def _write_new(path: Path, text: str) -> tuple[Path, str]:
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        return path, "kept (not a regular file: not followed)"
     try:
         with path.open("x", encoding="utf-8") as handle:
             handle.write(text)
@@ -112,8 +124,10 @@ def _write_new(path: Path, text: str) -> tuple[Path, str]:
 
 
 def _write_schema(path: Path) -> tuple[Path, str]:
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        return path, "kept (not a regular file: not followed)"
     text = resources.files("sume_batch").joinpath("schemas", SCHEMA_NAME).read_text("utf-8")
-    before = path.read_text("utf-8") if path.exists() else None
+    before = _read(path) if path.exists() else None
     if before == text:
         return path, "kept (up to date)"
     path.write_text(text, "utf-8")
@@ -121,7 +135,11 @@ def _write_schema(path: Path) -> tuple[Path, str]:
 
 
 def _ignore(path: Path) -> tuple[Path, str]:
-    text = path.read_text("utf-8") if path.exists() else ""
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        return path, "kept (not a regular file: not followed)"
+    text = _read(path) if path.exists() else ""
+    if text is None:
+        return path, "kept (not a UTF-8 text file)"
     lines = text.splitlines()
     missing = [entry for entry in IGNORED if entry not in lines and f"/{entry}" not in lines]
     if not missing:

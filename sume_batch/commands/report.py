@@ -33,7 +33,7 @@ def report(
     Read-only on the store, so it is safe while a run is going (that report is marked partial).
     Reports go to the run's own folder (and `latest` points there) unless `output` is given.
     """
-    manifest = None if target.suffix == ".sqlite" else load_manifest(target, roots=roots)
+    manifest = None if target.suffix == ".sqlite" else load_manifest(target, roots=roots, unread_ok=True)
     path = target if manifest is None else chosen_store(manifest, state_dir, env, sandbox)
     if not path.exists():
         raise UsageError(f"no run store at {path}: this campaign has not been run yet")

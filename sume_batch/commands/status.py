@@ -35,7 +35,7 @@ def status(
     path = (
         target
         if target.suffix == ".sqlite"
-        else chosen_store(load_manifest(target, roots=roots), state_dir, env, sandbox)
+        else chosen_store(load_manifest(target, roots=roots, unread_ok=True), state_dir, env, sandbox)
     )
     result = read_status(path)
     echo(json.dumps(result, indent=2, ensure_ascii=False) if as_json else status_text(result))
