@@ -9,15 +9,20 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
+from sume_batch import stages
 from sume_batch.confine import file_digest
 from sume_batch.errors import ApiError, ManifestError
+from sume_batch.execute import Executor, OnChange
 from sume_batch.expand import JobSpec, expand_downstream
 from sume_batch.manifest import JobTemplate, Manifest
+from sume_batch.plan import Plan
 from sume_batch.pricing import Price
 from sume_batch.records import StoredJob
+from sume_batch.redact import Redactor, stored_variant
 from sume_batch.stages import RESERVED_AXIS, output_rows
 from sume_batch.states import OK, RESTING, JobState
 from sume_batch.store import RunStore
+from sume_batch.supervise import Interrupts
 from sume_batch.transfer import Transfers, primary_media
 from sume_batch.workspace import stored_form
 
@@ -94,3 +99,41 @@ def _block(
     if store.job(key).state == JobState.PLANNED:
         store.block(key, why)
     return key, job_id
+
+
+async def run_stages(
+    manifest: Manifest, plan: Plan, *, store: RunStore, executor: Executor, interrupts: Interrupts,
+    changed: OnChange, echo: Callable[[str], None], redactor: Redactor, run: int,
+) -> list[str]:  # fmt: skip
+    """Each downstream stage once its upstream stage has finished (see `stages`), after the plan's
+    own jobs ran; the keys of the jobs it made, blocked ones too. Stops when the run is stopped or
+    interrupted."""
+    done, keys = list(plan.jobs), []
+    for template in stages.order(manifest.jobs):
+        if executor.halt.is_set() or executor.stopped or executor.crashed:
+            break
+        price = plan.pricer or (lambda spec: Price(None, "unpriced"))
+        stage = await next_stage(template, done, manifest=manifest, store=store, transfers=executor.transfers,
+                                 price=price, live=executor.live_urls, run=run)  # fmt: skip
+        for line in stage.problems:
+            echo(redactor.name(line))
+        for key, job_id in stage.blocked:
+            changed(job_id, JobState.BLOCKED, None)
+            keys.append(key)
+        if stage.waiting:
+            echo(f"{template.path} waits for {stage.waiting:,} upstream job(s) of stage {template.needs}:"
+                 " the next run goes on")  # fmt: skip
+            continue
+        rows = (
+            (spec.key, spec.id, spec.kind.name, spec.request, spec.matrix, cost.credits)
+            for spec, cost in stage.jobs
+        )
+        store.add_planned(
+            rows, run=run, stored=lambda request, matrix: stored_variant(request, matrix, redactor)
+        )
+        for spec, _ in stage.jobs:
+            changed(spec.id, store.job(spec.key).state, None)
+        await interrupts.run(stage.jobs)
+        done += stage.jobs
+        keys += [spec.key for spec, _ in stage.jobs]
+    return keys

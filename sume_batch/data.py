@@ -28,21 +28,19 @@ starts), all of them at once.
 
 from __future__ import annotations
 
-import bisect
-import csv
 import hashlib
 import json
 import math
 import os
-import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sume_batch.confine import ConfinementError, confine_file, read_regular
 from sume_batch.errors import ManifestError, Problem, UsageError
-from sume_batch.yamlsafe import decode_text, parse_yaml
+from sume_batch.readers import READERS, Located, Raw, type_name
+from sume_batch.yamlsafe import Document, decode_text, format_path
 
 MAX_DATA_BYTES = 64 * 1024 * 1024
 DATA_ENV = "SUME_BATCH_MAX_DATA"
@@ -52,7 +50,6 @@ FORMATS = {
 }  # fmt: skip
 TYPES = ("string", "integer", "number", "boolean")
 BOOLEANS = {"true": True, "false": False, "yes": True, "no": False, "1": True, "0": False}
-LINE_ENDS = re.compile(r"(?<=\r\n)|(?<=\n)(?<!\r\n)|(?<=\r)(?!\n)")
 MAX_PROBLEMS = 20  # problems reported from one data file; the rest are counted
 
 
@@ -82,12 +79,6 @@ class DataFile:
 
     def to_json(self) -> dict[str, Any]:
         return {"path": self.name, "sha256": self.sha256, "rows": self.rows}
-
-
-class _Located(Exception):
-    def __init__(self, line: int, column: int, message: str) -> None:
-        super().__init__(message)
-        self.line, self.column, self.message = line, column, message
 
 
 @dataclass
@@ -160,7 +151,7 @@ def load_axis(
     try:
         text = _decode(data, shown_name)
         raw = list(READERS[kind](text, source))
-    except _Located as error:
+    except Located as error:
         return (), None, [Problem(shown_name, error.line, error.column, axis, error.message)]
     except ManifestError as error:
         return (), None, list(error.problems)
@@ -177,137 +168,6 @@ def load_axis(
 
 def _decode(data: bytes, shown_name: str) -> str:
     return decode_text(data, shown_name).removeprefix("\ufeff")
-
-
-# Each reader yields (line, columns, positions): a row's line, its values, and the column where each
-# value starts (a column absent from `positions` is reported at the row's first column).
-Raw = tuple[int, dict[str, Any], dict[str, int]]
-
-
-def _delimited(text: str, source: _Source, delimiter: str) -> Iterator[Raw]:
-    lines = LINE_ENDS.split(text)  # not str.splitlines: U+2028 or a form feed in a cell ends no row
-    if lines and not lines[-1]:
-        lines.pop()
-    reader = csv.reader(lines, delimiter=delimiter, strict=True)
-    header: list[str] | None = None
-    start = 1
-    try:
-        for fields in reader:
-            line, end = start, reader.line_num
-            starts = _starts(lines[line - 1], delimiter) if end == line else [1] * len(fields)
-            start = end + 1
-            if not fields or fields == [""]:
-                continue  # a blank line
-            if header is None:
-                header = _header(fields, starts, line, source)
-                continue
-            if len(fields) != len(header):
-                source.problem(line, 1, f"the row has {len(fields)} fields; the header names {len(header)}")
-                continue
-            positions = dict(zip(header, starts, strict=False))
-            yield line, dict(zip(header, fields, strict=True)), positions
-    except csv.Error as error:
-        raise _Located(reader.line_num, 1, f"not valid CSV: {error}") from None
-    if header is None:
-        raise _Located(1, 1, "the file is empty: a header row and at least one row are needed")
-
-
-def _header(fields: list[str], starts: list[int], line: int, source: _Source) -> list[str]:
-    names = [field.strip() for field in fields]
-    first: dict[str, int] = {}
-    for name, column in zip(names, starts, strict=False):
-        if not name:
-            source.problem(line, column, "a header cell is empty: every column needs a name")
-        elif name in first:
-            source.problem(line, column, f"the column {name!r} is named twice (also at column {first[name]})")
-        else:
-            first[name] = column
-    return names
-
-
-def _starts(line: str, delimiter: str) -> list[int]:
-    """The 1-based column where each field of a one-line CSV record starts."""
-    starts, quoted = [1], False
-    for index, char in enumerate(line):
-        if char == '"':
-            quoted = not quoted
-        elif char == delimiter and not quoted:
-            starts.append(index + 2)
-    return starts
-
-
-def _json_lines(text: str, source: _Source) -> Iterator[Raw]:
-    for line, content in enumerate(text.split("\n"), start=1):
-        if not content.strip():
-            continue
-        try:
-            item = json.loads(content)
-        except json.JSONDecodeError as error:
-            source.problem(line, error.colno, f"not valid JSON: {error.msg}")
-            continue
-        except (ValueError, RecursionError) as error:  # a number of 4,300+ digits, nesting too deep
-            source.problem(line, 1, f"not usable JSON: {_why(error)}")
-            continue
-        if not isinstance(item, dict):
-            source.problem(line, 1, f"each line must be a JSON object, not {_type_name(item)}")
-            continue
-        yield line, item, {name: content.find(json.dumps(name)) + 1 or 1 for name in item}
-
-
-def _json_array(text: str, source: _Source) -> Iterator[Raw]:
-    decoder, index = json.JSONDecoder(), _skip(text, 0)
-    starts = [0] + [found.end() for found in re.finditer("\n", text)]
-
-    def _position(text: str, index: int) -> tuple[int, int]:
-        line = bisect.bisect_right(starts, index)
-        return line, index - starts[line - 1] + 1
-
-    if not text.startswith("[", index):
-        raise _Located(*_position(text, index), "the file must hold a JSON array of objects")
-    index = _skip(text, index + 1)
-    while not text.startswith("]", index):
-        try:
-            item, end = decoder.raw_decode(text, index)
-        except json.JSONDecodeError as error:
-            raise _Located(error.lineno, error.colno, f"not valid JSON: {error.msg}") from None
-        except (ValueError, RecursionError) as error:
-            raise _Located(*_position(text, index), f"not usable JSON: {_why(error)}") from None
-        line, column = _position(text, index)
-        if isinstance(item, dict):
-            yield line, item, dict.fromkeys(item, column)  # a value is located at its object
-        else:
-            source.problem(line, column, f"each item must be an object, not {_type_name(item)}")
-        index = _skip(text, end)
-        if text.startswith(",", index):
-            index = _skip(text, index + 1)
-        elif not text.startswith("]", index):
-            raise _Located(*_position(text, index), "not valid JSON: expected ',' or ']'")
-    if text[_skip(text, index + 1) :].strip():
-        raise _Located(*_position(text, _skip(text, index + 1)), "not valid JSON: text after the array")
-
-
-def _yaml_list(text: str, source: _Source) -> Iterator[Raw]:
-    document, problems = parse_yaml(text, file=source.shown)
-    if problems:
-        raise ManifestError(problems)
-    if not isinstance(document.data, list):
-        raise _Located(1, 1, "the file must hold a YAML list of mappings")
-    for index, item in enumerate(document.data):
-        line, column = document.mark((index,))
-        if isinstance(item, dict):
-            columns = {str(name): value for name, value in item.items()}
-            yield line, columns, {str(name): document.mark((index, name), key=True)[1] for name in item}
-        else:
-            source.problem(line, column, f"each item must be a mapping, not {_type_name(item)}")
-
-
-READERS = {
-    "csv": lambda text, source: _delimited(text, source, ","),
-    "tsv": lambda text, source: _delimited(text, source, "\t"),
-    "jsonl": _json_lines,
-    "json": _json_array,
-    "yaml": _yaml_list,
-}
 
 
 def _rows(raw: list[Raw], source: _Source) -> list[DataRow]:
@@ -357,7 +217,7 @@ def _typed(value: Any, kind: str, *, text: bool) -> Any:
     if (isinstance(value, bool) and kind != "boolean") or not isinstance(value, wanted):
         hint = '; quote it in the file ("007" stays 007)' if kind == "string" else ""
         raise ValueError(
-            f"{json.dumps(value, ensure_ascii=False)} is {_type_name(value)}, not {_article(kind)}{hint}"
+            f"{json.dumps(value, ensure_ascii=False)} is {type_name(value)}, not {_article(kind)}{hint}"
         )
     if kind == "number" and isinstance(value, float) and not math.isfinite(value):
         raise ValueError(f"{value} is not a finite number")
@@ -427,10 +287,6 @@ def _bad_text(value: Any, depth: int = 0) -> str | None:
     return next((found for item in items if (found := _bad_text(item, depth + 1))), None)
 
 
-def _why(error: Exception) -> str:
-    return "nested too deeply" if isinstance(error, RecursionError) else str(error)
-
-
 def _kept(row: Mapping[str, Any], where: Mapping[str, Any]) -> bool:
     for name, wanted in where.items():
         value = row.get(name)
@@ -439,23 +295,34 @@ def _kept(row: Mapping[str, Any], where: Mapping[str, Any]) -> bool:
     return True
 
 
-def _type_name(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    return "a list" if isinstance(value, list) else "a mapping"
-
-
 def _article(kind: str) -> str:
     return {"integer": "an integer", "number": "a number", "boolean": "a boolean", "string": "a string"}[kind]
 
 
-def _skip(text: str, index: int) -> int:
-    while index < len(text) and text[index] in " \t\r\n":
-        index += 1
-    return index
+def pick_rows(
+    patterns: Sequence[Mapping[str, Any]], rows: Mapping[str, tuple[Any, ...]], *,
+    path: tuple[str | int, ...], document: Document, file: str, problems: list[Problem],
+) -> tuple[Mapping[str, Any], ...]:  # fmt: skip
+    """`include`/`exclude` rows with each data axis's value (a key) replaced by the row it names:
+    a key no row has, or a data axis without `key:`, is a located problem (never a silent no-op)."""
+    found = []
+    for index, pattern in enumerate(patterns):
+        fixed = dict(pattern)
+        for name, value in pattern.items():
+            if name not in rows:
+                continue
+            by_key = {row.row_key: row for row in rows[name] if row.row_key is not None}
+            where = (file, *document.mark((*path, index, name)), format_path((*path, index, name)))
+            if not by_key:
+                problems.append(
+                    Problem(*where, f"the data axis {name!r} has no key: name its `key:` column to pick rows")
+                )
+            elif (
+                isinstance(value, str | int | float) and not isinstance(value, bool) and str(value) in by_key
+            ):
+                fixed[name] = by_key[str(value)]
+            else:
+                shown = ", ".join(list(by_key)[:5]) + (", …" if len(by_key) > 5 else "")
+                problems.append(Problem(*where, f"no row of {name!r} has the key {value!r} (keys: {shown})"))
+        found.append(fixed)
+    return tuple(found)

@@ -19,7 +19,7 @@ import jsonschema
 
 from sume_batch import MANIFEST_VERSION, __version__
 from sume_batch.confine import allowed_roots, confine_folder
-from sume_batch.data import DataFile, DataRow, load_axis
+from sume_batch.data import DataFile, DataRow, load_axis, pick_rows
 from sume_batch.errors import ManifestError, Problem, UnresolvedWorkspace
 from sume_batch.kinds import KINDS, Kind
 from sume_batch.schema import campaign_schema, describe_error, schema_problems
@@ -357,42 +357,12 @@ def build_matrix(
         name: values for name, values in [*outer.axes, *axes] if values and isinstance(values[0], DataRow)
     }
     chosen = {
-        key: _by_key(raw.get(key, []), data, (*path, key), files, problems) for key in ("include", "exclude")
+        key: pick_rows(
+            raw.get(key, []), data, path=(*path, key), document=document, file=file, problems=problems
+        )
+        for key in ("include", "exclude")
     }
     return Matrix(tuple(axes), chosen["include"], chosen["exclude"]), problems
-
-
-def _by_key(
-    patterns: Sequence[Mapping[str, Any]], rows: Mapping[str, tuple[Any, ...]], path: tuple[str | int, ...],
-    files: Files, problems: list[Problem],
-) -> tuple[Mapping[str, Any], ...]:  # fmt: skip
-    """`include`/`exclude` rows with each data axis's value (a key) replaced by the row it names:
-    a key no row has, or a data axis without `key:`, is a located problem (never a silent no-op)."""
-    found = []
-    for index, pattern in enumerate(patterns):
-        fixed = dict(pattern)
-        for name, value in pattern.items():
-            if name not in rows:
-                continue
-            by_key = {row.row_key: row for row in rows[name] if row.row_key is not None}
-            where = (
-                files.file,
-                *files.document.mark((*path, index, name)),
-                format_path((*path, index, name)),
-            )
-            if not by_key:
-                problems.append(
-                    Problem(*where, f"the data axis {name!r} has no key: name its `key:` column to pick rows")
-                )
-            elif (
-                isinstance(value, str | int | float) and not isinstance(value, bool) and str(value) in by_key
-            ):
-                fixed[name] = by_key[str(value)]
-            else:
-                shown = ", ".join(list(by_key)[:5]) + (", …" if len(by_key) > 5 else "")
-                problems.append(Problem(*where, f"no row of {name!r} has the key {value!r} (keys: {shown})"))
-        found.append(fixed)
-    return tuple(found)
 
 
 def load_pricing(path: Path) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from sume_batch.confine import ConfinementError, confine_file
 from sume_batch.errors import ApiError, ManifestError, Problem
 from sume_batch.expand import JobSpec, format_row
 from sume_batch.manifest import Manifest
+from sume_batch.stages import PROBE_URL, Probe
 from sume_batch.transfer import MAX_UPLOAD_BYTES
 from sume_batch.workspace import MAX_ROWS, capabilities_of
 
@@ -67,14 +68,25 @@ async def _check_avatars(client: SumeClient, specs: Sequence[JobSpec], found: _F
 
 
 def _avatar_needs(specs: Iterable[JobSpec]) -> Iterable[tuple[JobSpec, str, str, str]]:
+    """(job, field, avatar, capability) for every avatar a job names; a downstream job's stand-in
+    values (`stages.Probe`: `upstream-…`) are checked once the real ones exist, by the API."""
     for spec in specs:
-        if spec.kind.name == "ad_video" and isinstance(spec.request.get("avatar_id"), str):
+        if (
+            spec.kind.name == "ad_video"
+            and isinstance(spec.request.get("avatar_id"), str)
+            and not _probed(spec.request["avatar_id"])
+        ):
             needed = AD_STYLE_NEEDS.get(str(spec.request.get("style", "talking_head")), "talking_head")
             yield spec, "avatar_id", spec.request["avatar_id"], needed
         elif spec.kind.name == "face_swap" and isinstance(spec.request.get("avatar_ids"), list):
             for avatar in spec.request["avatar_ids"]:
-                if isinstance(avatar, str):
+                if isinstance(avatar, str) and not _probed(avatar):
                     yield spec, "avatar_ids", avatar, "face_swap"
+
+
+def _probed(value: str) -> bool:
+    """A value rendered from a stand-in upstream (`stages.Probe`): its real value is not known yet."""
+    return isinstance(value, Probe) or "upstream-" in value or PROBE_URL in value
 
 
 async def _avatars(client: SumeClient, wanted: set[str]) -> dict[str, Mapping[str, Any]]:

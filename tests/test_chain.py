@@ -206,3 +206,13 @@ def test_each_run_reads_an_outputs_url_afresh_and_the_downstream_key_stays_the_s
     assert keys[0] == keys[1] and len(keys[0]) == 4
     assert sent[0] != sent[1] and all("X-Amz-Signature=s" in url for url in sent[1])  # as read this time
     assert "Signature" not in json.dumps([spec.request for spec, _ in stage.jobs])  # stored-form only
+
+
+def test_a_later_stages_avatar_is_checked_before_the_first_stage_is_bought(tmp_path: Path) -> None:
+    write(tmp_path, CHAIN.replace("[avatar_maya01, avatar_leo02]", "[avatar_maya01, avatar_noah06]"))
+    with running_sandbox(SandboxConfig.from_profile("instant")) as server:
+        result = invoke("run", str(tmp_path / "campaign.yaml"), "--yes", env=env_of(server))
+        stats = server.stats()
+    assert result.code == 2
+    assert "avatar 'avatar_noah06' cannot be used for ugc_ad (it can: talking_head)" in result.err
+    assert stats["job_ids"] == []  # not even the analyses

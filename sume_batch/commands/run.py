@@ -14,6 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -22,19 +23,19 @@ import httpx
 from sume_batch import registry, stages
 from sume_batch.api import SumeClient, in_flight_for
 from sume_batch.budget import BalanceWatch, Budget
-from sume_batch.chain import next_stage
+from sume_batch.chain import run_stages
 from sume_batch.commands.common import prepare, read_campaign, read_workspace
 from sume_batch.commands.endpoint import Endpoint, Rehearsal, endpoint
 from sume_batch.confine import file_digest
 from sume_batch.errors import RefusedError, UnresolvedWorkspace, UsageError
 from sume_batch.execute import Executor, OnChange, Settings, balance_after
 from sume_batch.exits import INTERNAL_ERROR
+from sume_batch.expand import probe_specs
 from sume_batch.git import git_revision
 from sume_batch.manifest import Manifest, load_pricing
 from sume_batch.plan import Diff, Plan, Selection, credits, diff_plan, make_plan, plan_text, restrict
 from sume_batch.poll import FLOOR_S, REHEARSAL_FLOOR_S
 from sume_batch.preflight import check_workspace
-from sume_batch.pricing import Price
 from sume_batch.progress import Progress
 from sume_batch.reconcile import LOST_CREATE_GRACE_S
 from sume_batch.records import RunRecord
@@ -195,9 +196,10 @@ async def _run(call: Call) -> int:
             states, budget, ids = read_campaign(existing, call.manifest.max_credits, options.assume_price)
             diff = diff_plan(call.plan, states, options.selection.again(), cost=budget.cost, ids=ids)
             buying = TO_SUBMIT | options.selection.again()
-            await check_workspace(client, call.manifest, [  # what the jobs to buy need, before any create
-                spec for spec, _ in call.plan.jobs if states.get(spec.key, JobState.PLANNED) in buying
-            ])  # fmt: skip
+            later = [spec for stage in stages.order(call.manifest.jobs)  # a chain's later stages
+                     for spec in probe_specs(call.manifest, stage, digest=cache(file_digest))]  # fmt: skip
+            buy = [spec for spec, _ in call.plan.jobs if states.get(spec.key, JobState.PLANNED) in buying]
+            await check_workspace(client, call.manifest, [*buy, *later])  # what they need, before any create
             echo(redactor.name(plan_text(call.plan)))
             echo(diff.text())
             if note := budget.price_note():
@@ -264,7 +266,10 @@ async def _execute(call: Call, live: Live) -> int:
         with Interrupts(executor, echo=echo) as interrupts, store_failures(executor):
             await interrupts.run(call.plan.jobs)
             keys = [spec.key for spec, _ in call.plan.jobs]
-            keys += await run_stages(call, store, executor, interrupts, changed, run=record.seq)
+            keys += await run_stages(
+                call.manifest, call.plan, store=store, executor=executor, interrupts=interrupts,
+                changed=changed, echo=echo, redactor=redactor, run=record.seq,
+            )  # fmt: skip
             if executor.unrecorded:
                 raise unrecorded_error(executor)
             stored = store.states()
@@ -291,43 +296,6 @@ async def _execute(call: Call, live: Live) -> int:
     if problem:
         raise UsageError(f"{problem}; `sume-batch report {manifest.path}` writes them again")
     return code
-
-
-async def run_stages(
-    call: Call, store: RunStore, executor: Executor, interrupts: Interrupts, changed: OnChange, *, run: int
-) -> list[str]:
-    """Each downstream stage once its upstream stage has finished (see `stages`); the keys of the
-    jobs it made, blocked ones too. Stops when the run is stopped or interrupted."""
-    manifest, echo, redactor = call.manifest, call.echo, call.redactor
-    done, keys = list(call.plan.jobs), []
-    for template in stages.order(manifest.jobs):
-        if executor.halt.is_set() or executor.stopped or executor.crashed:
-            break
-        price = call.plan.pricer or (lambda spec: Price(None, "unpriced"))
-        stage = await next_stage(template, done, manifest=manifest, store=store, transfers=executor.transfers,
-                                 price=price, live=executor.live_urls, run=run)  # fmt: skip
-        for line in stage.problems:
-            echo(redactor.name(line))
-        for key, job_id in stage.blocked:
-            changed(job_id, JobState.BLOCKED, None)
-            keys.append(key)
-        if stage.waiting:
-            echo(f"{template.path} waits for {stage.waiting:,} upstream job(s) of stage {template.needs}:"
-                 " the next run goes on")  # fmt: skip
-            continue
-        rows = (
-            (spec.key, spec.id, spec.kind.name, spec.request, spec.matrix, cost.credits)
-            for spec, cost in stage.jobs
-        )
-        store.add_planned(
-            rows, run=run, stored=lambda request, matrix: stored_variant(request, matrix, redactor)
-        )
-        for spec, _ in stage.jobs:
-            changed(spec.id, store.job(spec.key).state, None)
-        await interrupts.run(stage.jobs)
-        done += stage.jobs
-        keys += [spec.key for spec, _ in stage.jobs]
-    return keys
 
 
 def exit_code(executor: Executor, signal: int | None, states: set[str]) -> int:
