@@ -109,7 +109,10 @@ async def run_stages(
     own jobs ran; the keys of the jobs it made, blocked ones too. Stops when the run is stopped or
     interrupted."""
     done, keys = list(plan.jobs), []
+    chosen = {bound.template for bound in plan.stages}  # `--stop-after` leaves out what comes after
     for template in stages.order(manifest.jobs):
+        if template.index not in chosen:
+            continue
         if executor.halt.is_set() or executor.stopped or executor.crashed:
             break
         price = plan.pricer or (lambda spec: Price(None, "unpriced"))

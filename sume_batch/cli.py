@@ -57,6 +57,11 @@ def selection_options(command: Callable[..., Any]) -> Callable[..., Any]:
             "--resubmit-uncertain", is_flag=True, help="Create uncertain jobs again (they may exist)."
         ),
         click.option("--regenerate", is_flag=True, help="Create every selected job again, done or not."),
+        click.option(
+            "--stop-after",
+            metavar="STAGE",
+            help="Run and price a chain up to this stage, not the ones after it.",
+        ),
     ]
     for option in reversed(options):
         command = option(command)
@@ -64,13 +69,15 @@ def selection_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def make_selection(
-    only: tuple[str, ...], retry_failed: bool, resubmit_uncertain: bool, regenerate: bool
-) -> Selection:
+    only: tuple[str, ...], retry_failed: bool, resubmit_uncertain: bool, regenerate: bool,
+    stop_after: str | None = None,
+) -> Selection:  # fmt: skip
     from sume_batch.plan import Selection  # noqa: PLC0415 - the planning stack, for plan and run only
 
     return Selection(
-        only=only, retry_failed=retry_failed, resubmit_uncertain=resubmit_uncertain, regenerate=regenerate
-    )
+        only=only, retry_failed=retry_failed, resubmit_uncertain=resubmit_uncertain, regenerate=regenerate,
+        stop_after=stop_after,
+    )  # fmt: skip
 
 
 # The sandbox's profiles, named here so `validate` and `plan` need not import the server stack.
@@ -146,6 +153,7 @@ def plan(
     retry_failed: bool,
     resubmit_uncertain: bool,
     regenerate: bool,
+    stop_after: str | None,
     allow_roots: tuple[Path, ...],
     refresh: bool,
 ) -> int:
@@ -162,7 +170,7 @@ def plan(
         max_jobs=max_jobs,
         pricing=pricing,
         state_dir=state_dir,
-        selection=make_selection(only, retry_failed, resubmit_uncertain, regenerate),
+        selection=make_selection(only, retry_failed, resubmit_uncertain, regenerate, stop_after),
         as_json=as_json,
         output=output,
         env=os.environ,
@@ -308,6 +316,7 @@ def run(
     retry_failed: bool,
     resubmit_uncertain: bool,
     regenerate: bool,
+    stop_after: str | None,
     allow_roots: tuple[Path, ...],
 ) -> int:
     """Run a campaign: plan, check the balance, ask, submit, poll, download.
@@ -332,7 +341,7 @@ def run(
     options = Options(
         yes=yes, dry_run=dry_run, concurrency=concurrency, state_dir=state_dir, interactive=os.isatty(0),
         live=os.isatty(2), quiet=quiet, idempotency_honoured=idempotency_honoured,
-        selection=make_selection(only, retry_failed, resubmit_uncertain, regenerate),
+        selection=make_selection(only, retry_failed, resubmit_uncertain, regenerate, stop_after),
         assume_price=assume_price, lost_create_grace=lost_create_grace,
     )  # fmt: skip
     sandbox = Rehearsal(sandbox_profile, **knobs) if use_sandbox else None  # type: ignore[arg-type]

@@ -18,6 +18,7 @@ from typing import Any
 from sume_batch import stages, states
 from sume_batch.confine import file_digest
 from sume_batch.data import DataFile
+from sume_batch.errors import UsageError
 from sume_batch.expand import JobSpec, probe_specs
 from sume_batch.kinds import KINDS
 from sume_batch.manifest import Manifest
@@ -47,6 +48,7 @@ class StageBound:
 
     template: int  # its index in `jobs:`
     kind: str
+    stage: str | None  # its own stage name, if later jobs need it
     needs: str
     fan: str
     jobs: int  # at most
@@ -70,6 +72,7 @@ class Plan:
     max_credits: float | None
     data: tuple[DataFile, ...] = ()  # the data files its axes read, with their sha256
     stages: tuple[StageBound, ...] = ()  # the jobs that run once their upstream is ready
+    stage_names: frozenset[str] = frozenset()  # every stage a job names
     pricer: Callable[[JobSpec], Price] | None = field(default=None, compare=False, repr=False)
 
     @property
@@ -118,8 +121,22 @@ def make_plan(
         max_credits=manifest.max_credits,
         data=manifest.data,
         stages=stage_bounds(manifest, specs, pricer),
+        stage_names=frozenset(template.stage for template in manifest.jobs if template.stage),
         pricer=pricer,
     )
+
+
+def _stop_after(plan: Plan, stage: str) -> Plan:
+    if stage not in plan.stage_names:
+        known = ", ".join(sorted(plan.stage_names)) or "none"
+        raise UsageError(f"--stop-after {stage}: no job is that stage (stages: {known})")
+    cut, kept = {stage}, []
+    for bound in plan.stages:  # in order: a stage after a cut one is cut too
+        if bound.needs in cut and bound.stage != stage:
+            cut |= {bound.stage} if bound.stage else set()
+        else:
+            kept.append(bound)
+    return dataclasses.replace(plan, stages=tuple(kept))
 
 
 def stage_bounds(
@@ -140,7 +157,7 @@ def stage_bounds(
         if template.stage:
             outputs[template.stage] += count * per_job
         bounds.append(StageBound(
-            template.index, template.kind.name, template.needs or "", template.fan, count,
+            template.index, template.kind.name, template.stage, template.needs or "", template.fan, count,
             max(prices) if len(prices) == len(probes) and prices else None, per_job,
         ))  # fmt: skip
     return tuple(bounds)
@@ -359,6 +376,7 @@ class Selection:
     """Which jobs a run touches and which finished ones it buys again (the run/plan flags)."""
 
     only: tuple[str, ...] = ()  # job id globs, or axis=value
+    stop_after: str | None = None  # a chain runs up to this stage (see `stages`)
     retry_failed: bool = False
     resubmit_uncertain: bool = False
     regenerate: bool = False
@@ -380,7 +398,10 @@ def _selected(spec: JobSpec, pattern: str) -> bool:
 
 
 def restrict(plan: Plan, selection: Selection) -> Plan:
-    """The plan of only the selected jobs, with its totals worked out again."""
+    """The plan of only the selected jobs, with its totals worked out again; with `stop_after`,
+    without the stages after that one (a UsageError when no job is that stage)."""
+    if selection.stop_after is not None:
+        plan = _stop_after(plan, selection.stop_after)
     if not selection.only:
         return plan
     jobs = tuple((spec, price) for spec, price in plan.jobs if selection.selects(spec))

@@ -216,3 +216,22 @@ def test_a_later_stages_avatar_is_checked_before_the_first_stage_is_bought(tmp_p
     assert result.code == 2
     assert "avatar 'avatar_noah06' cannot be used for ugc_ad (it can: talking_head)" in result.err
     assert stats["job_ids"] == []  # not even the analyses
+
+
+def test_stop_after_runs_and_prices_part_of_a_chain_and_the_next_run_goes_on(tmp_path: Path) -> None:
+    path = str(write(tmp_path, CHAIN))
+    priced = json.loads(invoke("plan", path, "--stop-after", "hero", "--json").out)
+    assert [one["template"] for one in priced["stages"]] == [1] and priced["total_credits"] == 10 + 32
+    unknown = invoke("plan", path, "--stop-after", "heroes")
+    assert (
+        unknown.code == 2
+        and "--stop-after heroes: no job is that stage (stages: hero, research)" in unknown.err
+    )
+    with running_sandbox(SandboxConfig.from_profile("instant")) as server:
+        assert (
+            invoke("run", path, "--yes", "--quiet", "--stop-after", "research", env=env_of(server)).code == 0
+        )
+        first = dict(server.stats()["creates_by_idempotency_key"])
+        assert invoke("run", path, "--yes", "--quiet", env=env_of(server)).code == 0
+        after = server.stats()["creates_by_idempotency_key"]
+    assert len(first) == 2 and len(after) == 8 and all(after[key] == 1 for key in first)
