@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
-from sume_batch import stages
+from sume_batch import reviews, stages
 from sume_batch.confine import file_digest
 from sume_batch.errors import ApiError, ManifestError
 from sume_batch.execute import Executor, OnChange
@@ -42,11 +42,14 @@ class Stage:
 async def next_stage(
     template: JobTemplate, done: Sequence[Job], *, manifest: Manifest, store: RunStore, transfers: Transfers,
     price: Callable[[JobSpec], Price], live: dict[str, str], run: int,
+    reviewed: Mapping[str, str] | None = None,
 ) -> Stage:  # fmt: skip
     """The jobs of `template` over the outputs of the stage it needs among `done` (the run's jobs
     so far); the upstream's results are fetched afresh and their URLs kept stored-form (`live`
     gets each URL as read). Upstream jobs that ended without success block what needed them."""
     upstream = [spec for spec, _ in done if manifest.jobs[spec.template].stage == template.needs]
+    if template.picked:  # only what review picked (`reviews`): the others are neither waited for nor blocking
+        upstream = [spec for spec in upstream if (reviewed or {}).get(spec.key) == "picked"]
     stored = store.jobs(spec.key for spec in upstream)
     stage, outputs, failed = Stage(), [], []
     for spec in upstream:
@@ -110,16 +113,21 @@ async def run_stages(
     interrupted."""
     done, keys = list(plan.jobs), []
     chosen = {bound.template for bound in plan.stages}  # `--stop-after` leaves out what comes after
+    reviewed = review_states(manifest, store) if any(one.picked for one in manifest.jobs) else {}
     for template in stages.order(manifest.jobs):
         if template.index not in chosen:
             continue
         if executor.halt.is_set() or executor.stopped or executor.crashed:
             break
         price = plan.pricer or (lambda spec: Price(None, "unpriced"))
-        stage = await next_stage(template, done, manifest=manifest, store=store, transfers=executor.transfers,
-                                 price=price, live=executor.live_urls, run=run)  # fmt: skip
+        stage = await next_stage(
+            template, done, manifest=manifest, store=store, transfers=executor.transfers, price=price,
+            live=executor.live_urls, run=run, reviewed=reviewed,
+        )  # fmt: skip
         for line in stage.problems:
             echo(redactor.name(line))
+        if template.picked and not stage.jobs and not stage.blocked:
+            echo(f"{template.path} reads only what review picked: nothing of {template.needs} is picked yet")
         for key, job_id in stage.blocked:
             changed(job_id, JobState.BLOCKED, None)
             keys.append(key)
@@ -140,3 +148,10 @@ async def run_stages(
         done += stage.jobs
         keys += [spec.key for spec, _ in stage.jobs]
     return keys
+
+
+def review_states(manifest: Manifest, store: RunStore) -> dict[str, str]:
+    """Job key → review state, from the decisions file and this store's outputs (see `reviews`)."""
+    decisions = reviews.load(reviews.reviews_path(manifest.folder, manifest.name))
+    outputs = [reviews.Output(row["key"], row["sha256"], row["path"]) for row in store.files()]
+    return reviews.states(decisions, outputs)

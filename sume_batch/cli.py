@@ -48,7 +48,10 @@ def selection_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """The flags that choose which jobs `plan` prices and `run` touches."""
     options = [
         click.option(
-            "--only", multiple=True, metavar="GLOB|AXIS=VALUE", help="Only these jobs (repeatable)."
+            "--only",
+            multiple=True,
+            metavar="GLOB|AXIS=VALUE|picked|rejected",
+            help="Only these jobs (repeatable): an id glob, a matrix value, or a review state.",
         ),
         click.option(
             "--retry-failed", is_flag=True, help="Create failed, canceled, expired and refused jobs again."
@@ -57,6 +60,11 @@ def selection_options(command: Callable[..., Any]) -> Callable[..., Any]:
             "--resubmit-uncertain", is_flag=True, help="Create uncertain jobs again (they may exist)."
         ),
         click.option("--regenerate", is_flag=True, help="Create every selected job again, done or not."),
+        click.option(
+            "--retry-rejected",
+            is_flag=True,
+            help="Create the jobs rejected in review again (reviews/CAMPAIGN.yaml).",
+        ),
         click.option(
             "--stop-after",
             metavar="STAGE",
@@ -68,16 +76,11 @@ def selection_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return command
 
 
-def make_selection(
-    only: tuple[str, ...], retry_failed: bool, resubmit_uncertain: bool, regenerate: bool,
-    stop_after: str | None = None,
-) -> Selection:  # fmt: skip
+def make_selection(only: tuple[str, ...], **flags: Any) -> Selection:
+    """The selection flags (`selection_options`) as one value."""
     from sume_batch.plan import Selection  # noqa: PLC0415 - the planning stack, for plan and run only
 
-    return Selection(
-        only=only, retry_failed=retry_failed, resubmit_uncertain=resubmit_uncertain, regenerate=regenerate,
-        stop_after=stop_after,
-    )  # fmt: skip
+    return Selection(only=only, **flags)
 
 
 # The sandbox's profiles, named here so `validate` and `plan` need not import the server stack.
@@ -154,6 +157,7 @@ def plan(
     resubmit_uncertain: bool,
     regenerate: bool,
     stop_after: str | None,
+    retry_rejected: bool,
     allow_roots: tuple[Path, ...],
     refresh: bool,
 ) -> int:
@@ -170,7 +174,14 @@ def plan(
         max_jobs=max_jobs,
         pricing=pricing,
         state_dir=state_dir,
-        selection=make_selection(only, retry_failed, resubmit_uncertain, regenerate, stop_after),
+        selection=make_selection(
+            only,
+            retry_failed=retry_failed,
+            resubmit_uncertain=resubmit_uncertain,
+            regenerate=regenerate,
+            stop_after=stop_after,
+            retry_rejected=retry_rejected,
+        ),
         as_json=as_json,
         output=output,
         env=os.environ,
@@ -317,6 +328,7 @@ def run(
     resubmit_uncertain: bool,
     regenerate: bool,
     stop_after: str | None,
+    retry_rejected: bool,
     allow_roots: tuple[Path, ...],
 ) -> int:
     """Run a campaign: plan, check the balance, ask, submit, poll, download.
@@ -341,13 +353,44 @@ def run(
     options = Options(
         yes=yes, dry_run=dry_run, concurrency=concurrency, state_dir=state_dir, interactive=os.isatty(0),
         live=os.isatty(2), quiet=quiet, idempotency_honoured=idempotency_honoured,
-        selection=make_selection(only, retry_failed, resubmit_uncertain, regenerate, stop_after),
+        selection=make_selection(
+            only, retry_failed=retry_failed, resubmit_uncertain=resubmit_uncertain, regenerate=regenerate,
+            stop_after=stop_after, retry_rejected=retry_rejected,
+        ),
         assume_price=assume_price, lost_create_grace=lost_create_grace,
     )  # fmt: skip
     sandbox = Rehearsal(sandbox_profile, **knobs) if use_sandbox else None  # type: ignore[arg-type]
     return run(
         file, max_jobs=max_jobs, pricing=pricing, sandbox=sandbox, options=options, roots=allow_roots,
         env=os.environ, echo=click.echo, confirm=lambda question: click.confirm(question, default=False),
+    )  # fmt: skip
+
+
+@cli.command()
+@click.argument("file", type=_manifest_path())
+@click.option("--pick", "picks", multiple=True, metavar="GLOB", help="Pick these jobs' outputs (repeatable).")
+@click.option("--reject", "rejects", multiple=True, metavar="GLOB", help="Reject these jobs' outputs.")
+@click.option("--rate", "ratings", multiple=True, metavar="GLOB=N", help="Rate these jobs' outputs 1-5.")
+@click.option("--comment", "comments", multiple=True, metavar="GLOB=TEXT", help="Comment on these jobs.")
+@click.option(
+    "--state-dir", type=click.Path(path_type=Path, file_okay=False), help="Where the run store lives."
+)
+@click.option("--sandbox", "use_sandbox", is_flag=True, help="The rehearsal store, not the API's.")
+@allow_root_option
+def review(
+    *, file: Path, picks: tuple[str, ...], rejects: tuple[str, ...], ratings: tuple[str, ...],
+    comments: tuple[str, ...], state_dir: Path | None, use_sandbox: bool, allow_roots: tuple[Path, ...],
+) -> int:  # fmt: skip
+    """Record review decisions in reviews/CAMPAIGN.yaml (for git), or list them.
+
+    Decisions belong to a job and an output's sha256, so they survive reruns; an output made again
+    makes its old decision stale. `run --only picked` and `run --retry-rejected` act on them.
+    """
+    from sume_batch.commands.review import review  # noqa: PLC0415
+
+    return review(
+        file, picks=picks, rejects=rejects, ratings=ratings, comments=comments, state_dir=state_dir,
+        env=os.environ, sandbox=use_sandbox, echo=click.echo, roots=allow_roots,
     )  # fmt: skip
 
 

@@ -78,6 +78,7 @@ class JobTemplate:
     stage: str | None = None  # the name other jobs `needs:` it by (see `stages`)
     needs: str | None = None  # the stage whose outputs it reads as `upstream`
     fan: str = "aligned"  # one job per upstream output, or `join`: one over all of them
+    picked: bool = False  # only the upstream jobs picked in review (see `reviews`)
 
     @property
     def path(self) -> str:
@@ -286,11 +287,12 @@ def build_job(
         if name not in fields
     ]
     matrix, matrix_problems = build_matrix(job.get("matrix", {}), (*own, "matrix"), files, outer)
-    for name in ("matrix", "stage", "needs", "fan"):
+    for name in ("matrix", "stage", "needs", "fan", "picked"):
         marks[name] = document.mark((*own, name))
     template = JobTemplate(
         index, kind, job["id"], fields, job.get("vars", {}), matrix, marks,
         stage=job.get("stage"), needs=job.get("needs"), fan=job.get("fan", "aligned"),
+        picked=bool(job.get("picked", False)),
     )  # fmt: skip
     return template, problems + matrix_problems
 

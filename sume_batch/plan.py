@@ -23,6 +23,7 @@ from sume_batch.expand import JobSpec, probe_specs
 from sume_batch.kinds import KINDS
 from sume_batch.manifest import Manifest
 from sume_batch.pricing import Price, merge_prices, price_job
+from sume_batch.reviews import STATES as REVIEW_STATES
 from sume_batch.states import FAILED_BEFORE, TO_SUBMIT, JobState
 
 PRICE_NOTE = (
@@ -375,19 +376,31 @@ def diff_plan(
 class Selection:
     """Which jobs a run touches and which finished ones it buys again (the run/plan flags)."""
 
-    only: tuple[str, ...] = ()  # job id globs, or axis=value
+    only: tuple[str, ...] = ()  # job id globs, axis=value, or a review state (`reviews.STATES`)
     stop_after: str | None = None  # a chain runs up to this stage (see `stages`)
     retry_failed: bool = False
     resubmit_uncertain: bool = False
     regenerate: bool = False
+    retry_rejected: bool = False  # only the rejected jobs (of those `only` selects), bought again
+    reviewed: Mapping[str, str] = field(default_factory=dict)  # job key → review state (`reviews`)
+
+    @property
+    def needs_reviews(self) -> bool:
+        return self.retry_rejected or any(pattern in REVIEW_STATES for pattern in self.only)
 
     def again(self) -> frozenset[str]:
         """Stored states whose jobs are created anew."""
         chosen = {"retry_failed": self.retry_failed, "resubmit_uncertain": self.resubmit_uncertain}
-        return states.again(**chosen, regenerate=self.regenerate)
+        return states.again(**chosen, regenerate=self.regenerate or self.retry_rejected)
 
     def selects(self, spec: JobSpec) -> bool:
-        return not self.only or any(_selected(spec, pattern) for pattern in self.only)
+        chosen = not self.only or any(self._selected(spec, pattern) for pattern in self.only)
+        return chosen and (not self.retry_rejected or self.reviewed.get(spec.key) == "rejected")
+
+    def _selected(self, spec: JobSpec, pattern: str) -> bool:
+        if pattern in REVIEW_STATES:
+            return self.reviewed.get(spec.key, "unreviewed") == pattern
+        return _selected(spec, pattern)
 
 
 def _selected(spec: JobSpec, pattern: str) -> bool:
@@ -402,7 +415,7 @@ def restrict(plan: Plan, selection: Selection) -> Plan:
     without the stages after that one (a UsageError when no job is that stage)."""
     if selection.stop_after is not None:
         plan = _stop_after(plan, selection.stop_after)
-    if not selection.only:
+    if not selection.only and not selection.retry_rejected:
         return plan
     jobs = tuple((spec, price) for spec, price in plan.jobs if selection.selects(spec))
     specs = [spec for spec, _ in jobs]

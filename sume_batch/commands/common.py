@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from functools import cache
 from pathlib import Path
@@ -24,6 +25,7 @@ from sume_batch.workspace import (
 if TYPE_CHECKING:
     from sume_batch.budget import Budget
     from sume_batch.commands.endpoint import Endpoint
+    from sume_batch.plan import Selection
     from sume_batch.target import Target
 
 
@@ -57,6 +59,23 @@ def saved_snapshots(
     folder = store_folder(path.parent, state_dir)
     base_url = None if env is None else env.get("SUME_API_BASE_URL") or DEFAULT_BASE_URL
     return lambda campaign: find_snapshot(folder, campaign, base_url=base_url, rehearsal=sandbox)
+
+
+def with_reviews(
+    selection: Selection, manifest: Manifest, state_dir: Path | None, env: Mapping[str, str], *, sandbox: bool
+) -> Selection:
+    """The selection, knowing each job's review state when it selects by one (`reviews`)."""
+    if not selection.needs_reviews:
+        return selection
+    from sume_batch.records import reading  # noqa: PLC0415
+    from sume_batch.reviews import Output, load, reviews_path, states  # noqa: PLC0415
+
+    decisions = load(reviews_path(manifest.folder, manifest.name))
+    store, outputs = offline_store(manifest, state_dir, env, sandbox=sandbox), []
+    if store is not None:
+        with reading(store) as found:
+            outputs = [Output(row["key"], row["sha256"], row["path"]) for row in found.files()]
+    return dataclasses.replace(selection, reviewed=states(decisions, outputs))
 
 
 def read_workspace(api: Endpoint, axes: Sequence[WorkspaceAxis], campaign: str, folder: Path) -> Snapshot:

@@ -7,7 +7,14 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from sume_batch.budget import campaign_line
-from sume_batch.commands.common import offline_store, prepare, read_campaign, read_workspace, saved_snapshots
+from sume_batch.commands.common import (
+    offline_store,
+    prepare,
+    read_campaign,
+    read_workspace,
+    saved_snapshots,
+    with_reviews,
+)  # fmt: skip
 from sume_batch.commands.endpoint import Rehearsal, endpoint
 from sume_batch.errors import UnresolvedWorkspace
 from sume_batch.expand import JobSpec
@@ -71,6 +78,7 @@ def plan(
     prices = load_pricing(pricing) if pricing else None
     manifest, specs = planned(path, max_jobs=max_jobs, roots=roots, state_dir=state_dir, env=env,
                               sandbox=sandbox, refresh=refresh)  # fmt: skip
+    selection = with_reviews(selection, manifest, state_dir, env, sandbox=sandbox)
     result: Plan = restrict(make_plan(manifest, specs, prices, assume=assume_price), selection)
     store = offline_store(manifest, state_dir, env, sandbox=sandbox)
     stored, budget, ids = read_campaign(store, manifest.max_credits, assume_price)

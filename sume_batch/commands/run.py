@@ -24,7 +24,7 @@ from sume_batch import registry, stages
 from sume_batch.api import SumeClient, in_flight_for
 from sume_batch.budget import BalanceWatch, Budget
 from sume_batch.chain import run_stages
-from sume_batch.commands.common import prepare, read_campaign, read_workspace
+from sume_batch.commands.common import prepare, read_campaign, read_workspace, with_reviews
 from sume_batch.commands.endpoint import Endpoint, Rehearsal, endpoint
 from sume_batch.confine import file_digest
 from sume_batch.errors import RefusedError, UnresolvedWorkspace, UsageError
@@ -89,7 +89,11 @@ def run(
             snapshot = read_workspace(api, unread.axes, unread.campaign, folder)
             manifest, specs = prepare(path, max_jobs=max_jobs, roots=roots, snapshot=snapshot)
             echo(redactor.name(snapshot.text()))
-        plan = restrict(make_plan(manifest, specs, prices, assume=options.assume_price), options.selection)
+        selection = with_reviews(
+            options.selection, manifest, options.state_dir, env, sandbox=sandbox is not None
+        )
+        options = dataclasses.replace(options, selection=selection)
+        plan = restrict(make_plan(manifest, specs, prices, assume=options.assume_price), selection)
         return asyncio.run(_run(Call(manifest, plan, api, options, redactor, echo, confirm, env)))
 
 

@@ -1,0 +1,86 @@
+"""`sume-batch review`: record and list review decisions (see `reviews`), offline.
+
+    sume-batch review campaign.yaml --pick 'hero-serum-*' --reject hero-toner-9x16 --rate hero-serum-1x1=5
+
+Each flag takes job id globs (or `axis=value`, as `--only` does) and applies to every current output
+of each job it names; the decisions go to `reviews/<campaign>.yaml` beside the manifest, for git.
+Without a flag it lists the jobs with outputs and their review state. A glob that names no
+job with outputs is an error (exit 2), and nothing is written.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+from sume_batch.commands.common import chosen_store, prepare
+from sume_batch.errors import UsageError
+from sume_batch.records import reading
+from sume_batch.reviews import Output, decide, load, reviews_path, save, state_of
+
+Echo = Callable[[str], None]
+
+
+def review(
+    path: Path, *, picks: Sequence[str], rejects: Sequence[str], ratings: Sequence[str],
+    comments: Sequence[str], state_dir: Path | None, env: Mapping[str, str], sandbox: bool, echo: Echo,
+    roots: Sequence[Path] = (),
+) -> int:  # fmt: skip
+    """Record the decisions asked for, or list the jobs and their states; exit 0."""
+    manifest, _ = prepare(path, roots=roots, unread_ok=True)
+    with reading(chosen_store(manifest, state_dir, env, sandbox)) as store:
+        outputs: dict[str, list[Output]] = {}
+        for row in store.files():
+            outputs.setdefault(row["key"], []).append(Output(row["key"], row["sha256"], row["path"]))
+        jobs = store.jobs(outputs)  # the jobs with outputs: what there is to review
+    where = reviews_path(manifest.folder, manifest.name)
+    decisions = load(where)
+    asked = [
+        *((pattern, {"decision": "pick"}) for pattern in picks),
+        *((pattern, {"decision": "reject"}) for pattern in rejects),
+        *((_split(text, "--rate")[0], {"rating": _rating(text)}) for text in ratings),
+        *((_split(text, "--comment")[0], {"comment": _split(text, "--comment")[1]}) for text in comments),
+    ]
+    for pattern, change in asked:
+        named = [job for job in jobs.values() if _named(job.id, job.matrix, pattern) and outputs.get(job.key)]
+        if not named:
+            raise UsageError(f"{pattern!r} names no job with outputs to review")
+        for job in named:
+            decide(decisions, key=job.key, job_id=job.id, outputs=outputs[job.key], **change)  # type: ignore[arg-type]
+    if asked:
+        save(where, manifest.name, decisions)
+        echo(f"{len(asked)} decision(s) recorded in {where}")
+    for job in sorted(jobs.values(), key=lambda one: one.id):
+        state = state_of(decisions.get(job.key), outputs.get(job.key, []))
+        marks = [
+            decisions.get(job.key, {}).get("outputs", {}).get(one.sha256, {})
+            for one in outputs.get(job.key, [])
+        ]
+        rating = next((str(mark["rating"]) for mark in marks if mark.get("rating")), "")
+        echo(
+            f"{state:10}  {job.id}  {len(outputs.get(job.key, []))} output(s)"
+            + (f"  ★{rating}" if rating else "")
+        )
+    return 0
+
+
+def _named(job_id: str, matrix: Mapping[str, object], pattern: str) -> bool:
+    axis, equals, value = pattern.partition("=")
+    if equals and axis in matrix:
+        return str(matrix[axis]) == value
+    return fnmatch.fnmatchcase(job_id, pattern)
+
+
+def _split(text: str, flag: str) -> tuple[str, str]:
+    pattern, equals, value = text.rpartition("=") if flag == "--rate" else text.partition("=")
+    if not equals or not pattern:
+        raise UsageError(f"{flag} {text!r}: write GLOB=VALUE")
+    return pattern, value
+
+
+def _rating(text: str) -> int:
+    value = _split(text, "--rate")[1]
+    if not value.isdigit() or not 1 <= int(value) <= 5:
+        raise UsageError(f"--rate {text!r}: a rating is a whole number from 1 to 5")
+    return int(value)
