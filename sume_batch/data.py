@@ -64,6 +64,22 @@ class DataRow(dict[str, Any]):
         self.row_key, self.line = row_key, line
 
 
+NAMING = ("name", "key", "id", "title")  # the field a mapping-valued matrix value is called by
+
+
+def label(value: Any) -> str:
+    """A matrix value as people read it, in chips, filters, JUnit names and `--only axis=value`:
+    a data row by its key, a mapping by its `name` (`key`, `id`, `title`), else as JSON."""
+    value = shown(value)
+    if isinstance(value, str):
+        return value
+    if isinstance(value, Mapping):
+        named = next((value[field] for field in NAMING if isinstance(value.get(field), str | int)), None)
+        if named is not None:
+            return str(named)
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(", ", ": "), default=str)
+
+
 def shown(value: Any) -> Any:
     """A matrix value as people see and match it: a data row by its key (the row itself without one)."""
     return value.row_key if isinstance(value, DataRow) and value.row_key is not None else value

@@ -17,7 +17,7 @@ from typing import Any
 
 from sume_batch import stages, states
 from sume_batch.confine import file_digest
-from sume_batch.data import DataFile
+from sume_batch.data import DataFile, label
 from sume_batch.errors import UsageError
 from sume_batch.expand import JobSpec, probe_specs
 from sume_batch.kinds import KINDS
@@ -210,9 +210,7 @@ def axis_counts(specs: Sequence[JobSpec]) -> dict[str, dict[str, int]]:
 
 
 def _label(value: Any) -> str:
-    if isinstance(value, dict):
-        return str(value.get("name", value.get("id", value)))
-    return str(value)
+    return label(value)
 
 
 def budget_verdict(plan: Plan) -> str:

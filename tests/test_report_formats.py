@@ -131,3 +131,17 @@ def test_report_json_of_a_run_without_jobs_is_valid(tmp_path: Path) -> None:
     text = write_reports(document, tmp_path / "r", ("json",))["json"].read_bytes().decode("utf-8")
     assert json.loads(text) == document
     assert text.endswith(',\n  "jobs": []\n}\n')
+
+
+def test_a_mapping_matrix_value_is_shown_by_its_name_in_chips_filters_and_junit(tmp_path: Path) -> None:
+    store = RunStore.open(tmp_path / "named.sqlite")
+    run = store.begin_run({**INFO, "downloads": str(tmp_path / "out"), "reports": str(tmp_path / "reports")})
+    product = {"name": "serum", "claim": "glow"}
+    store.add_planned([("cd01", "hero-serum", "image", {"prompt": "p"}, {"product": product, "spec": {"w": 1}}, 4.0)],
+                      run=run.seq)  # fmt: skip
+    source = Source(campaign="named", downloads=tmp_path / "out", folder=tmp_path / "r", run=store.runs()[-1])
+    document = build_report(store, source, redactor=Redactor(), now=2e9)
+    assert document["axes"] == {"product": ["serum"], "spec": ['{"w": 1}']}  # a mapping with no name: JSON
+    assert document["jobs"][0]["matrix"]["product"] == product  # report.json keeps the value itself
+    case = ElementTree.fromstring(report_junit(document)).find(".//testcase")
+    assert case is not None and case.get("name") == 'hero-serum [product=serum, spec={"w": 1}]'

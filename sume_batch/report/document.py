@@ -6,7 +6,6 @@ Every string in it passes the redaction gate on the way in; the format modules r
 from __future__ import annotations
 
 import bisect
-import json
 import os
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -16,13 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from sume_batch import __version__, states
+from sume_batch.data import label
 from sume_batch.kinds import KINDS
 from sume_batch.records import RunRecord, StoredJob, StoreReader
 from sume_batch.redact import Failure, Redactor
 from sume_batch.states import JobState
 
 REPORT_SCHEMA_VERSION = 1
-_SHOW = json.JSONEncoder(ensure_ascii=False, sort_keys=True)  # one for all: `json.dumps` makes one a call
 _RANK: dict[str, int] = {state: n for n, state in enumerate(states.ORDER)}  # display order: problems first
 
 
@@ -262,8 +261,8 @@ def _iso(moment: float) -> str:
 
 
 def show(value: object) -> str:
-    """A matrix value as text: strings as they are, anything else as JSON."""
-    return value if isinstance(value, str) else _SHOW.encode(value)
+    """A matrix value as text (`data.label`): a mapping by its name, key or id, else as JSON."""
+    return value if isinstance(value, str) else label(value)
 
 
 def failure_text(job: Mapping[str, Any]) -> str:
