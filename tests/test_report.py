@@ -372,6 +372,11 @@ def test_report_html_in_a_real_browser(chaos_run: Path, tmp_path: Path) -> None:
         )
         assert len(metadata) == len(videos) > 0 and all(state >= 1 for state in metadata)  # playable
         assert page.evaluate("document.querySelectorAll('#gallery .card').length") == len(report["jobs"])
+        facts = page.evaluate("[...document.querySelectorAll('#gallery .facts')].map((p) => p.textContent)")
+        sent = [job for job in report["jobs"] if job["sume_job_ids"]]
+        assert len(facts) >= len(sent) > 0 and all(" credits" in line for line in facts)  # cost, id, attempts
+        assert any(job["sume_job_ids"][0] in line and "1 attempt" in line for job in sent for line in facts)
+        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")  # nothing overflows
         assert pager(page) == pager(page, 1) == [["‹ Previous", True, False], ["1", False, True],
                                                  ["Next ›", True, False], ["hidden"]]  # fmt: skip
         assert page.evaluate("document.querySelectorAll('#failures tbody tr').length") == failed

@@ -10,11 +10,12 @@ The block (`data_chunks`) holds one object; report.js reads it by these position
 
     {"states": [[state, class, words], ...],   status filter; class: ok, bad or pending
      "types": [type, ...], "axes": [[axis, [value, ...]], ...],
-     "jobs": [[id, state, type, [axis, value, ...], prompt, failure, ok, [[kind, href], ...]], ...]}
+     "jobs": [[id, state, type, [axis, value, ...], prompt, failure, ok, [[kind, href], ...], facts], ...]}
 
 where a job's state, type, axes and values are indexes into those lists (its matrix in its own order),
 prompt and failure are text or null, ok is 0 or 1, and a file's kind is one of `MEDIA` (0 image,
-1 video, 2 a link), its href the path relative to the page, percent-encoded.
+1 video, 2 a link), its href the path relative to the page, percent-encoded; facts is one line of
+what the job cost and was (`4 credits · job_abc123 · 1 attempt · 3.2 s`).
 """
 
 from __future__ import annotations
@@ -118,7 +119,25 @@ class _Index:
         failure = failure_text(job) if job["failure"] is not None else None
         files = [[_media(item["content_type"]), quote(item["path"], safe="/")] for item in job["files"]]
         return [job["id"], self.status[job["status"]], self.type[job["type"]], matrix, job["prompt"],
-                failure, int(job["ok"]), files]  # fmt: skip
+                failure, int(job["ok"]), files, facts(job)]  # fmt: skip
+
+
+def facts(job: Mapping[str, Any]) -> str:
+    """What a card says a job cost and was: credits (stated, reserved or estimated), its Sume job
+    ids, attempts and how long it took."""
+    money = job["credits"]
+    spent = money["stated_by_api"] if money["stated_by_api"] is not None else money["reserved"] or None
+    credits = spent if spent is not None else money["estimated"]
+    parts = (
+        [f"{credits:g} credits" + ("" if spent is not None else " (estimate)")] if credits is not None else []
+    )
+    ids = job["sume_job_ids"]
+    parts += [", ".join(ids[:2]) + (f" +{len(ids) - 2}" if len(ids) > 2 else "")] if ids else []
+    if job["attempts"]:
+        parts.append(f"{job['attempts']} attempt{'s' if job['attempts'] != 1 else ''}")
+    if job["timings"]["seconds"] is not None:
+        parts.append(f"{job['timings']['seconds']:.1f} s")
+    return " · ".join(parts)
 
 
 def _shown(value: object) -> str:

@@ -6,7 +6,7 @@
 (() => {
   const PAGE = 100; // cards per page
   const EAGER = 500; // a filter of more values gets its options when first used: 100,000 cost seconds
-  const [ID, STATE, TYPE, MATRIX, PROMPT, FAILURE, OK, FILES] = [0, 1, 2, 3, 4, 5, 6, 7];
+  const [ID, STATE, TYPE, MATRIX, PROMPT, FAILURE, OK, FILES, FACTS] = [0, 1, 2, 3, 4, 5, 6, 7, 8];
   const [IMAGE, VIDEO] = [0, 1];
   const data = JSON.parse(document.getElementById("report-data").textContent);
   const jobs = data.jobs;
@@ -90,6 +90,7 @@
       const [axis, values] = data.axes[matrix[i]];
       chips.append(element("span", "chip", axis + "=" + values[matrix[i + 1]]));
     }
+    if (job[FACTS]) body.append(element("p", "facts", job[FACTS]));
     if (job[PROMPT]) body.append(element("p", "prompt", job[PROMPT]));
     if (job[FAILURE] !== null) body.append(element("div", "reason", job[FAILURE]));
     const files = links(job);
