@@ -57,6 +57,18 @@ def reviews_path(manifest_folder: Path, campaign: str) -> Path:
     return manifest_folder / "reviews" / f"{campaign}.yaml"
 
 
+def for_report(manifest_folder: Path, campaign: str) -> dict[str, dict[str, Any]] | None:
+    """The decisions a report shows: None without a decisions file, or with one that cannot be read
+    (a report is still written; `sume-batch review` says what is wrong with the file)."""
+    path = reviews_path(manifest_folder, campaign)
+    if not path.exists():
+        return None
+    try:
+        return load(path)
+    except ManifestError:
+        return None
+
+
 def load(path: Path) -> dict[str, dict[str, Any]]:
     """Job key → {"job": id, "outputs": {sha256: decision}}; empty when there is no file yet."""
     if not path.exists():

@@ -20,7 +20,7 @@ from helpers import invoke, read_report, report_schema, write
 from sume_batch.redact import Redactor
 from sume_batch.report.document import Source, build_report, failure_text, run_folder_name
 from sume_batch.report.folder import write_reports
-from sume_batch.report.html import report_html
+from sume_batch.report.html import data_chunks, report_html
 from sume_batch.report.junit import report_junit
 from sume_batch.sandbox import SandboxConfig, running_sandbox
 from sume_batch.states import JobState
@@ -80,10 +80,24 @@ def made_store(folder: Path, *, end: bool = True) -> RunStore:
     return store
 
 
-def report_of(store: RunStore, folder: Path) -> dict[str, Any]:
+def report_of(store: RunStore, folder: Path, *, saved: bool = True) -> dict[str, Any]:
+    """The report of the store's last run; `saved`: its one output file is where the run saved it."""
+    if saved:
+        (folder / "out").mkdir(exist_ok=True)
+        (folder / "out" / "hero-beach.png").write_bytes(b"\x89PNG" + bytes(95))
     run = store.runs()[-1]
     source = Source(campaign="launch", downloads=folder / "out", folder=folder / "reports/launch/r", run=run)
     return build_report(store, source, redactor=Redactor(api_key=KEY), now=1_800_000_100.0)
+
+
+def test_an_output_deleted_since_the_run_is_shown_missing(tmp_path: Path) -> None:
+    report = report_of(made_store(tmp_path), tmp_path, saved=False)
+    (hero,) = [job for job in report["jobs"] if job["files"]]
+    assert hero["files"][0]["missing"] is True and hero["status"] == "downloaded"
+    problems = [error.message for error in report_schema().iter_errors(report)]
+    assert problems == []
+    chunks = "".join(data_chunks(report))
+    assert '[[3,"../../../out/hero-beach.png"]]' in chunks  # the gallery draws it as missing
 
 
 def test_report_json_holds_the_run_the_plan_and_each_job_and_validates(tmp_path: Path) -> None:

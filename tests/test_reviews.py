@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import yaml
-from helpers import invoke, write
+from helpers import invoke, read_report, write
 
 from sume_batch.errors import ManifestError
 from sume_batch.reviews import load
@@ -60,6 +60,9 @@ def test_picks_made_in_review_are_exactly_what_the_next_stage_buys(tmp_path: Pat
         assert again.code == 0, again.out
         creates = server.stats()["creates_by_idempotency_key"]
     assert len(creates) == 12 + 3 and set(creates.values()) == {1}  # exactly the three picked, once
+    report = {job["id"]: job for job in read_report(tmp_path, "takes")["jobs"]}
+    assert report["take-1"]["review"] == {"state": "picked", "rating": None, "comment": None}
+    assert report["take-5"]["review"]["state"] == "rejected"
     saved = yaml.safe_load((tmp_path / "reviews/takes.yaml").read_text())
     assert saved["version"] == 1 and len(saved["decisions"]) == 4
     for entry in saved["decisions"].values():

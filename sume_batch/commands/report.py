@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+from sume_batch import reviews
 from sume_batch.commands.common import chosen_store
 from sume_batch.errors import UsageError
 from sume_batch.manifest import Manifest, load_manifest
@@ -72,4 +73,5 @@ def report_source(run: RunRecord | None, manifest: Manifest | None, output: Path
         folder = reports / campaign / run_folder_name(run)
     else:
         raise UsageError("this store records no run yet: pass --output DIR to write a report anyway")
-    return Source(campaign=campaign, downloads=downloads, folder=folder, run=run)
+    decisions = reviews.for_report(manifest.folder, manifest.name) if manifest is not None else None
+    return Source(campaign=campaign, downloads=downloads, folder=folder, run=run, decisions=decisions)

@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from sume_batch import registry, stages
+from sume_batch import registry, reviews, stages
 from sume_batch.api import SumeClient, in_flight_for
 from sume_batch.budget import BalanceWatch, Budget
 from sume_batch.chain import run_stages
@@ -287,6 +287,7 @@ async def _execute(call: Call, live: Live) -> int:
             store.end_run(record.seq, outcome)
             log.info("run %d ended: %s", record.seq, ", ".join(f"{n} {state}" for state, n in counts.items()))
             source = Source(campaign=manifest.name, downloads=manifest.downloads, folder=folder,
+                            decisions=reviews.for_report(manifest.folder, manifest.name),
                             run=store.runs()[-1])  # fmt: skip
             document = build_report(store, source, redactor=redactor, now=time.time())
             problem = publish(document, folder)

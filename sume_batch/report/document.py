@@ -19,6 +19,7 @@ from sume_batch.data import label
 from sume_batch.kinds import KINDS
 from sume_batch.records import RunRecord, StoredJob, StoreReader
 from sume_batch.redact import Failure, Redactor
+from sume_batch.reviews import Output, state_of
 from sume_batch.states import JobState
 
 REPORT_SCHEMA_VERSION = 1
@@ -33,6 +34,7 @@ class Source:
     downloads: Path  # where the outputs were saved
     folder: Path  # where this report is written
     run: RunRecord | None  # None: a store from before runs were recorded
+    decisions: Mapping[str, Any] | None = None  # the campaign's review decisions (`reviews.load`), if known
 
 
 def run_folder_name(run: RunRecord) -> str:
@@ -64,6 +66,8 @@ def build_report(store: StoreReader, source: Source, *, redactor: Redactor, now:
             run=run,
             run_starts=starts,
             redactor=redactor,
+            saved_in=source.downloads,
+            decisions=source.decisions,
         )
         for job in jobs
     ]
@@ -166,6 +170,8 @@ def _job_entry(
     run: RunRecord | None,
     run_starts: Sequence[float],
     redactor: Redactor,
+    saved_in: Path,
+    decisions: Mapping[str, Any] | None,
 ) -> dict[str, Any]:
     """One job of the report, as the schema's `job`, through the redaction gate: free text (prompt,
     request, error) as text, names people chose (id, matrix, files) as names."""
@@ -205,7 +211,8 @@ def _job_entry(
         "failure": failure.as_dict() if failure else None,
         "credits": {"estimated": job.estimate, "reserved": job.reserved, "stated_by_api": job.required},
         "sent_this_run": run is not None and sent is not None and sent >= run.started_at,
-        "files": [_file_entry(item, downloads, redactor) for item in files],
+        "files": [_file_entry(item, downloads, redactor, saved_in=saved_in) for item in files],
+        "review": _review(job.key, files, decisions, redactor),
         "provenance": _provenance(downloaded, run, run_starts),
     }
 
@@ -214,11 +221,31 @@ def _matrix_value(value: object, redactor: Redactor) -> Any:
     return redactor.name(value) if isinstance(value, str) else redactor.value(value)
 
 
-def _file_entry(item: Mapping[str, Any], downloads: str, redactor: Redactor) -> dict[str, Any]:
-    """An output file; `downloads` is the outputs' folder relative to the report's, for the gallery."""
+def _file_entry(
+    item: Mapping[str, Any], downloads: str, redactor: Redactor, *, saved_in: Path
+) -> dict[str, Any]:
+    """An output file; `downloads` is the outputs' folder relative to the report's, for the gallery;
+    one no longer where the run saved it (in `saved_in`) is marked missing."""
     names = ("sha256", "bytes", "content_type")
     path = redactor.name(f"{downloads}/{item['path']}")
-    return {"path": path, **{name: item[name] for name in names}, "sume_job_id": item["sume_id"]}
+    entry = {"path": path, **{name: item[name] for name in names}, "sume_job_id": item["sume_id"]}
+    if not os.path.isfile(saved_in / item["path"]):
+        entry["missing"] = True
+    return entry
+
+
+def _review(
+    key: str, files: Iterable[Mapping[str, Any]], decisions: Mapping[str, Any] | None, redactor: Redactor
+) -> dict[str, Any] | None:
+    """The job's review state, rating and comment (see `reviews`), or None without a decisions file."""
+    if decisions is None:
+        return None
+    outputs = [Output(key, item["sha256"], item["path"]) for item in files]
+    marks = [(decisions.get(key) or {}).get("outputs", {}).get(one.sha256) or {} for one in outputs]
+    rating = next((mark["rating"] for mark in marks if mark.get("rating")), None)
+    comment = next((mark["comment"] for mark in marks if mark.get("comment")), None)
+    return {"state": state_of(decisions.get(key), outputs), "rating": rating,
+            "comment": redactor.text(comment) if comment else None}  # fmt: skip
 
 
 def _finished_at(state: str, moments: Mapping[str, float]) -> float | None:

@@ -13,9 +13,10 @@ The block (`data_chunks`) holds one object; report.js reads it by these position
      "jobs": [[id, state, type, [axis, value, ...], prompt, failure, ok, [[kind, href], ...], facts], ...]}
 
 where a job's state, type, axes and values are indexes into those lists (its matrix in its own order),
-prompt and failure are text or null, ok is 0 or 1, and a file's kind is one of `MEDIA` (0 image,
-1 video, 2 a link), its href the path relative to the page, percent-encoded; facts is one line of
-what the job cost and was (`4 credits · job_abc123 · 1 attempt · 3.2 s`).
+prompt and failure are text or null, ok is 0 or 1, and a file's kind is one of `MEDIA` (0 image, 1
+video, 2 a link, 3 missing: no longer where the run saved it), its href the path relative to the
+page, percent-encoded; facts is one line of what the job cost and was (`4 credits · job_abc123 · 1
+attempt · 3.2 s`).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from sume_batch.report.document import failure_text, show
 
 STATE_CLASS = {str(state): "ok" for state in states.OK} | {str(state): "bad" for state in states.FAILURES}
 MEDIA = ("image", "video", "link")  # how the gallery shows a file, by the start of its content type
+MISSING = len(MEDIA)  # a file no longer where the run saved it
 CHART_WIDTH = 560  # px of the longest bar
 # Jobs per call of the encoder: enough to keep the work in C, few enough that a batch's rows (about
 # 4 containers each) are gone before the cyclic GC's youngest generation fills (700): rows that live
@@ -117,7 +119,10 @@ class _Index:
         for axis, value in job["matrix"].items():
             matrix += (self.axis[axis], self.value[axis][_shown(value)])
         failure = failure_text(job) if job["failure"] is not None else None
-        files = [[_media(item["content_type"]), quote(item["path"], safe="/")] for item in job["files"]]
+        files = [
+            [MISSING if item.get("missing") else _media(item["content_type"]), quote(item["path"], safe="/")]
+            for item in job["files"]
+        ]
         return [job["id"], self.status[job["status"]], self.type[job["type"]], matrix, job["prompt"],
                 failure, int(job["ok"]), files, facts(job)]  # fmt: skip
 
@@ -137,6 +142,9 @@ def facts(job: Mapping[str, Any]) -> str:
         parts.append(f"{job['attempts']} attempt{'s' if job['attempts'] != 1 else ''}")
     if job["timings"]["seconds"] is not None:
         parts.append(f"{job['timings']['seconds']:.1f} s")
+    review = job.get("review") or {}
+    if review.get("state") not in (None, "unreviewed") or review.get("rating"):
+        parts.append(review["state"] + (f" ★{review['rating']}" if review.get("rating") else ""))
     return " · ".join(parts)
 
 

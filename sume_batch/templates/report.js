@@ -7,7 +7,7 @@
   const PAGE = 100; // cards per page
   const EAGER = 500; // a filter of more values gets its options when first used: 100,000 cost seconds
   const [ID, STATE, TYPE, MATRIX, PROMPT, FAILURE, OK, FILES, FACTS] = [0, 1, 2, 3, 4, 5, 6, 7, 8];
-  const [IMAGE, VIDEO] = [0, 1];
+  const [IMAGE, VIDEO, MISSING] = [0, 1, 3];
   const data = JSON.parse(document.getElementById("report-data").textContent);
   const jobs = data.jobs;
   const gallery = document.getElementById("gallery");
@@ -57,6 +57,8 @@
         video.setAttribute("aria-label", job[ID]);
         video.src = href;
         box.append(video);
+      } else if (kind === MISSING) {
+        box.append(element("div", "missing", "missing: " + decodeURIComponent(href.slice(href.lastIndexOf("/") + 1))));
       }
     }
     return box;
@@ -65,7 +67,7 @@
   const links = (job) => {
     const list = element("ul", "files");
     for (const [kind, href] of job[FILES]) {
-      if (kind === IMAGE || kind === VIDEO) continue;
+      if (kind === IMAGE || kind === VIDEO || kind === MISSING) continue;
       const link = element("a", "", decodeURIComponent(href.slice(href.lastIndexOf("/") + 1)));
       link.href = href;
       list.appendChild(element("li")).append(link);
