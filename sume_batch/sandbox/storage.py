@@ -6,6 +6,8 @@ refused (403) and counted, because a client that leaks its key to storage has a 
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -13,6 +15,7 @@ from starlette.routing import Route
 from sume_batch.sandbox import validate
 from sume_batch.sandbox.envelope import SandboxError, json_response
 from sume_batch.sandbox.media import content_type_for, media_bytes
+from sume_batch.sandbox.proofs import proof_png
 from sume_batch.sandbox.routes_create import read_json
 from sume_batch.sandbox.routes_read import sandbox, urls_for
 from sume_batch.sandbox.state import SandboxState
@@ -68,8 +71,21 @@ async def storage_object(request: Request) -> Response:
         raise SandboxError(404, "not_found", "No such object.")
     if state.media[path]:
         _check_signature(state, "GET", request)
+    job = _image_job(state, path)
+    if job is not None:  # a proof at the job's aspect ratio, with its id and prompt (see `proofs`)
+        data = proof_png(job.id, str(job.params.get("prompt") or ""), job.params.get("aspect_ratio", "1:1"))
+        return Response(data, media_type="image/png")
     data, media_type = media_bytes(path)
     return Response(data, media_type=media_type or content_type_for(path))
+
+
+def _image_job(state: SandboxState, path: str) -> Any:
+    """The image job whose generated image `path` is (`/storage/media/<job id>/image-<n>.png`), if any."""
+    parts = path.split("/")
+    if len(parts) != 5 or parts[1:3] != ["storage", "media"] or not parts[4].startswith("image-"):
+        return None
+    job = state.jobs.get(parts[3])
+    return job if job is not None and job.type == "image_generation" else None
 
 
 async def _put(request: Request, state: SandboxState, upload: Upload | None) -> Response:
