@@ -109,6 +109,7 @@ class Manifest:
     workspace: tuple[WorkspaceAxis, ...] = ()  # the axes the workspace fills (see `workspace`)
     snapshot: Snapshot | None = None  # what they were filled from
     unread: tuple[WorkspaceAxis, ...] = ()  # those left empty: no snapshot has them (validate only)
+    report_media: str | None = None  # `copy` or `link` the outputs into each report folder
 
     @property
     def folder(self) -> Path:
@@ -238,6 +239,7 @@ def build_manifest(
         workspace=tuple(files.workspace),
         snapshot=snapshot if files.workspace else None,
         unread=tuple(files.unread),
+        report_media=output.get("report_media"),
     )
 
 

@@ -652,3 +652,23 @@ def test_status_and_report_read_a_store_of_an_older_version(tmp_path: Path) -> N
         report.code == 2
         and "this store records no run yet: give the campaign's manifest instead" in report.err
     )
+
+
+@pytest.mark.parametrize("mode", ["copy", "link"])
+def test_report_media_makes_the_report_folder_a_complete_artifact(tmp_path: Path, mode: str) -> None:
+    write(tmp_path, f"""\
+        version: 1
+        name: artifact
+        output: {{downloads: out, reports: reports, report_media: {mode}}}
+        jobs:
+          - {{id: "still-{{{{ n }}}}", type: image, prompt: "p {{{{ n }}}}", matrix: {{n: [1, 2]}}}}
+        """)  # fmt: skip
+    assert invoke("run", str(tmp_path / "campaign.yaml"), "--sandbox", "--yes", "--quiet").code == 0
+    latest = (tmp_path / "reports/artifact/latest").resolve()
+    report = read_report(tmp_path, "artifact")
+    paths = sorted(file["path"] for job in report["jobs"] for file in job["files"])
+    assert paths == ["media/still-1.png", "media/still-2.png"]
+    for path in paths:
+        copied = latest / path
+        assert copied.is_symlink() == (mode == "link")
+        assert copied.read_bytes() == (tmp_path / "out" / Path(path).name).read_bytes()

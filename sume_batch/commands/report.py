@@ -13,7 +13,7 @@ from sume_batch.manifest import Manifest, load_manifest
 from sume_batch.records import RunRecord, reading
 from sume_batch.redact import Redactor
 from sume_batch.report.document import Source, build_report, run_folder_name
-from sume_batch.report.folder import point_latest, write_reports
+from sume_batch.report.folder import gather_media, point_latest, write_reports
 
 Echo = Callable[[str], None]
 
@@ -44,6 +44,8 @@ def report(
         document = build_report(store, source, redactor=Redactor.from_env(env), now=time.time())
     try:
         written = write_reports(document, source.folder, formats)
+        if source.media:
+            gather_media(document, source.folder, source.downloads, source.media)
     except OSError as error:
         raise UsageError(f"cannot write reports to {source.folder}: {error.strerror or error}") from None
     for file in written.values():
@@ -74,4 +76,7 @@ def report_source(run: RunRecord | None, manifest: Manifest | None, output: Path
     else:
         raise UsageError("this store records no run yet: pass --output DIR to write a report anyway")
     decisions = reviews.for_report(manifest.folder, manifest.name) if manifest is not None else None
-    return Source(campaign=campaign, downloads=downloads, folder=folder, run=run, decisions=decisions)
+    media = manifest.report_media if manifest is not None else None
+    return Source(
+        campaign=campaign, downloads=downloads, folder=folder, run=run, decisions=decisions, media=media
+    )

@@ -43,7 +43,7 @@ from sume_batch.redact import Redactor, stored_variant
 from sume_batch.registry import Registry
 from sume_batch.report import FILE_NAMES
 from sume_batch.report.document import Source, build_report, run_folder_name
-from sume_batch.report.folder import point_latest, write_reports
+from sume_batch.report.folder import gather_media, point_latest, write_reports
 from sume_batch.report.summary import summary_text
 from sume_batch.responses import balance_of, capacity_of
 from sume_batch.states import OK, TO_SUBMIT, JobState
@@ -287,10 +287,10 @@ async def _execute(call: Call, live: Live) -> int:
             store.end_run(record.seq, outcome)
             log.info("run %d ended: %s", record.seq, ", ".join(f"{n} {state}" for state, n in counts.items()))
             source = Source(campaign=manifest.name, downloads=manifest.downloads, folder=folder,
-                            decisions=reviews.for_report(manifest.folder, manifest.name),
-                            run=store.runs()[-1])  # fmt: skip
+                            run=store.runs()[-1], media=manifest.report_media,
+                            decisions=reviews.for_report(manifest.folder, manifest.name))  # fmt: skip
             document = build_report(store, source, redactor=redactor, now=time.time())
-            problem = publish(document, folder)
+            problem = publish(document, folder, source)
     echo(summary_text(document, folder / FILE_NAMES["html"]))
     if note := live.budget.price_note():
         echo(note)
@@ -378,10 +378,13 @@ def resume_command(call: Call, target: Target) -> str:
     return command
 
 
-def publish(document: Mapping[str, Any], folder: Path) -> str | None:
-    """Write a run's reports and point `latest` at them; what went wrong, if anything."""
+def publish(document: Mapping[str, Any], folder: Path, source: Source | None = None) -> str | None:
+    """Write a run's reports (with its media, `output.report_media`) and point `latest` at them;
+    what went wrong, if anything."""
     try:
         write_reports(document, folder)
+        if source is not None and source.media:
+            gather_media(document, folder, source.downloads, source.media)
     except OSError as error:
         reason = error.strerror or error
         return f"the run is recorded, but its reports could not be written to {folder}: {reason}"

@@ -35,6 +35,10 @@ class Source:
     folder: Path  # where this report is written
     run: RunRecord | None  # None: a store from before runs were recorded
     decisions: Mapping[str, Any] | None = None  # the campaign's review decisions (`reviews.load`), if known
+    media: str | None = None  # `copy`/`link`: the outputs go into the report folder (`folder.gather_media`)
+
+
+MEDIA = "media"  # the report folder's own copy of the outputs (`output.report_media`)
 
 
 def run_folder_name(run: RunRecord) -> str:
@@ -56,7 +60,7 @@ def build_report(store: StoreReader, source: Source, *, redactor: Redactor, now:
     for item in store.files():
         files.setdefault(item["key"], []).append(item)
     starts = [other.started_at for other in store.runs()]
-    downloads = Path(os.path.relpath(source.downloads, source.folder)).as_posix()
+    downloads = MEDIA if source.media else Path(os.path.relpath(source.downloads, source.folder)).as_posix()
     entries = [
         _job_entry(
             job,

@@ -5,12 +5,14 @@ from __future__ import annotations
 import functools
 import gc
 import os
+import shutil
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
 from sume_batch.report import FILE_NAMES, FORMATS
 from sume_batch.report.as_json import write_json
+from sume_batch.report.document import MEDIA
 from sume_batch.report.html import write_html
 from sume_batch.report.junit import write_junit
 
@@ -39,6 +41,27 @@ def write_reports(
         }
     finally:
         gc.unfreeze()
+
+
+def gather_media(document: Mapping[str, Any], folder: Path, downloads: Path, mode: str) -> int:
+    """Copy (or link, relatively) each output the report names into `folder/media/`, so the folder
+    alone is a complete artifact; a file no longer there is left out (the report says it is
+    missing). Returns how many were gathered."""
+    gathered = 0
+    for job in document["jobs"]:
+        for item in job["files"]:
+            name = item["path"].removeprefix(MEDIA + "/")
+            source, target = downloads / name, folder / MEDIA / name
+            if item.get("missing") or not source.is_file():
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.unlink(missing_ok=True)
+            if mode == "link":
+                target.symlink_to(os.path.relpath(source, target.parent))
+            else:
+                shutil.copy2(source, target)
+            gathered += 1
+    return gathered
 
 
 def point_latest(folder: Path) -> Path:
