@@ -372,6 +372,10 @@ def run(
 @click.option("--reject", "rejects", multiple=True, metavar="GLOB", help="Reject these jobs' outputs.")
 @click.option("--rate", "ratings", multiple=True, metavar="GLOB=N", help="Rate these jobs' outputs 1-5.")
 @click.option("--comment", "comments", multiple=True, metavar="GLOB=TEXT", help="Comment on these jobs.")
+@click.option("--page", is_flag=True, help="Write the review page (review.html) beside the reports.")
+@click.option(
+    "--serve", type=click.IntRange(0, 65535), metavar="PORT", help="Serve the review page on 127.0.0.1."
+)
 @click.option(
     "--state-dir", type=click.Path(path_type=Path, file_okay=False), help="Where the run store lives."
 )
@@ -380,6 +384,7 @@ def run(
 def review(
     *, file: Path, picks: tuple[str, ...], rejects: tuple[str, ...], ratings: tuple[str, ...],
     comments: tuple[str, ...], state_dir: Path | None, use_sandbox: bool, allow_roots: tuple[Path, ...],
+    page: bool, serve: int | None,
 ) -> int:  # fmt: skip
     """Record review decisions in reviews/CAMPAIGN.yaml (for git), or list them.
 
@@ -390,7 +395,7 @@ def review(
 
     return review(
         file, picks=picks, rejects=rejects, ratings=ratings, comments=comments, state_dir=state_dir,
-        env=os.environ, sandbox=use_sandbox, echo=click.echo, roots=allow_roots,
+        env=os.environ, sandbox=use_sandbox, echo=click.echo, roots=allow_roots, page=page, serve=serve,
     )  # fmt: skip
 
 

@@ -91,6 +91,12 @@ def load(path: Path) -> dict[str, dict[str, Any]]:
     return dict((found or {}).get("decisions") or {})
 
 
+def problem_in(data: Any) -> str | None:
+    """What makes `data` no decisions file (located in words), or None."""
+    wrong = _shape(data)
+    return None if wrong is None else f"{'.'.join(wrong[0]) or 'the file'}: {wrong[1]}"
+
+
 def _shape(data: Any) -> tuple[tuple[str, ...], str] | None:
     """Where the file is not a decisions file, and why; None when it is one."""
     if not isinstance(data, dict) or data.get("version") != VERSION:

@@ -11,12 +11,18 @@ job with outputs is an error (exit 2), and nothing is written.
 from __future__ import annotations
 
 import fnmatch
+import os
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from sume_batch.commands.common import chosen_store, prepare
 from sume_batch.errors import UsageError
+from sume_batch.manifest import Manifest
 from sume_batch.records import reading
+from sume_batch.redact import Redactor
+from sume_batch.report.document import MEDIA, Source, build_report
+from sume_batch.report.review import review_html
 from sume_batch.reviews import Output, decide, load, reviews_path, save, state_of
 
 Echo = Callable[[str], None]
@@ -25,11 +31,15 @@ Echo = Callable[[str], None]
 def review(
     path: Path, *, picks: Sequence[str], rejects: Sequence[str], ratings: Sequence[str],
     comments: Sequence[str], state_dir: Path | None, env: Mapping[str, str], sandbox: bool, echo: Echo,
-    roots: Sequence[Path] = (),
+    roots: Sequence[Path] = (), page: bool = False, serve: int | None = None,
 ) -> int:  # fmt: skip
-    """Record the decisions asked for, or list the jobs and their states; exit 0."""
+    """Record the decisions asked for, or list the jobs and their states, or write (`page`) or serve
+    on a loopback port (`serve`) the review page; exit 0."""
     manifest, _ = prepare(path, roots=roots, unread_ok=True)
-    with reading(chosen_store(manifest, state_dir, env, sandbox)) as store:
+    store_path = chosen_store(manifest, state_dir, env, sandbox)
+    if page or serve is not None:
+        return _page(manifest, store_path, env, echo, serve=serve)
+    with reading(store_path) as store:
         outputs: dict[str, list[Output]] = {}
         for row in store.files():
             outputs.setdefault(row["key"], []).append(Output(row["key"], row["sha256"], row["path"]))
@@ -84,3 +94,28 @@ def _rating(text: str) -> int:
     if not value.isdigit() or not 1 <= int(value) <= 5:
         raise UsageError(f"--rate {text!r}: a rating is a whole number from 1 to 5")
     return int(value)
+
+
+def _page(
+    manifest: Manifest, store_path: Path, env: Mapping[str, str], echo: Echo, *, serve: int | None
+) -> int:
+    """Write review.html beside the campaign's reports, or serve it on 127.0.0.1 until Ctrl-C."""
+    where = reviews_path(manifest.folder, manifest.name)
+    decisions = load(where)
+    folder = manifest.reports / manifest.name
+    source = Source(campaign=manifest.name, downloads=manifest.downloads, folder=folder, run=None,
+                    decisions=decisions, media=MEDIA if serve is not None else None)  # fmt: skip
+    with reading(store_path) as store:
+        document = build_report(store, source, redactor=Redactor.from_env(env), now=time.time())
+    shown = os.path.relpath(where, manifest.folder)
+    if serve is None:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "review.html").write_text(
+            review_html(document, decisions, file=shown, served=False), "utf-8"
+        )
+        echo(f"Review page: {folder / 'review.html'} (export the decisions to {where})")
+        return 0
+    from sume_batch.commands.review_server import serve_review  # noqa: PLC0415 - only with --serve
+
+    serve_review(document, decisions, manifest=manifest, file=shown, port=serve, echo=echo)
+    return 0

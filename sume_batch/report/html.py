@@ -81,7 +81,7 @@ def html_chunks(document: Mapping[str, Any]) -> Iterator[str]:
         data=data_chunks(document),
         style=style,
         script=script,
-        csp=_csp(script, style),
+        csp=content_policy(script, style),
         state_class=_state_class,
     )
 
@@ -95,12 +95,12 @@ def data_chunks(document: Mapping[str, Any]) -> Iterator[str]:
         "types": list(document["types"]),
         "axes": [[axis, values] for axis, values in axes.items()],
     }
-    yield _script_safe(_ENCODER.encode(head)[:-1] + ',"jobs":[')
+    yield script_safe(_ENCODER.encode(head)[:-1] + ',"jobs":[')
     index = _Index(statuses, list(document["types"]), axes)
     rows = map(index.row, document["jobs"])
     separator = ""
     while batch := list(islice(rows, BATCH)):
-        yield separator + _script_safe(_ENCODER.encode(batch)[1:-1])
+        yield separator + script_safe(_ENCODER.encode(batch)[1:-1])
         separator = ","
     yield "]}"
 
@@ -156,7 +156,7 @@ def _shown(value: object) -> str:
     return repr(value) if type(value) is int else show(value)
 
 
-def _script_safe(text: str) -> str:
+def script_safe(text: str) -> str:
     for character, escaped in _SCRIPT_SAFE:
         text = text.replace(character, escaped)
     return text
@@ -223,7 +223,7 @@ def _duration(seconds: float) -> str:
     )
 
 
-def _csp(script: str, style: str) -> str:
+def content_policy(script: str, style: str, *, connect: str = "'none'") -> str:
     """Nothing from the network; only our own script and style run (by hash), media from beside the file.
 
     The job data block is not script (its type is application/json): no policy applies to it, and it
@@ -234,7 +234,8 @@ def _csp(script: str, style: str) -> str:
 
     return (
         f"default-src 'none'; script-src {digest(script)}; style-src {digest(style)}; "
-        "img-src 'self' file: data:; media-src 'self' file:; base-uri 'none'; form-action 'none'"
+        "img-src 'self' file: data:; media-src 'self' file:; base-uri 'none'; form-action 'none'; "
+        f"connect-src {connect}"
     )
 
 
