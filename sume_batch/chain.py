@@ -15,7 +15,7 @@ from sume_batch.errors import ApiError, ManifestError
 from sume_batch.execute import Executor, OnChange
 from sume_batch.expand import JobSpec, expand_downstream
 from sume_batch.manifest import JobTemplate, Manifest
-from sume_batch.plan import Plan
+from sume_batch.plan import Plan, Selection
 from sume_batch.pricing import Price
 from sume_batch.records import StoredJob
 from sume_batch.redact import Redactor, stored_variant
@@ -106,12 +106,14 @@ def _block(
 
 async def run_stages(
     manifest: Manifest, plan: Plan, *, store: RunStore, executor: Executor, interrupts: Interrupts,
-    changed: OnChange, echo: Callable[[str], None], redactor: Redactor, run: int,
+    changed: OnChange, echo: Callable[[str], None], redactor: Redactor, run: int, selection: Selection,
 ) -> list[str]:  # fmt: skip
     """Each downstream stage once its upstream stage has finished (see `stages`), after the plan's
     own jobs ran; the keys of the jobs it made, blocked ones too. Stops when the run is stopped or
-    interrupted."""
-    done, keys = list(plan.jobs), []
+    interrupted. A stage reads every job of the stage it needs (`--only` or not: a join over part of
+    its upstream would be another job), and `selection` chooses among its jobs and buys again those
+    its flags name, as for the first stage's."""
+    done, keys = list(plan.everything or plan.jobs), []
     chosen = {bound.template for bound in plan.stages}  # `--stop-after` leaves out what comes after
     reviewed = review_states(manifest, store) if any(one.picked for one in manifest.jobs) else {}
     for template in stages.order(manifest.jobs):
@@ -135,6 +137,9 @@ async def run_stages(
             echo(f"{template.path} waits for {stage.waiting:,} upstream job(s) of stage {template.needs}:"
                  " the next run goes on")  # fmt: skip
             continue
+        stage.jobs = [(spec, cost) for spec, cost in stage.jobs if selection.selects(spec)]
+        flag = "--regenerate" if selection.regenerate else "--retry-failed / --resubmit-uncertain"
+        store.start_again((spec.key for spec, _ in stage.jobs), selection.again(), flag=flag)
         rows = (
             (spec.key, spec.id, spec.kind.name, spec.request, spec.matrix, cost.credits)
             for spec, cost in stage.jobs
@@ -152,6 +157,6 @@ async def run_stages(
 
 def review_states(manifest: Manifest, store: RunStore) -> dict[str, str]:
     """Job key → review state, from the decisions file and this store's outputs (see `reviews`)."""
-    decisions = reviews.load(reviews.reviews_path(manifest.folder, manifest.name))
+    decisions = reviews.for_report(manifest.folder, manifest.name) or {}  # `run` read it before buying
     outputs = [reviews.Output(row["key"], row["sha256"], row["path"]) for row in store.files()]
     return reviews.states(decisions, outputs)

@@ -143,19 +143,26 @@ def _downstream(
     manifest: Manifest, template: JobTemplate, upstream: Any, *, renderer: Renderer, problems: _Problems,
     digest: Digest,
 ) -> Iterator[JobSpec]:  # fmt: skip
-    """A downstream template's jobs for one value of `upstream`, each row of its own matrix."""
+    """A downstream template's jobs for one value of `upstream`, each row of its own matrix. A job's
+    key hashes its request with its template and the upstream outputs it reads (their jobs' keys and
+    positions), so it stays the job it was whichever other upstream jobs exist in a run."""
     shared = renderer.variables(manifest.vars, template.vars)
     if isinstance(upstream, list):
         named = f"all of {template.needs}"
+        lineage = sorted(
+            f"{one.get('key')}#{one.get('position')}" for one in upstream if isinstance(one, Mapping)
+        )
     else:
         named = "upstream" if isinstance(upstream, Probe) else str(upstream.get("id"))
+        lineage = [] if isinstance(upstream, Probe) else [f"{upstream.get('key')}#{upstream.get('position')}"]
     for row in product_rows(template.matrix):
         context = {**shared, **row, "campaign": manifest.name, RESERVED_AXIS: upstream}
         spec = expand_one(
             manifest, template, row, context, renderer=renderer, problems=problems, digest=digest
         )
         if spec is not None:
-            yield dataclasses.replace(spec, matrix={RESERVED_AXIS: named, **spec.matrix})
+            key = _hash(f"{spec.key}|{template.index}|{','.join(lineage)}")
+            yield dataclasses.replace(spec, key=key, matrix={RESERVED_AXIS: named, **spec.matrix})
 
 
 def expand_one(

@@ -74,6 +74,7 @@ class Plan:
     data: tuple[DataFile, ...] = ()  # the data files its axes read, with their sha256
     stages: tuple[StageBound, ...] = ()  # the jobs that run once their upstream is ready
     stage_names: frozenset[str] = frozenset()  # every stage a job names
+    everything: tuple[tuple[JobSpec, Price], ...] = ()  # the jobs before `restrict`: what stages read
     pricer: Callable[[JobSpec], Price] | None = field(default=None, compare=False, repr=False)
 
     @property
@@ -417,4 +418,10 @@ def restrict(plan: Plan, selection: Selection) -> Plan:
         return plan
     jobs = tuple((spec, price) for spec, price in plan.jobs if selection.selects(spec))
     specs = [spec for spec, _ in jobs]
-    return dataclasses.replace(plan, jobs=jobs, types=type_totals(jobs), axes=axis_counts(specs))
+    return dataclasses.replace(
+        plan,
+        jobs=jobs,
+        types=type_totals(jobs),
+        axes=axis_counts(specs),
+        everything=plan.everything or plan.jobs,
+    )

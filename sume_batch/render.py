@@ -409,7 +409,7 @@ def _evaluate(template: jinja2.Template, state: Context) -> Any:
 def no_method(value: Any) -> Any:
     """A value a template writes, never a method or function: its text names a memory address, so
     a job's key would change on every run (`{{ product.copy }}` where no column is `copy`)."""
-    if callable(value) and not isinstance(value, jinja2.Undefined):
+    if callable(value) and not isinstance(value, jinja2.Undefined | str):  # a str: a plan's stand-in
         name = getattr(value, "__name__", type(value).__name__)
         raise TemplateFailure(
             f"writes the method {name!r}, not a value: call it, or read a key as [{name!r}]"

@@ -61,7 +61,8 @@ _UPSTREAM = re.compile(r"\bupstream\b")
 class Probe(str):
     """The stand-in `upstream` a downstream job is rendered with before its upstream has run: any
     field reads as another probe (`upstream-<name>`, a URL for `url`), so a template is checked and
-    priced without the values it will get."""
+    priced without the values it will get. It goes along with whatever a template does with a real
+    output: arithmetic and comparisons, calls (`.items()`), loops (two items, each a probe), indexes."""
 
     def __new__(cls, text: str = "upstream") -> Probe:
         return super().__new__(cls, text)
@@ -74,9 +75,39 @@ class Probe(str):
     def __getitem__(self, name: Any) -> Probe:
         return self.__getattr__(str(name)) if isinstance(name, str) else Probe()
 
+    def __call__(self, *args: Any, **kwargs: Any) -> Probe:
+        return Probe()
+
+    def __iter__(self) -> Iterator[Probe]:
+        return iter((Probe(), Probe()))
+
+    def _same(self, *_: Any) -> Probe:
+        return Probe()
+
+    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = _same
+    __truediv__ = __rtruediv__ = __floordiv__ = __rfloordiv__ = __pow__ = __neg__ = _same
+
+    def _false(self, other: Any) -> bool:
+        return False
+
+    __lt__ = __le__ = __gt__ = __ge__ = _false
+
+    def __hash__(self) -> int:
+        return str.__hash__(self)
+
+
+class ProbeList(list[Any]):
+    """The stand-in `upstream` of a join: a few probes, and a probe at any index past them."""
+
+    def __getitem__(self, index: Any) -> Any:
+        try:
+            return super().__getitem__(index)
+        except (IndexError, TypeError):
+            return Probe()
+
 
 def probe(fan: str) -> Any:
-    return [Probe()] if fan == "join" else Probe()
+    return ProbeList([Probe(), Probe()]) if fan == "join" else Probe()
 
 
 def outputs_of(kind: str, request: Mapping[str, Any]) -> int:

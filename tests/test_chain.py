@@ -235,3 +235,82 @@ def test_stop_after_runs_and_prices_part_of_a_chain_and_the_next_run_goes_on(tmp
         assert invoke("run", path, "--yes", "--quiet", env=env_of(server)).code == 0
         after = server.stats()["creates_by_idempotency_key"]
     assert len(first) == 2 and len(after) == 8 and all(after[key] == 1 for key in first)
+
+
+SAME = """\
+version: 1
+name: same
+execution: {poll_interval: {reference_analysis: 0.05, image: 0.05}}
+jobs:
+  - {id: "r-{{ n }}", stage: research, type: reference_analysis, url: "https://www.tiktok.com/@a/video/{{ n }}", matrix: {n: [1, 2]}}
+  - {id: "h-{{ upstream.id }}", needs: research, type: image, prompt: "a bottle of serum on a table"}
+  - {id: "k-{{ upstream.id }}", needs: research, type: image, prompt: "a bottle of serum on a table"}
+  - {id: plain, type: image, prompt: "a bottle of serum on a table"}
+"""
+
+
+def test_a_downstream_job_stays_itself_when_another_upstream_fails_then_succeeds(tmp_path: Path) -> None:
+    path = str(write(tmp_path, SAME))
+    with running_sandbox(SandboxConfig.from_profile("instant")) as server:
+        server.configure(faults={"job_failed": 1.0})
+        assert invoke("run", path, "--yes", "--quiet", "--only", "r-1", env=env_of(server)).code == 1
+        server.configure(faults={"job_failed": 0.0})
+        assert invoke("run", path, "--yes", "--quiet", env=env_of(server)).code == 1  # r-1 failed before
+        made = dict(server.stats()["creates_by_idempotency_key"])
+        again = invoke("run", path, "--yes", "--quiet", "--retry-failed", env=env_of(server))
+        assert again.code == 0, again.out
+        after = server.stats()["creates_by_idempotency_key"]
+    # r-1 once more, then h-r-1 and k-r-1: nothing made for r-2 is bought again, nothing is shared
+    assert len(after) - len(made) == 3 and all(after[key] == 1 for key in made)
+    store = RunStore.open(tmp_path / ".sume-batch/same.rehearsal.sqlite")
+    jobs = {job.id: job for job in store.jobs().values() if job.state == "downloaded"}
+    files = [row["path"] for row in store.files()]
+    store.close()
+    assert sorted(jobs) == [
+        "h-r-1",
+        "h-r-2",
+        "k-r-1",
+        "k-r-2",
+        "plain",
+        "r-1",
+        "r-2",
+    ]  # identical requests: 5 jobs
+    assert {jobs[name].matrix["upstream"] for name in ("h-r-1", "k-r-1")} == {"r-1"}
+    assert len(files) == len(set(files))  # no two jobs share (or overwrite) a file
+
+
+def test_only_on_a_finished_chain_buys_nothing_and_retry_failed_reaches_later_stages(tmp_path: Path) -> None:
+    path = str(write(tmp_path, CHAIN))
+    with running_sandbox(SandboxConfig.from_profile("instant")) as server:
+        assert invoke("run", path, "--yes", "--quiet", env=env_of(server)).code == 0
+        made = dict(server.stats()["creates_by_idempotency_key"])
+        assert invoke("run", path, "--yes", "--quiet", "--only", "ref-111", env=env_of(server)).code == 0
+        assert server.stats()["creates_by_idempotency_key"] == made  # the join read all of its upstream
+        heroes = invoke(
+            "run", path, "--yes", "--quiet", "--only", "hero-*", "--regenerate", env=env_of(server)
+        )
+        assert heroes.code == 0, heroes.out
+        after = server.stats()["creates_by_idempotency_key"]
+    assert sum(after.values()) - sum(made.values()) == 4  # the four hero images bought again, nothing else
+
+
+def test_a_broken_decisions_file_stops_a_chain_that_reads_picks_before_anything_is_bought(
+    tmp_path: Path,
+) -> None:
+    path = write(tmp_path, CHAIN.replace("    needs: hero\n", "    needs: hero\n    picked: true\n"))
+    (tmp_path / "reviews").mkdir()
+    (tmp_path / "reviews/chain.yaml").write_text("version: 1\ndecisions: [oops]\n")
+    with running_sandbox(SandboxConfig.from_profile("instant")) as server:
+        result = invoke("run", str(path), "--yes", env=env_of(server))
+        assert server.stats()["job_ids"] == []
+    assert result.code == 2 and "decisions: must be a mapping of job keys" in result.err
+
+
+def test_a_template_that_loops_counts_and_indexes_its_upstream_is_valid_at_plan_time(tmp_path: Path) -> None:
+    text = CHAIN.replace(
+        'prompt: "{{ upstream.result.analysis.hook.text }}, {{ look }} look, from {{ upstream.id }}"',
+        'prompt: "{% for scene in upstream.result.analysis.scenes %}{{ scene.description }}{% endfor %}'
+        '{% for k, v in upstream.result | dictsort %}{{ k }}{% endfor %} {{ upstream.position + 1 }} {{ look }}"',
+    ).replace("Two weeks with Lumen.", "After {{ upstream[1].id }} of {{ upstream | length }}.")
+    result = invoke("plan", str(write(tmp_path, text)))
+    assert result.code == 0, result.err

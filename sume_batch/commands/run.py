@@ -92,6 +92,8 @@ def run(
         selection = with_reviews(
             options.selection, manifest, options.state_dir, env, sandbox=sandbox is not None
         )
+        if any(template.picked for template in manifest.jobs):  # read before anything is bought
+            reviews.load(reviews.reviews_path(manifest.folder, manifest.name))
         options = dataclasses.replace(options, selection=selection)
         plan = restrict(make_plan(manifest, specs, prices, assume=options.assume_price), selection)
         return asyncio.run(_run(Call(manifest, plan, api, options, redactor, echo, confirm, env)))
@@ -272,7 +274,7 @@ async def _execute(call: Call, live: Live) -> int:
             keys = [spec.key for spec, _ in call.plan.jobs]
             keys += await run_stages(
                 call.manifest, call.plan, store=store, executor=executor, interrupts=interrupts,
-                changed=changed, echo=echo, redactor=redactor, run=record.seq,
+                changed=changed, echo=echo, redactor=redactor, run=record.seq, selection=options.selection,
             )  # fmt: skip
             if executor.unrecorded:
                 raise unrecorded_error(executor)
