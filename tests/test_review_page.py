@@ -8,6 +8,8 @@ import os
 import re
 import shutil
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -158,3 +160,79 @@ def test_served_on_loopback_each_decision_is_saved_at_once(
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+CHAINED = """\
+version: 1
+name: picks
+execution: {poll_interval: {image: 0.05}}
+jobs:
+  - id: "take-{{ n }}"
+    stage: takes
+    type: image
+    prompt: "Serum take {{ n }}"
+    matrix: {n: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]}
+  - id: "ad-{{ upstream.id }}"
+    needs: takes
+    picked: true
+    type: image
+    prompt: "An ad around {{ upstream.id }}"
+"""
+
+
+def cli_run(path: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "sume_batch", "run", str(path), "--yes", "--quiet"]
+    return subprocess.run(
+        command, env={**os.environ, **env}, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def test_picks_made_in_the_browser_are_exactly_what_the_next_stage_buys(browser: Any, tmp_path: Path) -> None:
+    import uvicorn
+
+    from sume_batch.commands.review_server import review_app
+    from sume_batch.redact import Redactor
+    from sume_batch.report.document import MEDIA, Source, build_report
+    from sume_batch.sandbox import SandboxConfig, running_sandbox
+
+    path = write(tmp_path, CHAINED)
+    with running_sandbox(SandboxConfig.from_profile("instant")) as sandbox:
+        env = {"SUME_API_KEY": sandbox.api_key, "SUME_API_BASE_URL": sandbox.base_url}
+        assert cli_run(path, env).returncode == 0  # a process of its own: Playwright holds this one's loop
+        made = dict(sandbox.stats()["creates_by_idempotency_key"])
+        manifest, _ = prepare(path)
+        source = Source(campaign="picks", downloads=manifest.downloads, folder=tmp_path, run=None,
+                        decisions={}, media=MEDIA)  # fmt: skip
+        with reading(chosen_store(manifest, None, env, False)) as store:
+            document = build_report(store, source, redactor=Redactor(), now=time.time())
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        app = review_app(document, {}, manifest=manifest, file="reviews/picks.yaml")
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        try:
+            for _ in range(100):
+                if server.started:
+                    break
+                time.sleep(0.05)
+            page, errors = opened(browser, f"http://127.0.0.1:{port}/")
+            for key in ("p", "ArrowRight", "p", "p"):  # pick, skip one, pick, pick: three picks
+                page.keyboard.press(key)
+                playwright.expect(page.locator("#saved")).to_have_text(re.compile(r"^saved to"))
+            playwright.expect(page.locator("#status")).to_have_text(re.compile(r"^3 picked"))
+            saved = tmp_path / "reviews/picks.yaml"
+            for _ in range(100):  # each decision is a POST of its own: wait for the third to be written
+                if saved.exists() and list(review_states(path, load(saved)).values()).count("picked") == 3:
+                    break
+                time.sleep(0.05)
+            assert list(review_states(path, load(saved)).values()).count("picked") == 3
+            assert errors == []
+        finally:
+            server.should_exit = True
+            thread.join(timeout=10)
+        again = cli_run(path, env)
+        assert again.returncode == 0, again.stdout
+        after = sandbox.stats()["creates_by_idempotency_key"]
+    assert len(after) - len(made) == 3 and all(after[key] == 1 for key in made)  # exactly the three picks
