@@ -8,9 +8,11 @@ shows the layout, and a rehearsal of thousands of images must stay quick.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import struct
 import zlib
+from importlib import resources
 
 LONG_SIDE = 384
 RATIOS = {"1:1": (1, 1), "4:5": (4, 5), "9:16": (9, 16), "16:9": (16, 9), "3:4": (3, 4), "4:3": (4, 3)}
@@ -60,6 +62,19 @@ _FONT = {
     ",": (0, 0, 0, 0, 12, 4, 8),
     " ": (0,) * 7,
 }
+
+
+VIDEO_RATIOS = {"1:1": "1x1", "9:16": "9x16", "16:9": "16x9", "4:5": "4x5"}  # the shipped proof videos
+
+
+@functools.cache
+def proof_video(aspect_ratio: object) -> bytes | None:
+    """A one-second H.264/AAC test pattern at the job's aspect ratio (made with ffmpeg, shipped in
+    `sandbox/data`), or None for a ratio none is shipped for."""
+    name = VIDEO_RATIOS.get(str(aspect_ratio))
+    if name is None:
+        return None
+    return resources.files("sume_batch.sandbox").joinpath(f"data/proof-{name}.mp4").read_bytes()
 
 
 def size_for(aspect_ratio: object) -> tuple[int, int]:

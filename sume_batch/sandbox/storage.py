@@ -15,7 +15,7 @@ from starlette.routing import Route
 from sume_batch.sandbox import validate
 from sume_batch.sandbox.envelope import SandboxError, json_response
 from sume_batch.sandbox.media import content_type_for, media_bytes
-from sume_batch.sandbox.proofs import proof_png
+from sume_batch.sandbox.proofs import proof_png, proof_video
 from sume_batch.sandbox.routes_create import read_json
 from sume_batch.sandbox.routes_read import sandbox, urls_for
 from sume_batch.sandbox.state import SandboxState
@@ -71,21 +71,29 @@ async def storage_object(request: Request) -> Response:
         raise SandboxError(404, "not_found", "No such object.")
     if state.media[path]:
         _check_signature(state, "GET", request)
-    job = _image_job(state, path)
+    job = _generated(state, path)
     if job is not None:  # a proof at the job's aspect ratio, with its id and prompt (see `proofs`)
-        data = proof_png(job.id, str(job.params.get("prompt") or ""), job.params.get("aspect_ratio", "1:1"))
-        return Response(data, media_type="image/png")
+        ratio, text = (
+            job.params.get("aspect_ratio", "1:1"),
+            str(job.params.get("prompt") or job.params.get("script") or ""),
+        )
+        video = proof_video(ratio) if path.endswith(".mp4") else None
+        if video is not None:
+            return Response(video, media_type="video/mp4")
+        if path.endswith(".png"):
+            return Response(proof_png(job.id, text, ratio), media_type="image/png")
     data, media_type = media_bytes(path)
     return Response(data, media_type=media_type or content_type_for(path))
 
 
-def _image_job(state: SandboxState, path: str) -> Any:
-    """The image job whose generated image `path` is (`/storage/media/<job id>/image-<n>.png`), if any."""
+def _generated(state: SandboxState, path: str) -> Any:
+    """The image or video job whose output `path` is (`/storage/media/<job id>/<file>`), if any."""
     parts = path.split("/")
-    if len(parts) != 5 or parts[1:3] != ["storage", "media"] or not parts[4].startswith("image-"):
+    if len(parts) != 5 or parts[1:3] != ["storage", "media"]:
         return None
     job = state.jobs.get(parts[3])
-    return job if job is not None and job.type == "image_generation" else None
+    kinds = ("image_generation", "video_generation", "ads_video")
+    return job if job is not None and job.type in kinds else None
 
 
 async def _put(request: Request, state: SandboxState, upload: Upload | None) -> Response:
