@@ -335,8 +335,9 @@ def run(
 
     Uses SUME_API_KEY and SUME_API_BASE_URL (default https://www.sume.so/api/v1),
     or --sandbox for a free rehearsal. Refuses (exit 3) when the estimate is over
-    the budget or the balance, or a price is unknown. Exit 0 when every job is
-    downloaded, 1 when any failed or was left uncertain.
+    the budget or the balance, or a price is unknown; exit 4 when not confirmed
+    (no --yes off a terminal). Exit 0 when every job is downloaded, 1 when any
+    failed or was left uncertain.
     """
     if allow_unknown_prices and assume_price is None:
         raise click.UsageError(

@@ -4,6 +4,7 @@
     ├── UsageError                 a bad option or a missing file                       (exit 2)
     ├── ManifestError              a manifest that cannot be run; carries every Problem (exit 2)
     ├── RefusedError               refused before spending: budget, balance, price      (exit 3)
+    ├── NotConfirmed               nobody confirmed the run (no --yes off a terminal)   (exit 4)
     ├── StoreError                 a run store that cannot be used as it is             (exit 2)
     │   ├── LockedError            another run holds the store's lock                    (exit 3)
     │   └── StoreWriteError        the store could not be written mid-run; ids printed   (exit 74)
@@ -70,6 +71,12 @@ class RefusedError(SumeBatchError):
     """Refused before spending a credit: over budget, over balance, an unknown price."""
 
     exit_code = 3
+
+
+class NotConfirmed(SumeBatchError):
+    """A run nobody confirmed: off a terminal without `--yes`, or answered no. Nothing was sent."""
+
+    exit_code = 4
 
 
 class StoreError(SumeBatchError):

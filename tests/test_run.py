@@ -123,8 +123,8 @@ def test_refused_over_balance(workdir: Path) -> None:
 def test_without_a_terminal_it_needs_yes(workdir: Path) -> None:
     campaign(workdir)
     result, stats = run_against(SandboxConfig.from_profile("instant"))
-    assert result.code == 3
-    assert "not a terminal, so pass --yes" in result.err
+    assert result.code == 4  # not over budget (3): nobody confirmed
+    assert "not confirmed: not a terminal, so pass --yes" in result.err
     assert stats["creates_by_idempotency_key"] == {}
 
 
@@ -440,7 +440,7 @@ def test_retry_failed_is_priced_by_plan_and_buys_only_the_failed_job_again(workd
     assert notes == [f"--retry-failed / --resubmit-uncertain: was failed as {old_id}"]  # the old id is kept
 
 
-@pytest.mark.parametrize(("only", "ids"), [("img-*", 4), ("n=2", 1), ("swap", 1), ("nothing*", 0)])
+@pytest.mark.parametrize(("only", "ids"), [("img-*", 4), ("n=2", 1), ("swap", 1)])  # nothing*: exit 2, below
 def test_only_selects_by_id_glob_or_matrix_value(workdir: Path, only: str, ids: int) -> None:
     campaign(workdir)
     plan = json.loads(invoke("plan", "campaign.yaml", "--only", only, "--json").out)
@@ -513,3 +513,11 @@ def test_a_rehearsal_polls_on_its_own_floor_and_a_real_api_on_the_one_that_spare
     live = SimpleNamespace(client=SimpleNamespace(), storage=None, store=None, target=target, registry=None,
                            balance=None, capacity=None, budget=Budget(cap=None))  # fmt: skip
     assert make_executor(cast(Any, call), cast(Any, live), lambda *_: None).settings.poll_floor == floor
+
+
+def test_only_that_selects_no_job_is_an_error_and_moves_nothing(workdir: Path) -> None:
+    campaign(workdir)
+    for command in (("plan", "campaign.yaml"), ("run", "campaign.yaml", "--sandbox", "--yes")):
+        result = invoke(*command, "--only", "no-such-*")
+        assert result.code == 2 and "--only no-such-* selects no job of" in result.err
+    assert not (workdir / "reports").exists() and not (workdir / ".sume-batch").exists()

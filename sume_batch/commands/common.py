@@ -25,7 +25,7 @@ from sume_batch.workspace import (
 if TYPE_CHECKING:
     from sume_batch.budget import Budget
     from sume_batch.commands.endpoint import Endpoint
-    from sume_batch.plan import Selection
+    from sume_batch.plan import Plan, Selection
     from sume_batch.target import Target
 
 
@@ -76,6 +76,23 @@ def with_reviews(
         with reading(store) as found:
             outputs = [Output(row["key"], row["sha256"], row["path"]) for row in found.files()]
     return dataclasses.replace(selection, reviewed=states(decisions, outputs))
+
+
+def check_selection(plan: Plan, selection: Selection, manifest: Manifest) -> None:
+    """`--only` that selects no job (of the first stage, or as a later stage's would be named) is
+    a usage error (exit 2): a run of nothing must not look like a run, nor move `latest`."""
+    if not selection.only or plan.jobs:
+        return
+    from sume_batch import stages  # noqa: PLC0415
+    from sume_batch.expand import probe_specs  # noqa: PLC0415
+
+    later = (
+        spec for one in stages.order(manifest.jobs) for spec in probe_specs(manifest, one, digest=file_digest)
+    )
+    if not any(selection.selects(spec) for spec in later):
+        raise UsageError(
+            f"--only {' '.join(selection.only)} selects no job of {manifest.name}; nothing was sent"
+        )
 
 
 def read_workspace(api: Endpoint, axes: Sequence[WorkspaceAxis], campaign: str, folder: Path) -> Snapshot:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from sume_batch.budget import campaign_line
 from sume_batch.commands.common import (
+    check_selection,
     offline_store,
     prepare,
     read_campaign,
@@ -80,6 +81,7 @@ def plan(
                               sandbox=sandbox, refresh=refresh)  # fmt: skip
     selection = with_reviews(selection, manifest, state_dir, env, sandbox=sandbox)
     result: Plan = restrict(make_plan(manifest, specs, prices, assume=assume_price), selection)
+    check_selection(result, selection, manifest)
     store = offline_store(manifest, state_dir, env, sandbox=sandbox)
     stored, budget, ids = read_campaign(store, manifest.max_credits, assume_price)
     diff = diff_plan(result, stored, selection.again(), cost=budget.cost, ids=ids) if stored else None

@@ -24,10 +24,10 @@ from sume_batch import registry, reviews, stages
 from sume_batch.api import SumeClient, in_flight_for
 from sume_batch.budget import BalanceWatch, Budget
 from sume_batch.chain import run_stages
-from sume_batch.commands.common import prepare, read_campaign, read_workspace, with_reviews
+from sume_batch.commands.common import check_selection, prepare, read_campaign, read_workspace, with_reviews
 from sume_batch.commands.endpoint import Endpoint, Rehearsal, endpoint
 from sume_batch.confine import file_digest
-from sume_batch.errors import RefusedError, UnresolvedWorkspace, UsageError
+from sume_batch.errors import NotConfirmed, RefusedError, UnresolvedWorkspace, UsageError
 from sume_batch.execute import Executor, OnChange, Settings, balance_after
 from sume_batch.exits import INTERNAL_ERROR
 from sume_batch.expand import probe_specs
@@ -96,6 +96,7 @@ def run(
             reviews.load(reviews.reviews_path(manifest.folder, manifest.name))
         options = dataclasses.replace(options, selection=selection)
         plan = restrict(make_plan(manifest, specs, prices, assume=options.assume_price), selection)
+        check_selection(plan, selection, manifest)
         return asyncio.run(_run(Call(manifest, plan, api, options, redactor, echo, confirm, env)))
 
 
@@ -219,14 +220,12 @@ async def _run(call: Call) -> int:
                 raise RefusedError(f"refused before spending: {reason}")
             if not options.yes:
                 if not options.interactive:
-                    raise RefusedError(
-                        "refused before spending: not a terminal, so pass --yes to confirm the run"
-                    )
+                    raise NotConfirmed("not confirmed: not a terminal, so pass --yes to confirm the run")
                 if not call.confirm(
                     f"Submit {diff.new + diff.changed} jobs for about {credits(diff.new_credits)} credits?"
                 ):
                     echo("Nothing was sent.")
-                    return 3
+                    return NotConfirmed.exit_code
             store = RunStore.open(path, target=target, campaign=call.manifest.name)
             try:
                 with registry.opened(call.env, target, path) as known:
