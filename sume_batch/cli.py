@@ -369,6 +369,35 @@ def run(
 
 @cli.command()
 @click.argument("file", type=_manifest_path())
+@click.argument("other", required=False, type=_manifest_path())
+@click.option(
+    "--base", metavar="REV", help="Compare with the manifest at this git revision (e.g. origin/main)."
+)
+@click.option(
+    "--format", "output", type=click.Choice(["text", "json", "markdown"]), default="text", show_default=True
+)
+@click.option("--warn-over", metavar="CREDITS|PCT%", help="Warn when the change buys more than this.")
+@click.option("--fail-over", metavar="CREDITS|PCT%", help="Exit 5 when the change buys more than this.")
+@click.option(
+    "--quiet-under", type=float, metavar="CREDITS", help="Print nothing when it buys less than this."
+)
+@allow_root_option
+def diff(
+    *, file: Path, other: Path | None, base: str | None, output: str, warn_over: str | None,
+    fail_over: str | None, quiet_under: float | None, allow_roots: tuple[Path, ...],
+) -> int:  # fmt: skip
+    """What a manifest change would buy, with no store: jobs new, changed (and which fields), removed.
+
+    FILE at --base REV against FILE now, or FILE against OTHER. Exit 5 past --fail-over.
+    """
+    from sume_batch.commands.diff import diff  # noqa: PLC0415
+
+    return diff(file, other, base=base, output=output, warn_over=warn_over, fail_over=fail_over,
+                quiet_under=quiet_under, echo=click.echo, roots=allow_roots)  # fmt: skip
+
+
+@cli.command()
+@click.argument("file", type=_manifest_path())
 @click.option("--pick", "picks", multiple=True, metavar="GLOB", help="Pick these jobs' outputs (repeatable).")
 @click.option("--reject", "rejects", multiple=True, metavar="GLOB", help="Reject these jobs' outputs.")
 @click.option("--rate", "ratings", multiple=True, metavar="GLOB=N", help="Rate these jobs' outputs 1-5.")
