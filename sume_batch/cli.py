@@ -133,6 +133,10 @@ def validate(files: tuple[Path, ...], max_jobs: int | None, allow_roots: tuple[P
     "--sandbox", "use_sandbox", is_flag=True, help="Compare with the rehearsal store (run --sandbox)."
 )
 @click.option(
+    "--detailed-exitcode", "detailed", is_flag=True,
+    help="Exit 0 when nothing is to buy, 10 when something is (within budget), 3 when over budget.",
+)  # fmt: skip
+@click.option(
     "--refresh", is_flag=True,
     help="Read the manifest's workspace axes now (SUME_API_KEY; with --sandbox, the sandbox's).",
 )  # fmt: skip
@@ -160,6 +164,7 @@ def plan(
     retry_rejected: bool,
     allow_roots: tuple[Path, ...],
     refresh: bool,
+    detailed: bool,
 ) -> int:
     """Price a campaign before spending anything: jobs by type, credits, budget.
 
@@ -190,6 +195,7 @@ def plan(
         assume_price=assume_price,
         roots=allow_roots,
         refresh=refresh,
+        detailed=detailed,
     )
 
 

@@ -92,3 +92,19 @@ def test_two_files_compare_without_git_and_a_bad_revision_is_a_clear_error(
     assert bad.code == 2 and "cannot read" in bad.err and "no-such-rev" in bad.err
     neither = invoke("diff", str(repo))
     assert neither.code == 2 and "give either --base REV" in neither.err
+
+
+def test_plan_detailed_exitcode_tells_nothing_to_buy_from_something_and_from_over_budget(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "campaign.yaml"
+    text = "version: 1\nname: codes\nbudget: {max_credits: 20}\njobs:\n  - {id: 'i-{{ n }}', type: image, prompt: 'p {{ n }}', matrix: {n: [1, 2]}}\n"
+    path.write_text(text)
+    assert invoke("plan", str(path), "--sandbox", "--detailed-exitcode").code == 10  # nothing bought yet
+    assert invoke("run", str(path), "--sandbox", "--yes", "--quiet").code == 0
+    assert invoke("plan", str(path), "--sandbox", "--detailed-exitcode").code == 0  # all paid for
+    path.write_text(text.replace("[1, 2]", "[1, 2, 3]"))
+    assert invoke("plan", str(path), "--sandbox", "--detailed-exitcode", "--json").code == 10
+    path.write_text(text.replace("[1, 2]", "[1, 2, 3, 4, 5, 6]"))
+    assert invoke("plan", str(path), "--sandbox", "--detailed-exitcode").code == 3  # 8 spent + 16 > 20
+    assert invoke("plan", str(path), "--sandbox").code == 0  # without the flag, plan only reports

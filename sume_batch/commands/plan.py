@@ -6,7 +6,7 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from sume_batch.budget import campaign_line
+from sume_batch.budget import Budget, campaign_line
 from sume_batch.commands.common import (
     check_selection,
     offline_store,
@@ -17,10 +17,10 @@ from sume_batch.commands.common import (
     with_reviews,
 )  # fmt: skip
 from sume_batch.commands.endpoint import Rehearsal, endpoint
-from sume_batch.errors import UnresolvedWorkspace
+from sume_batch.errors import RefusedError, UnresolvedWorkspace
 from sume_batch.expand import JobSpec
 from sume_batch.manifest import Manifest, load_pricing
-from sume_batch.plan import Plan, Selection, diff_plan, make_plan, plan_json, plan_text, restrict
+from sume_batch.plan import Diff, Plan, Selection, diff_plan, make_plan, plan_json, plan_text, restrict
 from sume_batch.redact import Redactor
 from sume_batch.target import store_folder
 
@@ -66,6 +66,7 @@ def plan(
     assume_price: float | None = None,
     roots: Sequence[Path] = (),
     refresh: bool = False,
+    detailed: bool = False,
 ) -> int:
     """Price a manifest and show (or write) the plan, with what changed since the last run at the
     API the environment points at (or the rehearsal store, `sandbox`); exit 0. `refresh` reads the
@@ -92,9 +93,10 @@ def plan(
     document["jobs"] = [{**job, "request": redactor.value(job["request"])} for job in document["jobs"]]
     if output is not None:
         output.write_text(gate(json.dumps(document, indent=2, ensure_ascii=False)) + "\n", "utf-8")
+    code = detailed_code(result, diff, budget) if detailed else 0
     if as_json:
         echo(gate(json.dumps(document, indent=2, ensure_ascii=False)))
-        return 0
+        return code
     lines = [plan_text(result)]
     if manifest.snapshot is not None:
         lines.append(manifest.snapshot.text() + ("" if refresh else "; `plan --refresh` reads it again"))
@@ -104,4 +106,18 @@ def plan(
         lines.append(campaign_line(budget, diff.new_credits))
         lines.append(diff.text())
     echo(gate("\n".join(lines)))
-    return 0
+    return code
+
+
+CHANGES = 10  # `plan --detailed-exitcode`: something to buy (2 is an invalid manifest here, not Terraform's)
+
+
+def detailed_code(plan: Plan, diff: Diff | None, budget: Budget) -> int:
+    """`--detailed-exitcode`: 0 nothing to buy, `CHANGES` something to buy within the budget, 3 over
+    it (what `run` would refuse)."""
+    to_buy = diff.new_credits if diff is not None else plan.now_total
+    staged = max(0.0, plan.staged_total - budget.downstream)
+    if plan.max_credits is not None and not budget.admits(to_buy + staged):
+        return RefusedError.exit_code
+    nothing = (diff is not None and diff.new == diff.changed == 0) or (diff is None and not plan.jobs)
+    return 0 if nothing and not staged else CHANGES
