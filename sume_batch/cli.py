@@ -303,6 +303,10 @@ def sandbox(
 @click.option("--max-jobs", type=click.IntRange(min=1), help="Allow more variants than budget.max_jobs.")
 @click.option("-q", "--quiet", is_flag=True, help="Show only the plan and the final summary.")
 @click.option(
+    "--detach", is_flag=True,
+    help="Submit (within the budget), record the job ids and exit; a later run polls and downloads.",
+)  # fmt: skip
+@click.option(
     "--idempotency-honoured",
     is_flag=True,
     help="The API honours Idempotency-Key (v1 documents none): re-send uncertain creates with their key.",
@@ -328,6 +332,7 @@ def run(
     pricing: Path | None,
     max_jobs: int | None,
     quiet: bool,
+    detach: bool,
     idempotency_honoured: bool,
     only: tuple[str, ...],
     retry_failed: bool,
@@ -364,7 +369,7 @@ def run(
             only, retry_failed=retry_failed, resubmit_uncertain=resubmit_uncertain, regenerate=regenerate,
             stop_after=stop_after, retry_rejected=retry_rejected,
         ),
-        assume_price=assume_price, lost_create_grace=lost_create_grace,
+        assume_price=assume_price, lost_create_grace=lost_create_grace, detach=detach,
     )  # fmt: skip
     sandbox = Rehearsal(sandbox_profile, **knobs) if use_sandbox else None  # type: ignore[arg-type]
     return run(

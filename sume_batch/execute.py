@@ -77,6 +77,7 @@ class Executor(Submitting):
     brand_urls: tuple[str, ...] = ()
     live_urls: dict[str, str] = field(default_factory=dict)  # see `workspace.live_request`
     idempotency_honoured: bool = False  # the API is known to honour Idempotency-Key (v1 documents none)
+    detach: bool = False  # `run --detach`: submit, record the ids, and leave the waiting to a later run
     same_key: set[str] = field(default_factory=set)
     halt: asyncio.Event = field(default_factory=asyncio.Event)  # set by `interrupt`: stop waiting too
     unrecorded: dict[str, tuple[str, ...]] = field(default_factory=dict)
@@ -147,12 +148,12 @@ class Executor(Submitting):
         an internal error."""
         try:
             job = self.store.job(spec.key)
-            if job.state in TO_SUBMIT or job.state in TO_POLL:
+            if job.state in TO_SUBMIT or (job.state in TO_POLL and not self.detach):
                 async with generating:
                     job = self.store.job(spec.key)  # as it stands now that this job's turn has come
                     if job.state in TO_SUBMIT:
                         job = await self.submit(spec, price, job)
-                    if job.state in TO_POLL:
+                    if job.state in TO_POLL and not self.detach:
                         job = await self.wait(job, started)
             if job.state in TO_DOWNLOAD and not self.halt.is_set():
                 async with fetching:

@@ -521,3 +521,24 @@ def test_only_that_selects_no_job_is_an_error_and_moves_nothing(workdir: Path) -
         result = invoke(*command, "--only", "no-such-*")
         assert result.code == 2 and "--only no-such-* selects no job of" in result.err
     assert not (workdir / "reports").exists() and not (workdir / ".sume-batch").exists()
+
+
+def test_detach_submits_records_and_exits_then_a_run_downloads_with_no_create_twice(workdir: Path) -> None:
+    write(workdir, "version: 1\nname: detached\nexecution: {poll_interval: {image: 0.05}}\n"
+                   "jobs:\n  - {id: 'img-{{ n }}', type: image, prompt: 'p {{ n }}', matrix: {n: [1, 2, 3, 4]}}\n")  # fmt: skip
+    slow = SandboxConfig.from_profile("instant", durations={"image_generation": 30.0})
+    with running_sandbox(slow) as server:
+        env = {"SUME_API_KEY": server.api_key, "SUME_API_BASE_URL": server.base_url}
+        started = time.monotonic()
+        detached = invoke("run", "campaign.yaml", "--yes", "--detach", env=env)
+        assert detached.code == 0, detached.out
+        assert time.monotonic() - started < 15  # it did not wait 30 s for the jobs
+        assert (
+            "Detached: 4 job(s) generating, their ids recorded. Poll and download them with:" in detached.out
+        )
+        made = dict(server.stats()["creates_by_idempotency_key"])
+        server.advance(31)
+        finished = invoke("run", "campaign.yaml", "--yes", env=env)
+        after = server.stats()["creates_by_idempotency_key"]
+    assert finished.code == 0 and "4 downloaded" in finished.out
+    assert len(made) == 4 and after == made  # the second run polled and downloaded: no create at all

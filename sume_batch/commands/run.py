@@ -115,6 +115,7 @@ class Options:
     idempotency_honoured: bool = False
     assume_price: float | None = None  # credits reserved for a job of unknown price (--assume-price)
     lost_create_grace: float = LOST_CREATE_GRACE_S  # see `reconcile`
+    detach: bool = False  # submit, record the job ids and exit: a later `run` polls and downloads
 
 
 def store_of(call: Call, target: Target) -> tuple[Path, Path]:
@@ -299,18 +300,22 @@ async def _execute(call: Call, live: Live) -> int:
         raise executor.crashed  # every job is recorded and the reports written: now say it was a bug
     if number is not None:
         echo(f"Interrupted: every job is recorded. Resume with: {resume_command(call, live.target)}")
+    elif options.detach and counts.get(JobState.SUBMITTED):
+        echo(f"Detached: {counts[JobState.SUBMITTED]:,} job(s) generating, their ids recorded."
+             f" Poll and download them with: {resume_command(call, live.target)}")  # fmt: skip
     if problem:
         raise UsageError(f"{problem}; `sume-batch report {manifest.path}` writes them again")
     return code
 
 
 def exit_code(executor: Executor, signal: int | None, states: set[str]) -> int:
-    """70 for a bug of ours, 128 + the signal that interrupted the run, else 0 when every job is done."""
+    """70 for a bug of ours, 128 + the signal that interrupted the run, else 0 when every job is done
+    (or, detached, done or submitted)."""
     if executor.crashed is not None:
         return INTERNAL_ERROR
     if signal is not None:
         return 128 + signal
-    return 0 if states <= OK else 1
+    return 0 if states <= (OK | {JobState.SUBMITTED} if executor.detach else OK) else 1
 
 
 def begin(call: Call, live: Live) -> tuple[RunStore, RunRecord, Path]:
@@ -353,6 +358,7 @@ def make_executor(call: Call, live: Live, changed: OnChange) -> Executor:
     executor = Executor(
         client=live.client, transfers=transfers, store=live.store, settings=settings, redactor=call.redactor,
         clock=time.time, on_change=changed, idempotency_honoured=options.idempotency_honoured,
+        detach=options.detach,
         budget=live.budget, balance=BalanceWatch(start=live.balance), registry=live.registry,
         live_urls=dict(manifest.snapshot.live) if manifest.snapshot else {},
     )  # fmt: skip
