@@ -104,8 +104,11 @@ def allow_root_option(command: Callable[..., Any]) -> Callable[..., Any]:
 @cli.command()
 @click.argument("files", nargs=-1, required=True, type=_manifest_path())
 @click.option("--max-jobs", type=click.IntRange(min=1), help="Allow more variants than budget.max_jobs.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (every file and problem).")
 @allow_root_option
-def validate(files: tuple[Path, ...], max_jobs: int | None, allow_roots: tuple[Path, ...]) -> int:
+def validate(
+    files: tuple[Path, ...], max_jobs: int | None, allow_roots: tuple[Path, ...], as_json: bool
+) -> int:
     """Check manifests: schema, templates, and every variant rendered.
 
     No network, no credits. Lists every problem as file:line:col: path: message
@@ -113,7 +116,7 @@ def validate(files: tuple[Path, ...], max_jobs: int | None, allow_roots: tuple[P
     """
     from sume_batch.commands.validate import validate  # noqa: PLC0415 - see the module's docstring
 
-    return validate(files, max_jobs=max_jobs, echo=click.echo, roots=allow_roots)
+    return validate(files, max_jobs=max_jobs, echo=click.echo, roots=allow_roots, as_json=as_json)
 
 
 @cli.command()

@@ -382,3 +382,16 @@ def test_upload_file_is_found_relative_to_the_manifest(workdir: Path) -> None:
         "sub.yaml",
     )
     assert invoke("validate", "sub.yaml").code == 0
+
+
+def test_validate_json_lists_every_file_and_every_located_problem(workdir: Path) -> None:
+    write(workdir, HEAD + "jobs:\n  - {id: a, type: image, prompt: p}\n", "good.yaml")
+    write(workdir, HEAD + "jobs:\n  - {id: a, type: image}\n", "bad.yaml")
+    result = invoke("validate", "good.yaml", "bad.yaml", "--json")
+    document = __import__("json").loads(result.out)
+    assert result.code == 2 and document["object"] == "validation" and document["ok"] is False
+    good, bad = document["files"]
+    assert (good["valid"], good["campaign"], good["jobs"]) == (True, "launch", 1)
+    assert bad["valid"] is False and bad["problems"][0]["line"] == 4
+    assert "missing required key 'prompt'" in bad["problems"][0]["message"]
+    assert invoke("validate", "good.yaml", "--json").code == 0
