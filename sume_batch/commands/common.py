@@ -12,6 +12,7 @@ from sume_batch.confine import file_digest
 from sume_batch.errors import UnresolvedWorkspace, UsageError
 from sume_batch.expand import JobSpec, expand_jobs
 from sume_batch.manifest import Manifest, load_manifest
+from sume_batch.saved import refuse_as_manifest
 from sume_batch.target import DEFAULT_BASE_URL, find_store, store_folder
 from sume_batch.workspace import (
     Snapshot,
@@ -42,6 +43,7 @@ def prepare(
     that its local files and outputs may use (`--allow-root`). Workspace axes are filled from
     `snapshot`, else from what `find(campaign)` finds (see `workspace`), else UnresolvedWorkspace
     (or, with `unread_ok`, left empty and listed in `Manifest.unread`)."""
+    refuse_as_manifest(path)  # a saved plan is named as one, not read as YAML
     try:
         manifest = load_manifest(path, roots=roots, snapshot=snapshot)
     except UnresolvedWorkspace as error:

@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from sume_batch import registry, reviews, stages
+from sume_batch import registry, reviews, saved, stages
 from sume_batch.api import SumeClient, in_flight_for
 from sume_batch.budget import BalanceWatch, Budget
 from sume_batch.chain import run_stages
@@ -75,6 +75,9 @@ def run(
     roots: Sequence[Path] = (),
 ) -> int:
     """Plan, preflight, confirm, execute and summarise a campaign."""
+    if saved.is_saved_plan(path):  # `run campaign.plan`: exactly that plan, or refused naming what changed
+        path, options = applied(path, options, pricing=pricing, env=env, sandbox=sandbox, max_jobs=max_jobs,
+                                roots=roots)  # fmt: skip
     prices = load_pricing(pricing) if pricing else None
     unread: UnresolvedWorkspace | None = None
     try:  # every problem a manifest can have without the workspace, found before any request
@@ -116,6 +119,31 @@ class Options:
     assume_price: float | None = None  # credits reserved for a job of unknown price (--assume-price)
     lost_create_grace: float = LOST_CREATE_GRACE_S  # see `reconcile`
     detach: bool = False  # submit, record the job ids and exit: a later `run` polls and downloads
+
+
+def applied(
+    path: Path, options: Options, *, pricing: Path | None, env: Mapping[str, str], sandbox: Rehearsal | None,
+    max_jobs: int | None, roots: Sequence[Path],
+) -> tuple[Path, Options]:  # fmt: skip
+    """The manifest a saved plan was made from and the run options that make it again, once it is
+    checked to be what `run` would do now (`saved.check`: exit 3 otherwise, before any request)."""
+    from sume_batch.commands.plan import document_of  # noqa: PLC0415
+
+    data = saved.load(path)
+    chosen = data["saved"]["selection"]
+    selection = Selection(
+        only=tuple(chosen.get("only") or ()), retry_failed=bool(chosen.get("retry_failed")),
+        resubmit_uncertain=bool(chosen.get("resubmit_uncertain")), regenerate=bool(chosen.get("regenerate")),
+        stop_after=chosen.get("stop_after"), retry_rejected=bool(chosen.get("retry_rejected")),
+    )  # fmt: skip
+    manifest = Path(data["saved"]["manifest"]["path"])
+    now, *_ = document_of(
+        manifest, max_jobs=max_jobs, pricing=pricing, state_dir=options.state_dir, selection=selection,
+        env=env, sandbox=sandbox is not None, assume_price=options.assume_price, roots=roots, refresh=False,
+        saved=True,
+    )  # fmt: skip
+    saved.check(data, now, path)
+    return manifest, dataclasses.replace(options, selection=selection)
 
 
 def store_of(call: Call, target: Target) -> tuple[Path, Path]:
