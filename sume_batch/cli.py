@@ -306,6 +306,9 @@ def sandbox(
 @click.option("--max-jobs", type=click.IntRange(min=1), help="Allow more variants than budget.max_jobs.")
 @click.option("-q", "--quiet", is_flag=True, help="Show only the plan and the final summary.")
 @click.option(
+    "--json", "as_json", is_flag=True, help="Print the outcome as one JSON object (the rest on stderr)."
+)
+@click.option(
     "--detach", is_flag=True,
     help="Submit (within the budget), record the job ids and exit; a later run polls and downloads.",
 )  # fmt: skip
@@ -336,6 +339,7 @@ def run(
     max_jobs: int | None,
     quiet: bool,
     detach: bool,
+    as_json: bool,
     idempotency_honoured: bool,
     only: tuple[str, ...],
     retry_failed: bool,
@@ -375,9 +379,11 @@ def run(
         assume_price=assume_price, lost_create_grace=lost_create_grace, detach=detach,
     )  # fmt: skip
     sandbox = Rehearsal(sandbox_profile, **knobs) if use_sandbox else None  # type: ignore[arg-type]
+    echo = (lambda text: click.echo(text, err=True)) if as_json else click.echo  # stdout holds the JSON
     return run(
         file, max_jobs=max_jobs, pricing=pricing, sandbox=sandbox, options=options, roots=allow_roots,
-        env=os.environ, echo=click.echo, confirm=lambda question: click.confirm(question, default=False),
+        env=os.environ, echo=echo, confirm=lambda question: click.confirm(question, default=False),
+        emit=click.echo if as_json else None,
     )  # fmt: skip
 
 

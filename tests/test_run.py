@@ -542,3 +542,12 @@ def test_detach_submits_records_and_exits_then_a_run_downloads_with_no_create_tw
         after = server.stats()["creates_by_idempotency_key"]
     assert finished.code == 0 and "4 downloaded" in finished.out
     assert len(made) == 4 and after == made  # the second run polled and downloaded: no create at all
+
+
+def test_run_json_prints_one_object_and_the_rest_on_stderr(workdir: Path) -> None:
+    write(workdir, "version: 1\nname: quiet\njobs:\n  - {id: a, type: image, prompt: p}\n")
+    result = invoke("run", "campaign.yaml", "--sandbox", "--yes", "--json")
+    outcome = json.loads(result.out)
+    assert result.code == 0 == outcome["exit_code"] and outcome["object"] == "run"
+    assert outcome["counts"] == {"downloaded": 1} and outcome["reports"]["html"].endswith("report.html")
+    assert "Done in" in result.err and "Done in" not in result.out

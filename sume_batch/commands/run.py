@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import shlex
 import time
 from collections import Counter
@@ -73,8 +74,10 @@ def run(
     echo: Echo,
     confirm: Callable[[str], bool],
     roots: Sequence[Path] = (),
+    emit: Echo | None = None,
 ) -> int:
-    """Plan, preflight, confirm, execute and summarise a campaign."""
+    """Plan, preflight, confirm, execute and summarise a campaign; `emit` (`run --json`) gets the
+    run's outcome as one JSON object at its end (`echo` then writes to stderr)."""
     if saved.is_saved_plan(path):  # `run campaign.plan`: exactly that plan, or refused naming what changed
         path, options = applied(path, options, pricing=pricing, env=env, sandbox=sandbox, max_jobs=max_jobs,
                                 roots=roots)  # fmt: skip
@@ -100,7 +103,7 @@ def run(
         options = dataclasses.replace(options, selection=selection)
         plan = restrict(make_plan(manifest, specs, prices, assume=options.assume_price), selection)
         check_selection(plan, selection, manifest)
-        return asyncio.run(_run(Call(manifest, plan, api, options, redactor, echo, confirm, env)))
+        return asyncio.run(_run(Call(manifest, plan, api, options, redactor, echo, confirm, env, emit)))
 
 
 @dataclass(frozen=True)
@@ -200,6 +203,7 @@ class Call:
     echo: Echo
     confirm: Callable[[str], bool]
     env: Mapping[str, str]
+    emit: Echo | None = None  # `run --json`: the outcome as one object, on stdout
 
 
 async def _run(call: Call) -> int:
@@ -331,9 +335,18 @@ async def _execute(call: Call, live: Live) -> int:
     elif options.detach and counts.get(JobState.SUBMITTED):
         echo(f"Detached: {counts[JobState.SUBMITTED]:,} job(s) generating, their ids recorded."
              f" Poll and download them with: {resume_command(call, live.target)}")  # fmt: skip
+    if call.emit is not None:
+        call.emit(json.dumps(outcome_json(document, folder, code), indent=2, ensure_ascii=False))
     if problem:
         raise UsageError(f"{problem}; `sume-batch report {manifest.path}` writes them again")
     return code
+
+
+def outcome_json(document: Mapping[str, Any], folder: Path, code: int) -> dict[str, Any]:
+    """`run --json`: how the run ended, its counts and credits, and where its reports are."""
+    reports = {name: str(folder / FILE_NAMES[name]) for name in ("html", "json", "junit")}
+    return {"object": "run", "exit_code": code, "campaign": document["campaign"], "run": document["run"],
+            "counts": document["counts"], "credits": document["credits"], "reports": reports}  # fmt: skip
 
 
 def exit_code(executor: Executor, signal: int | None, states: set[str]) -> int:
