@@ -496,10 +496,13 @@ def _formats(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
     "--state-dir", type=click.Path(path_type=Path, file_okay=False), help="Where the run store lives."
 )
 @click.option("--sandbox", "use_sandbox", is_flag=True, help="The rehearsal store, not the API's.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Also print the report document (report.json) to stdout."
+)
 @allow_root_option
 def report(
     target: Path, *, formats: tuple[str, ...], output: Path | None, state_dir: Path | None,
-    use_sandbox: bool, allow_roots: tuple[Path, ...],
+    use_sandbox: bool, allow_roots: tuple[Path, ...], as_json: bool,
 ) -> int:  # fmt: skip
     """Write the latest run's reports again, from its store: report.html, report.json, junit.xml.
 
@@ -510,5 +513,5 @@ def report(
 
     return report(
         target, state_dir=state_dir, formats=formats, output=output, env=os.environ, echo=click.echo,
-        sandbox=use_sandbox, roots=allow_roots,
+        sandbox=use_sandbox, roots=allow_roots, as_json=as_json,
     )  # fmt: skip

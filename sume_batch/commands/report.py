@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -28,8 +29,10 @@ def report(
     echo: Echo,
     sandbox: bool = False,
     roots: Sequence[Path] = (),
+    as_json: bool = False,
 ) -> int:
     """(Re)write the latest run's reports from its store; `target` is the manifest or the store (.sqlite).
+    With `as_json`, the report document (report.json's content) is printed to stdout, nothing else.
 
     Read-only on the store, so it is safe while a run is going (that report is marked partial).
     Reports go to the run's own folder (and `latest` points there) unless `output` is given.
@@ -48,7 +51,9 @@ def report(
             gather_media(document, source.folder, source.downloads, source.media)
     except OSError as error:
         raise UsageError(f"cannot write reports to {source.folder}: {error.strerror or error}") from None
-    for file in written.values():
+    if as_json:
+        echo(json.dumps(document, ensure_ascii=False))
+    for file in written.values() if not as_json else ():
         echo(f"wrote {file}")
     if output is None:
         try:
