@@ -6,7 +6,7 @@
     ├── RefusedError               refused before spending: budget, balance, price      (exit 3)
     ├── NotConfirmed               nobody confirmed the run (no --yes off a terminal)   (exit 4)
     ├── StoreError                 a run store that cannot be used as it is             (exit 2)
-    │   ├── LockedError            another run holds the store's lock                    (exit 3)
+    │   ├── LockedError            another run holds the store's lock                    (exit 75)
     │   └── StoreWriteError        the store could not be written mid-run; ids printed   (exit 74)
     └── ApiError                   the API misbehaved, refused, or could not be reached (exit 69)
         ├── AuthError              401 / 403: stop every new submission                 (exit 2)
@@ -84,9 +84,9 @@ class StoreError(SumeBatchError):
 
 
 class LockedError(StoreError):
-    """Another `run` is using the same store: refused before anything is sent."""
+    """Another `run` is using the same store: refused before anything is sent; try again later."""
 
-    exit_code = 3
+    exit_code = 75  # EX_TEMPFAIL: not the budget's 3, so CI can tell "busy" from "too expensive"
 
 
 class StoreWriteError(StoreError):

@@ -176,7 +176,7 @@ def test_a_second_run_on_the_same_store_is_refused_at_once_naming_the_holder(tmp
         holding = first.poll() is None  # its jobs take 30 s of sandbox time: it runs until killed
         first.kill()
         first.communicate()
-    assert (second.returncode, holding) == (3, True)  # refused while the lock was held, not after
+    assert (second.returncode, holding) == (75, True)  # refused while the lock was held, not after
     assert err == (
         f"error: another sume-batch run is using .sume-batch/slow.rehearsal.sqlite (pid {first.pid} on {os.uname().nodename});"
         " wait for it or stop it\n"
