@@ -128,14 +128,14 @@ jobs:
 
 def test_sigkill_a_campaign_of_data_and_workspace_axes_never_pays_twice(tmp_path: Path) -> None:
     """Each run reads the workspace afresh (issue 14): a killed run's jobs keep their keys."""
-    rows = "".join(f"{n:04d},Flasche Nr. {n}\n" for n in range(40))
+    rows = "".join(f"{n:04d},Flasche Nr. {n}\n" for n in range(20))
     (tmp_path / "products.csv").write_text("sku,name\n" + rows)
     write(tmp_path, DATA_AND_WORKSPACE)
     with running_sandbox(chaos(seed=12, idempotency="ignore")) as server:
-        codes = kill_and_finish(tmp_path, server, kills=3, seed=9)
+        codes = kill_and_finish(tmp_path, server, kills=2, seed=9)
         stats = server.stats()
     assert codes[-1] in (0, 1)
-    check(tmp_path, stats, jobs=120)  # 40 products × the current Brand DNA's 3 images
+    check(tmp_path, stats, jobs=60)  # 20 products × the current Brand DNA's 3 images
 
 
 CHAIN = """\
@@ -149,7 +149,7 @@ jobs:
     stage: research
     type: reference_analysis
     url: "https://www.tiktok.com/@glow/video/{{ n }}"
-    matrix: {n: [1, 2, 3, 4, 5, 6, 7, 8]}
+    matrix: {n: [1, 2, 3, 4, 5, 6]}
   - id: "hero-{{ upstream.id }}"
     stage: hero
     needs: research
@@ -169,13 +169,13 @@ def test_sigkill_mid_chain_then_resume_never_pays_twice_across_stages(tmp_path: 
     """A chain killed at random moments, in any stage (issue 15): one create per job key, no id lost."""
     write(tmp_path, CHAIN)
     with running_sandbox(chaos(seed=13, idempotency="ignore")) as server:
-        codes = kill_and_finish(tmp_path, server, kills=4, seed=21)
+        codes = kill_and_finish(tmp_path, server, kills=2, seed=21)
         stats = server.stats()
     assert codes[-1] in (0, 1)
     check(tmp_path, stats, jobs=None)
     with sqlite3.connect(tmp_path / ".sume-batch/chaos.rehearsal.sqlite") as db:
         kinds = dict(db.execute("SELECT id, state FROM jobs").fetchall())
-    assert sum(1 for name in kinds if name.startswith("ref-")) == 8
+    assert sum(1 for name in kinds if name.startswith("ref-")) == 6
     assert any(
         name.startswith("board-") or name.startswith("blocked-2-") for name in kinds
     )  # it got downstream
