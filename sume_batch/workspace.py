@@ -36,7 +36,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -205,17 +205,26 @@ async def resolve(
 
 def stored_form(value: Any, live: dict[str, str]) -> Any:
     """A value as a snapshot keeps it: every URL redacted, the URL as read remembered in `live`."""
-    if isinstance(value, str):
-        kept = redact_urls(value)
-        if kept != value and "://" in value and kept.count("://") == 1 == value.count("://"):
+
+    def kept(text: str) -> str:
+        stored = redact_urls(text)
+        if stored != text and "://" in text and stored.count("://") == 1 == text.count("://"):
             # Two URLs that differ only where signatures live would be stored alike: neither can be
             # sent for the other (`live_request` withholds the jobs that name it).
-            live[kept] = value if live.get(kept, value) == value else AMBIGUOUS
-        return kept
+            live[stored] = text if live.get(stored, text) == text else AMBIGUOUS
+        return stored
+
+    return _texts(value, kept)
+
+
+def _texts(value: Any, change: Callable[[str], str]) -> Any:
+    """A JSON-like value with `change` applied to each of its strings."""
+    if isinstance(value, str):
+        return change(value)
     if isinstance(value, Mapping):
-        return {key: stored_form(item, live) for key, item in value.items()}
+        return {key: _texts(item, change) for key, item in value.items()}
     if isinstance(value, list):
-        return [stored_form(item, live) for item in value]
+        return [_texts(item, change) for item in value]
     return value
 
 
@@ -226,42 +235,24 @@ class MissingMedia(Exception):
 def live_request(request: Mapping[str, Any], live: Mapping[str, str]) -> Mapping[str, Any]:
     """The request with every stored workspace URL replaced by the URL just read; MissingMedia
     when one is left that this run could not read afresh."""
-    if not live and not _holds_redacted(request):
-        return request
-    return {name: _live(value, live) for name, value in request.items()}
 
-
-def _live(value: Any, live: Mapping[str, str]) -> Any:
-    if isinstance(value, str):
+    def read(value: str) -> str:
         if MARK not in value:
             return value
         swapped = live.get(value)
         if swapped is None:
-            for stored, read in live.items():
-                if stored in value and read == AMBIGUOUS:
+            for stored, found in live.items():
+                if stored in value and found == AMBIGUOUS:
                     raise MissingMedia(f"{stored} stands for several URLs the workspace gave: not sent")
-                value = value.replace(stored, read)
+                value = value.replace(stored, found)
             swapped = value
         if swapped == AMBIGUOUS:
             raise MissingMedia(f"{value} stands for several URLs the workspace gave (in their queries)")
         if f"?{MARK}" in swapped or f"#{MARK}" in swapped:
             raise MissingMedia(f"the workspace did not offer {swapped} to this run: read it again later")
         return swapped
-    if isinstance(value, Mapping):
-        return {key: _live(item, live) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_live(item, live) for item in value]
-    return value
 
-
-def _holds_redacted(value: Any) -> bool:
-    if isinstance(value, str):
-        return MARK in value
-    if isinstance(value, Mapping):
-        return any(_holds_redacted(item) for item in value.values())
-    if isinstance(value, list):
-        return any(_holds_redacted(item) for item in value)
-    return False
+    return {name: _texts(value, read) for name, value in request.items()}
 
 
 async def _pages(
