@@ -158,5 +158,5 @@ async def run_stages(
 def review_states(manifest: Manifest, store: RunStore) -> dict[str, str]:
     """Job key → review state, from the decisions file and this store's outputs (see `reviews`)."""
     decisions = reviews.for_report(manifest.folder, manifest.name) or {}  # `run` read it before buying
-    outputs = [reviews.Output(row["key"], row["sha256"], row["path"]) for row in store.files()]
+    outputs = reviews.outputs_of(store.files())
     return reviews.states(decisions, outputs)

@@ -205,13 +205,9 @@ def axis_counts(specs: Sequence[JobSpec]) -> dict[str, dict[str, int]]:
     for axis, counts in by_value.items():
         labels = labelled[axis] = {}
         for value, jobs in counts.values():
-            label = _label(value)
-            labels[label] = labels.get(label, 0) + jobs
+            name = label(value)
+            labels[name] = labels.get(name, 0) + jobs
     return labelled
-
-
-def _label(value: Any) -> str:
-    return label(value)
 
 
 def budget_verdict(plan: Plan) -> str:
@@ -405,7 +401,7 @@ class Selection:
 def _selected(spec: JobSpec, pattern: str) -> bool:
     axis, equals, value = pattern.partition("=")
     if equals and axis in spec.matrix:
-        return _label(spec.matrix[axis]) == value
+        return label(spec.matrix[axis]) == value
     return fnmatch.fnmatchcase(spec.id, pattern)
 
 

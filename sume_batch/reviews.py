@@ -53,6 +53,11 @@ class Output:
     path: str
 
 
+def outputs_of(rows: Iterable[Mapping[str, Any]]) -> list[Output]:
+    """The outputs a store's `files()` rows record."""
+    return [Output(row["key"], row["sha256"], row["path"]) for row in rows]
+
+
 def reviews_path(manifest_folder: Path, campaign: str) -> Path:
     return manifest_folder / "reviews" / f"{campaign}.yaml"
 

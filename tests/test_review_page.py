@@ -21,7 +21,7 @@ from helpers import invoke, write
 
 from sume_batch.commands.common import chosen_store, prepare
 from sume_batch.records import reading
-from sume_batch.reviews import Output, load, states
+from sume_batch.reviews import load, outputs_of, states
 
 playwright = pytest.importorskip("playwright.sync_api")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -83,7 +83,7 @@ def opened(browser: Any, url: str, width: int = 1400, ready: str = ".tile") -> t
 def review_states(path: Path, decisions: dict[str, Any]) -> dict[str, str]:
     manifest, _ = prepare(path)
     with reading(chosen_store(manifest, None, {}, True)) as store:
-        outputs = [Output(row["key"], row["sha256"], row["path"]) for row in store.files()]
+        outputs = outputs_of(store.files())
         ids = {job.key: job.id for job in store.jobs().values()}
     return {ids[key]: state for key, state in states(decisions, outputs).items()}
 

@@ -70,13 +70,13 @@ def with_reviews(
     if not selection.needs_reviews:
         return selection
     from sume_batch.records import reading  # noqa: PLC0415
-    from sume_batch.reviews import Output, load, reviews_path, states  # noqa: PLC0415
+    from sume_batch.reviews import load, outputs_of, reviews_path, states  # noqa: PLC0415
 
     decisions = load(reviews_path(manifest.folder, manifest.name))
     store, outputs = offline_store(manifest, state_dir, env, sandbox=sandbox), []
     if store is not None:
         with reading(store) as found:
-            outputs = [Output(row["key"], row["sha256"], row["path"]) for row in found.files()]
+            outputs = outputs_of(found.files())
     return dataclasses.replace(selection, reviewed=states(decisions, outputs))
 
 

@@ -23,7 +23,7 @@ from sume_batch.records import reading
 from sume_batch.redact import Redactor
 from sume_batch.report.document import MEDIA, Source, build_report
 from sume_batch.report.review import review_html
-from sume_batch.reviews import Output, decide, load, reviews_path, save, state_of
+from sume_batch.reviews import Output, decide, load, outputs_of, reviews_path, save, state_of
 
 Echo = Callable[[str], None]
 
@@ -41,8 +41,8 @@ def review(
         return _page(manifest, store_path, env, echo, serve=serve)
     with reading(store_path) as store:
         outputs: dict[str, list[Output]] = {}
-        for row in store.files():
-            outputs.setdefault(row["key"], []).append(Output(row["key"], row["sha256"], row["path"]))
+        for one in outputs_of(store.files()):
+            outputs.setdefault(one.key, []).append(one)
         jobs = store.jobs(outputs)  # the jobs with outputs: what there is to review
     where = reviews_path(manifest.folder, manifest.name)
     decisions = load(where)

@@ -19,7 +19,7 @@ from sume_batch.data import label
 from sume_batch.kinds import KINDS
 from sume_batch.records import RunRecord, StoredJob, StoreReader
 from sume_batch.redact import Failure, Redactor
-from sume_batch.reviews import Output, state_of
+from sume_batch.reviews import outputs_of, state_of
 from sume_batch.states import JobState
 
 REPORT_SCHEMA_VERSION = 1
@@ -244,7 +244,7 @@ def _review(
     """The job's review state, rating and comment (see `reviews`), or None without a decisions file."""
     if decisions is None:
         return None
-    outputs = [Output(key, item["sha256"], item["path"]) for item in files]
+    outputs = outputs_of(files)
     marks = [(decisions.get(key) or {}).get("outputs", {}).get(one.sha256) or {} for one in outputs]
     rating = next((mark["rating"] for mark in marks if mark.get("rating")), None)
     comment = next((mark["comment"] for mark in marks if mark.get("comment")), None)
