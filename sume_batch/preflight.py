@@ -26,7 +26,7 @@ from sume_batch.expand import JobSpec, format_row
 from sume_batch.manifest import Manifest
 from sume_batch.stages import PROBE_URL, Probe
 from sume_batch.transfer import MAX_UPLOAD_BYTES
-from sume_batch.workspace import MAX_ROWS, capabilities_of
+from sume_batch.workspace import MAX_ROWS, capabilities_of, pages
 
 AD_STYLE_NEEDS = {"talking_head": "talking_head", "ugc": "ugc_ad"}  # an AI ad's style → the capability
 MAX_LOOKUPS = 200  # avatars asked for one by one when the list does not show them
@@ -91,16 +91,10 @@ def _probed(value: str) -> bool:
 
 async def _avatars(client: SumeClient, wanted: set[str]) -> dict[str, Mapping[str, Any]]:
     """The avatars asked for, by id: the list first (paged, bounded), then one by one."""
-    found: dict[str, Mapping[str, Any]] = {}
-    cursor = None
-    for _ in range(MAX_ROWS // 100):
-        page = await client.get("/avatars", limit=100, cursor=cursor)
-        for item in page.get("data") or ():
-            if isinstance(item, Mapping) and item.get("id") in wanted:
-                found[str(item["id"])] = item
-        cursor = page.get("next_cursor")
-        if wanted <= set(found) or not page.get("has_more") or not isinstance(cursor, str) or not cursor:
-            break
+    listed = await pages(client, "/avatars", {}, MAX_ROWS)
+    found: dict[str, Mapping[str, Any]] = {
+        str(item["id"]): item for item in listed if item.get("id") in wanted
+    }
     for avatar in sorted(wanted - set(found))[:MAX_LOOKUPS]:
         try:
             item = await client.get(

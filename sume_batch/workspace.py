@@ -255,7 +255,7 @@ def live_request(request: Mapping[str, Any], live: Mapping[str, str]) -> Mapping
     return {name: _texts(value, read) for name, value in request.items()}
 
 
-async def _pages(
+async def pages(
     client: SumeClient, path: str, params: Mapping[str, Any], wanted: int
 ) -> list[Mapping[str, Any]]:
     """Items of a cursor-paged list (sume-api.md §2) until `wanted` are kept or the pages end."""
@@ -275,7 +275,7 @@ async def _assets(client: SumeClient, axis: WorkspaceAxis) -> tuple[list[dict[st
     fallback = axis.spec.get("fallback") == "source"
     rows: list[dict[str, Any]] = []
     left_out = 0
-    for item in await _pages(client, "/assets", params, MAX_ROWS):
+    for item in await pages(client, "/assets", params, MAX_ROWS):
         row = scene_row(item, fallback=fallback)
         if row is None:
             left_out += 1
@@ -319,7 +319,7 @@ def scene_row(item: Mapping[str, Any], *, fallback: bool) -> dict[str, Any] | No
 async def _avatars(client: SumeClient, axis: WorkspaceAxis) -> tuple[list[dict[str, Any]], int]:
     wanted = axis.spec.get("capability")
     rows, left_out = [], 0
-    for item in await _pages(client, "/avatars", {}, MAX_ROWS):
+    for item in await pages(client, "/avatars", {}, MAX_ROWS):
         if not isinstance(item.get("id"), str):
             continue
         abilities = capabilities_of(item)
