@@ -99,7 +99,7 @@ def _block(
     job_id = f"blocked-{template.index}-{upstream.id}"[:128]
     why = f"its upstream {upstream.id} is {upstream.state}: never sent"
     store.add_planned([(key, job_id, template.kind.name, {}, {RESERVED_AXIS: upstream.id}, 0.0)], run=run)
-    if store.job(key).state == JobState.PLANNED:
+    if store.job(key).state == JobState.PLANNED and store.claim(key):
         store.block(key, why)
     return key, job_id
 

@@ -6,6 +6,7 @@ HTTP, asyncio, terminal-UI or report code.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import sys
@@ -18,6 +19,7 @@ import click
 from sume_batch import __version__
 from sume_batch.exits import run_cli
 from sume_batch.report import FORMATS
+from sume_batch.target import STATE_ENV
 
 if TYPE_CHECKING:
     from sume_batch.plan import Selection
@@ -91,6 +93,20 @@ def _manifest_path() -> click.Path:
     return click.Path(path_type=Path, dir_okay=False)
 
 
+def state_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """`--state URL`: the shared run store (PostgreSQL), as SUME_BATCH_STATE names it (see `target`)."""
+
+    def chosen(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+        if value is not None:
+            os.environ[STATE_ENV] = value  # this process is this one command: the store it names
+
+    return click.option(
+        "--state", metavar="URL", expose_value=False, callback=chosen,
+        help="Keep the run store in this PostgreSQL database (postgresql://user@host/db; or "
+        "SUME_BATCH_STATE, or the manifest's state:) instead of SQLite beside the manifest.",
+    )(command)  # fmt: skip
+
+
 def allow_root_option(command: Callable[..., Any]) -> Callable[..., Any]:
     """`--allow-root DIR`: the runner (never the manifest) widens where local files and outputs may be."""
     return click.option(
@@ -148,6 +164,7 @@ def validate(
     help="Price each job of unknown price at CREDITS (as run --assume-price reserves).",
 )  # fmt: skip
 @selection_options
+@state_option
 @allow_root_option
 def plan(
     *,
@@ -313,11 +330,20 @@ def sandbox(
     help="Submit (within the budget), record the job ids and exit; a later run polls and downloads.",
 )  # fmt: skip
 @click.option(
+    "--shard", metavar="I/N",
+    help="Run only shard I of N of the jobs (I from 0, as a Kubernetes Indexed Job numbers its pods).",
+)  # fmt: skip
+@click.option(
+    "--lease", type=click.FloatRange(1, 3600), metavar="SECONDS", envvar="SUME_BATCH_LEASE_S",
+    help="On a shared store: how long a runner that dies holds its jobs (default 30).",
+)  # fmt: skip
+@click.option(
     "--idempotency-honoured",
     is_flag=True,
     help="The API honours Idempotency-Key (v1 documents none): re-send uncertain creates with their key.",
 )
 @selection_options
+@state_option
 @allow_root_option
 def run(
     *,
@@ -341,6 +367,8 @@ def run(
     detach: bool,
     as_json: bool,
     idempotency_honoured: bool,
+    shard: str | None,
+    lease: float | None,
     only: tuple[str, ...],
     retry_failed: bool,
     resubmit_uncertain: bool,
@@ -368,6 +396,8 @@ def run(
         raise click.UsageError(f"--sandbox-{chosen[0]} sets the embedded sandbox: add --sandbox")
     from sume_batch.commands.endpoint import Rehearsal  # noqa: PLC0415
     from sume_batch.commands.run import Options, run  # noqa: PLC0415
+    from sume_batch.plan import parse_shard  # noqa: PLC0415
+    from sume_batch.shared import LEASE_S  # noqa: PLC0415
 
     options = Options(
         yes=yes, dry_run=dry_run, concurrency=concurrency, state_dir=state_dir, interactive=os.isatty(0),
@@ -377,7 +407,12 @@ def run(
             stop_after=stop_after, retry_rejected=retry_rejected,
         ),
         assume_price=assume_price, lost_create_grace=lost_create_grace, detach=detach,
+        lease=lease if lease is not None else LEASE_S,
     )  # fmt: skip
+    if shard is not None:
+        options = dataclasses.replace(
+            options, selection=dataclasses.replace(options.selection, shard=parse_shard(shard))
+        )
     sandbox = Rehearsal(sandbox_profile, **knobs) if use_sandbox else None  # type: ignore[arg-type]
     echo = (lambda text: click.echo(text, err=True)) if as_json else click.echo  # stdout holds the JSON
     return run(
@@ -430,6 +465,7 @@ def diff(
     "--state-dir", type=click.Path(path_type=Path, file_okay=False), help="Where the run store lives."
 )
 @click.option("--sandbox", "use_sandbox", is_flag=True, help="The rehearsal store, not the API's.")
+@state_option
 @allow_root_option
 def review(
     *, file: Path, picks: tuple[str, ...], rejects: tuple[str, ...], ratings: tuple[str, ...],
@@ -456,6 +492,7 @@ def review(
     "--state-dir", type=click.Path(path_type=Path, file_okay=False), help="Where the run store lives."
 )
 @click.option("--sandbox", "use_sandbox", is_flag=True, help="The rehearsal store, not the API's.")
+@state_option
 @allow_root_option
 def status(
     target: Path, as_json: bool, state_dir: Path | None, use_sandbox: bool, allow_roots: tuple[Path, ...]
@@ -469,6 +506,30 @@ def status(
 
     return status(
         target, state_dir=state_dir, as_json=as_json, echo=click.echo, env=os.environ, sandbox=use_sandbox,
+        roots=allow_roots,
+    )  # fmt: skip
+
+
+@cli.command()
+@click.argument("file", type=_manifest_path())
+@click.option("--force", is_flag=True, help="End the leases of a shared store's runners now.")
+@click.option(
+    "--state-dir", type=click.Path(path_type=Path, file_okay=False), help="Where the run store lives."
+)
+@click.option("--sandbox", "use_sandbox", is_flag=True, help="The rehearsal store, not the API's.")
+@state_option
+@allow_root_option
+def unlock(
+    file: Path, force: bool, state_dir: Path | None, use_sandbox: bool, allow_roots: tuple[Path, ...]
+) -> int:
+    """Who holds a campaign's run store (host, pid, age, CI run); --force ends a shared store's leases.
+
+    Exit 0 when nothing holds it (any more), 75 when a live holder is left.
+    """
+    from sume_batch.commands.unlock import unlock  # noqa: PLC0415
+
+    return unlock(
+        file, force=force, state_dir=state_dir, env=os.environ, sandbox=use_sandbox, echo=click.echo,
         roots=allow_roots,
     )  # fmt: skip
 
@@ -499,6 +560,7 @@ def _formats(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
 @click.option(
     "--json", "as_json", is_flag=True, help="Also print the report document (report.json) to stdout."
 )
+@state_option
 @allow_root_option
 def report(
     target: Path, *, formats: tuple[str, ...], output: Path | None, state_dir: Path | None,

@@ -83,6 +83,11 @@ class StoreError(SumeBatchError):
     """The run store on disk cannot be used as it is: corrupt, newer than this tool, not a store."""
 
 
+class OverBudgetError(Exception):
+    """A create was withheld: at the price the API has since stated, or with what other runners
+    hold, it would cross a cap."""
+
+
 class LockedError(StoreError):
     """Another `run` is using the same store: refused before anything is sent; try again later."""
 

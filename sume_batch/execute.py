@@ -14,7 +14,7 @@ import contextlib
 import random
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +36,7 @@ from sume_batch.transfer import Transfers
 from sume_batch.workspace import MissingMedia, live_request
 from sume_batch.writes import LINGER_S
 
+WORKABLE = TO_SUBMIT | TO_POLL | TO_DOWNLOAD | {JobState.SUBMITTING}  # a runner may take these over
 RECONCILE_PASSES = 2  # after the jobs: adopt or re-submit what this run's lost creates did (and waits)
 PROOF_WAIT_MAX_S = 90.0  # the most a run's end waits to prove a lost create made no job; else the next run
 
@@ -53,6 +54,7 @@ class Settings:
     poll_intervals: Mapping[str, float]
     poll_floor: float = FLOOR_S  # see `poll`
     lost_create_grace: float = LOST_CREATE_GRACE_S  # see `reconcile`
+    capacity: int | None = None  # the account's, from /credits: every runner's jobs within it (`permit`)
 
 
 @dataclass
@@ -124,6 +126,11 @@ class Executor(Submitting):
                 if not again:
                     break
                 await asyncio.gather(*(one(spec, price) for spec, price in jobs if spec.key in again))
+            while await self.left_by_others(jobs):  # a shared store: what a dead runner left
+                self.settle_in_flight()
+                await self.reconcile(final=True)
+                going = self.store.keys_in(TO_SUBMIT | TO_POLL | TO_DOWNLOAD)
+                await asyncio.gather(*(one(spec, price) for spec, price in jobs if spec.key in going))
         finally:
             self.poller.closed = True
             polling.cancel()
@@ -150,14 +157,24 @@ class Executor(Submitting):
             job = self.store.job(spec.key)
             if job.state in TO_SUBMIT or (job.state in TO_POLL and not self.detach):
                 async with generating:
+                    if not self.store.claim(spec.key):  # another runner's (a shared store)
+                        return
                     job = self.store.job(spec.key)  # as it stands now that this job's turn has come
-                    if job.state in TO_SUBMIT:
-                        job = await self.submit(spec, price, job)
-                    if job.state in TO_POLL and not self.detach:
-                        job = await self.wait(job, started)
+                    if job.state == JobState.SUBMITTING:  # left in flight by a runner that died
+                        self.settle_in_flight([job])
+                        return
+                    async with self.permit(spec.key) as granted:
+                        if granted and job.state in TO_SUBMIT:
+                            job = await self.submit(spec, price, job)
+                        if granted and job.state in TO_POLL and not self.detach:
+                            job = await self.wait(job, started)
             if job.state in TO_DOWNLOAD and not self.halt.is_set():
                 async with fetching:
-                    await self.download(job)
+                    if not self.store.claim(spec.key):
+                        return
+                    job = self.store.job(spec.key)
+                    if job.state in TO_DOWNLOAD:
+                        await self.download(job)
         except (StoreWriteError, sqlite3.Error) as error:  # nothing more can be recorded: stop everything
             self.interrupt(self.redactor.text(f"the run store could not be written: {error}"))
         except Exception as error:
@@ -173,10 +190,13 @@ class Executor(Submitting):
             return []
         for _ in range(RECONCILE_PASSES):
             try:
-                outcome = await reconcile(
-                    self.client, self.store, foreign=self.foreign(), requests=self.requests,
-                    now=self.clock(), grace=self.settings.lost_create_grace,
-                )  # fmt: skip
+                async with self.gate() as open_:  # no create of another runner's is in flight meanwhile
+                    if not open_:
+                        break
+                    outcome = await reconcile(
+                        self.client, self.store, foreign=self.foreign(), requests=self.requests,
+                        now=self.clock(), grace=self.settings.lost_create_grace,
+                    )  # fmt: skip
             except ApiError as error:  # they stay uncertain; the next run tries again
                 self.stop(f"could not reconcile uncertain creates: {self.redactor.text(str(error))}")
                 break
@@ -219,7 +239,7 @@ class Executor(Submitting):
         taken = []
         for key, ids in self.registry.rescued().items():
             job = self.store.jobs([key]).get(key)
-            if job is not None and not job.sume_ids:
+            if job is not None and not job.sume_ids and self.store.claim(key):
                 note = "job ids recovered from the registry: the store could not be written when they came"
                 self.changed(self.store.adopt(key, ids, at=job.intent_at, note=note))
                 self.remember(ids)
@@ -233,25 +253,81 @@ class Executor(Submitting):
         if not self.idempotency_honoured:
             return
         kinds = {spec.key: spec.kind for spec, _ in jobs}
-        for job in self.store.jobs_in({JobState.UNCERTAIN}):
+        for job in self.mine(self.store.jobs_in({JobState.UNCERTAIN})):
             kind = kinds.get(job.key)
             if kind is not None and job.attempts and kind.upload_field is None:
                 self.same_key.add(job.key)
                 note = "re-sent with the same Idempotency-Key (--idempotency-honoured)"
                 self.changed(self.store.reopen(job.key, note=note))
 
-    def settle_in_flight(self) -> None:
+    def settle_in_flight(self, jobs: Iterable[StoredJob] | None = None) -> None:
         """Creates a crashed run left in flight may exist: report them uncertain, never resend.
 
         The dead run sent nothing after such a create (creates go one at a time), and it was dead by
-        the time this run took the lock: so the create's window ends now, or CRASH_WINDOW_S after its
-        intent, whichever is sooner (a later job is no job of a create that old)."""
+        the time this run took the lock (or, on a shared store, claimed the job once the dead runner's
+        lease had ended): so the create's window ends now, or CRASH_WINDOW_S after its intent,
+        whichever is sooner (a later job is no job of a create that old)."""
         note = "the previous run stopped while this job's create was in flight; it may exist"
         now, longest = self.clock(), max(CRASH_WINDOW_S, self.client.bounds.request_seconds + 30)
-        for job in self.store.jobs_in({JobState.SUBMITTING}):
+        found = self.store.jobs_in({JobState.SUBMITTING}) if jobs is None else jobs
+        for job in self.mine(found):
             settled = min(now, job.intent_at + longest) if job.intent_at else None
             self.changed(self.store.lose(job.key, why=note, request_id=job.request_id, settled_at=settled))
             self.keep_quiet()  # its window may end now: this run's first create must fall well after it
+
+    def mine(self, jobs: Iterable[StoredJob]) -> list[StoredJob]:
+        """Of these jobs, those this process may work now, as they stand (`RunStore.claim`)."""
+        return [self.store.job(job.key) for job in jobs if self.store.claim(job.key)]
+
+    @contextlib.asynccontextmanager
+    async def permit(self, key: str) -> AsyncIterator[bool]:
+        """One of the account's generation permits, on a shared store (`shared.Runner.permit`):
+        every runner's jobs together stay within the account's capacity. False: stopped first."""
+        runner = self.store.runner
+        if runner is None:
+            yield True
+            return
+        async with runner.permit(
+            key, self.settings.capacity or self.settings.concurrency, self.pause
+        ) as granted:
+            yield granted
+
+    @contextlib.asynccontextmanager
+    async def gate(self) -> AsyncIterator[bool]:
+        """On a shared store, unless the API honours Idempotency-Key: the account's create lock, so
+        one create of any runner is on the wire at a time (see `submit`). False: stopped first."""
+        runner = self.store.runner
+        if runner is None or self.idempotency_honoured:
+            yield True
+            return
+        async with runner.creating(self.pause) as held:
+            yield held
+
+    async def left_by_others(self, jobs: Sequence[tuple[JobSpec, Price]]) -> bool:
+        """On a shared store, once this runner has done what it could: wait while live runners work
+        the rest of this run's jobs, until one of them can be taken (its runner's lease ended: True)
+        or none is left (False). Waits at most `others_wait` seconds for runners that do not finish."""
+        runner = self.store.runner
+        if runner is None or self.halt.is_set():
+            return False
+        keys, deadline = {spec.key for spec, _ in jobs}, self.ticks() + self.others_wait()
+        while True:
+            with self.store.writes.transaction() as db:
+                held, left = runner.unfinished_elsewhere(db, keys, WORKABLE)
+            if left:
+                return True
+            if not held or self.ticks() >= deadline:
+                return False
+            if self.client.on_wait is not None:
+                self.client.on_wait(f"{held} job(s) other runners are working", runner.lease / 3)
+            if await self.pause(min(runner.lease / 3, 1.0)):
+                return False
+
+    def others_wait(self) -> float:
+        """How long a runner waits for live runners to finish the rest: as long as any job may take,
+        and the lease of the slowest to notice a death three times over."""
+        lease = self.store.runner.lease if self.store.runner else 0.0
+        return max(self.settings.timeouts.values(), default=0.0) + 3 * lease
 
     def stop(self, why: str) -> None:
         self.stopped = self.stopped or why

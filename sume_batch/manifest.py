@@ -10,6 +10,7 @@ allows (`confine`).
 from __future__ import annotations
 
 import os
+import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,6 +111,8 @@ class Manifest:
     snapshot: Snapshot | None = None  # what they were filled from
     unread: tuple[WorkspaceAxis, ...] = ()  # those left empty: no snapshot has them (validate only)
     report_media: str | None = None  # `copy` or `link` the outputs into each report folder
+    state: str | None = None  # a PostgreSQL URL: the shared run store (see `target.shared_state`)
+    monthly_credits: float | None = None  # budget.monthly_credits: the workspace's, this month (`shared`)
 
     @property
     def folder(self) -> Path:
@@ -211,6 +214,9 @@ def build_manifest(
         jobs.append(template)
         problems += job_problems
     problems += graph_problems(jobs, file)
+    if "state" in data and urllib.parse.urlsplit(data["state"]).password:
+        message = "holds a password: a manifest is kept in git; let PGPASSWORD or ~/.pgpass supply it"
+        problems.append(Problem(file, *document.mark(("state",)), "state", message))
     if problems:
         unread = [problem for problem in problems if problem.message.startswith(UNREAD)]
         if len(unread) == len(problems):
@@ -240,6 +246,8 @@ def build_manifest(
         snapshot=snapshot if files.workspace else None,
         unread=tuple(files.unread),
         report_media=output.get("report_media"),
+        state=data.get("state"),
+        monthly_credits=budget.get("monthly_credits"),
     )
 
 

@@ -1,5 +1,9 @@
 """The run store's schema, in one place: the first version's tables and the migrations since.
 
+Written in SQLite's SQL; a PostgreSQL store runs the same scripts through `pg.Connection`, which
+spells their types the PostgreSQL way (`pg.translate`), so both backends have one schema history.
+`jobs.owner` is the runner that has claimed a job (a shared store's, see `pg`); SQLite leaves it empty.
+
 A store is created as version 1 and migrated, like any old store, so each table is defined once and
 there is one versioning mechanism. A store opened read-only (`plan`, `status`, `report`) that is
 older than this version is read from a migrated copy in memory: the file itself is left alone.
@@ -8,8 +12,9 @@ older than this version is read from a migrated copy in memory: the file itself 
 from __future__ import annotations
 
 import sqlite3
+from typing import Any
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 FIRST = """
 CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE jobs (
@@ -72,10 +77,13 @@ MIGRATIONS: dict[int, str] = {
     4: """
     ALTER TABLE jobs ADD COLUMN retired REAL NOT NULL DEFAULT 0;
     """,
+    5: """
+    ALTER TABLE jobs ADD COLUMN owner INTEGER;
+    """,
 }
 
 
-def version(db: sqlite3.Connection) -> int | None:
+def version(db: Any) -> int | None:
     """The store's schema version; None for a file that is no store of ours."""
     try:
         row = db.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()
@@ -84,7 +92,7 @@ def version(db: sqlite3.Connection) -> int | None:
     return int(row[0]) if row else None
 
 
-def create(db: sqlite3.Connection) -> None:
+def create(db: Any) -> None:
     """Make an empty database a store of this version: the first version, migrated."""
     db.execute("BEGIN IMMEDIATE")
     for statement in _statements(FIRST):
@@ -93,7 +101,7 @@ def create(db: sqlite3.Connection) -> None:
     migrate(db, 1)
 
 
-def migrate(db: sqlite3.Connection, since: int) -> None:
+def migrate(db: Any, since: int) -> None:
     """Bring a store from version `since` to SCHEMA_VERSION, one migration per transaction."""
     for target in range(since + 1, SCHEMA_VERSION + 1):
         db.execute("BEGIN IMMEDIATE")

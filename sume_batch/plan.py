@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import hashlib
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -378,6 +379,8 @@ class Selection:
     regenerate: bool = False
     retry_rejected: bool = False  # only the rejected jobs (of those `only` selects), bought again
     reviewed: Mapping[str, str] = field(default_factory=dict)  # job key → review state (`reviews`)
+    shard: tuple[int, int] | None = None  # `--shard i/n`: this runner's part of the jobs (see `in_shard`)
+    joined: bool = False  # a runner that joined a shared store's run: its first runner applied the flags
 
     @property
     def needs_reviews(self) -> bool:
@@ -385,17 +388,38 @@ class Selection:
 
     def again(self) -> frozenset[str]:
         """Stored states whose jobs are created anew."""
+        if self.joined:
+            return frozenset()
         chosen = {"retry_failed": self.retry_failed, "resubmit_uncertain": self.resubmit_uncertain}
         return states.again(**chosen, regenerate=self.regenerate or self.retry_rejected)
 
     def selects(self, spec: JobSpec) -> bool:
         chosen = not self.only or any(self._selected(spec, pattern) for pattern in self.only)
+        chosen = chosen and (self.shard is None or in_shard(spec.key, self.shard))
         return chosen and (not self.retry_rejected or self.reviewed.get(spec.key) == "rejected")
 
     def _selected(self, spec: JobSpec, pattern: str) -> bool:
         if pattern in REVIEW_STATES:
             return self.reviewed.get(spec.key, "unreviewed") == pattern
         return _selected(spec, pattern)
+
+
+def in_shard(key: str, shard: tuple[int, int]) -> bool:
+    """Whether a job is in shard `i` of `n` (`--shard i/n`, i from 0, as Kubernetes numbers an
+    Indexed Job's pods): by its key's hash, so each job is in exactly one shard, whatever the
+    manifest's order, and stays there while its request stays the same."""
+    index, count = shard
+    return int(hashlib.sha256(key.encode()).hexdigest()[:12], 16) % count == index
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """`i/n` with 0 <= i < n, as `--shard` takes it; a UsageError otherwise."""
+    index, slash, count = text.partition("/")
+    if not slash or not index.strip().isdigit() or not count.strip().isdigit() or int(count) < 1:
+        raise UsageError(f"--shard takes i/n (e.g. 0/4, i counted from 0), not {text!r}")
+    if int(index) >= int(count):
+        raise UsageError(f"--shard {text}: i counts from 0, so it must be below {int(count)}")
+    return int(index), int(count)
 
 
 def _selected(spec: JobSpec, pattern: str) -> bool:
@@ -410,7 +434,7 @@ def restrict(plan: Plan, selection: Selection) -> Plan:
     without the stages after that one (a UsageError when no job is that stage)."""
     if selection.stop_after is not None:
         plan = _stop_after(plan, selection.stop_after)
-    if not selection.only and not selection.retry_rejected:
+    if not selection.only and not selection.retry_rejected and selection.shard is None:
         return plan
     jobs = tuple((spec, price) for spec, price in plan.jobs if selection.selects(spec))
     specs = [spec for spec, _ in jobs]

@@ -274,6 +274,8 @@ def apply(
 ) -> dict[str, str]:
     settled: dict[str, str] = {}
     for job in jobs:
+        if not store.claim(job.key) or store.job(job.key).state != JobState.UNCERTAIN:
+            continue  # another runner's (a shared store), or settled by one meanwhile
         verdict, ids = decisions[job.key]
         if verdict.startswith("adopted"):
             store.adopt(job.key, ids, at=job.intent_at, note=NOTES[verdict])

@@ -14,17 +14,19 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from sume_batch import migrations
+from sume_batch import migrations, pg
 from sume_batch.errors import StoreError
 from sume_batch.states import CHARGED, IN_FLIGHT_CREATE, PAID_WHEN_FILES, JobState
 from sume_batch.target import Target
 
-# A job that may have cost credits (`states.charged`), in SQL: the parameters are `_CHARGED_ARGS`.
-_CHARGED_WHERE = (
+# A job that may have cost credits (`states.charged`), in SQL: the parameters are `CHARGED_ARGS`.
+CHARGED_WHERE = (
     f"(state IN ({', '.join('?' * len(CHARGED))}) OR (state IN ({', '.join('?' * len(PAID_WHEN_FILES))})"  # noqa: S608
     " AND key IN (SELECT key FROM files)))"
 )
-_CHARGED_ARGS = (*sorted(CHARGED), *sorted(PAID_WHEN_FILES))
+CHARGED_ARGS = (*sorted(CHARGED), *sorted(PAID_WHEN_FILES))
+
+Place = Path | pg.Address  # where a store is: a SQLite file, or a campaign's schema in PostgreSQL
 
 
 @dataclass(frozen=True)
@@ -77,14 +79,14 @@ class StoreReader:
     """A campaign's run store, read: its jobs, runs, files and credits."""
 
     def __init__(
-        self, connection: sqlite3.Connection, clock: Callable[[], float] = time.time, path: Path | None = None
+        self, connection: Any, clock: Callable[[], float] = time.time, path: Place | None = None
     ) -> None:
         self.connection = connection
         self.clock = clock
         self.path = path
 
     @property
-    def db(self) -> sqlite3.Connection:
+    def db(self) -> Any:
         """The connection every read goes through (a `RunStore` writes what it has queued first)."""
         return self.connection
 
@@ -119,7 +121,7 @@ class StoreReader:
         wanted, db = None if keys is None else set(keys), self.db
         if wanted is not None and len(wanted) <= _FEW:
             return {job.key: job for job in map(self._fetch, wanted) if job is not None}
-        rows = db.execute(f"SELECT {_SELECT} FROM jobs")  # noqa: S608
+        rows = db.execute(f"SELECT {_SELECT} FROM jobs ORDER BY rowid")  # noqa: S608
         return {row[0]: _decode(row) for row in rows if wanted is None or row[0] in wanted}
 
     def job(self, key: str) -> StoredJob:
@@ -150,18 +152,22 @@ class StoreReader:
 
     def states(self) -> dict[str, str]:
         """Job key → state, for every job (two columns read: no request decoded)."""
-        return dict(self.db.execute("SELECT key, state FROM jobs"))
+        return dict(self.db.execute("SELECT key, state FROM jobs ORDER BY rowid"))
 
     def ids(self) -> dict[str, str]:
         """Job key → job id, for every job (two columns read)."""
-        return dict(self.db.execute("SELECT key, id FROM jobs"))
+        return dict(self.db.execute("SELECT key, id FROM jobs ORDER BY rowid"))
 
     def priciest(self) -> list[StoredJob]:
         """Of each kind, the job whose stated price is the highest against its estimate (any with a
         stated price, where none has an estimate): all a budget learns from a store (`Budget.from_store`)."""
-        query = (
-            f"SELECT {_SELECT}, MAX(required / estimate) FROM jobs WHERE required IS NOT NULL GROUP BY kind"  # noqa: S608
-        )
+        if _dialect(self.db) == "postgresql":
+            query = (
+                f"SELECT DISTINCT ON (kind) {_SELECT}, 0 FROM jobs WHERE required IS NOT NULL"  # noqa: S608
+                " ORDER BY kind, required / NULLIF(estimate, 0) DESC NULLS LAST"
+            )
+        else:
+            query = f"SELECT {_SELECT}, MAX(required / estimate) FROM jobs WHERE required IS NOT NULL GROUP BY kind"  # noqa: E501, S608
         return [_decode(row[:-1]) for row in self.db.execute(query)]  # SQLite: the row of the MAX
 
     def answered(self) -> list[Answer]:
@@ -215,25 +221,29 @@ class StoreReader:
     def committed_downstream(self) -> float:
         """What the campaign's downstream jobs (see `stages`: their matrix names an upstream) have
         spent or hold: the part of a chain's worst case already paid for."""
-        query = (
-            f"SELECT COALESCE(SUM(reserved), 0) FROM jobs WHERE {_CHARGED_WHERE}"  # noqa: S608
-            " AND json_extract(matrix, '$.upstream') IS NOT NULL"
+        upstream = (
+            "(matrix::jsonb ->> 'upstream')"
+            if _dialect(self.db) == "postgresql"
+            else "json_extract(matrix, '$.upstream')"
         )
-        return float(self.db.execute(query, _CHARGED_ARGS).fetchone()[0])
+        query = (
+            f"SELECT COALESCE(SUM(reserved), 0) FROM jobs WHERE {CHARGED_WHERE} AND {upstream} IS NOT NULL"  # noqa: S608
+        )
+        return float(self.db.execute(query, CHARGED_ARGS).fetchone()[0])
 
     def _sums(self) -> tuple[float, float, float]:
         """Reserved and stated credits of the jobs that may have cost credits, and all retired ones."""
         row = self.db.execute(
-            f"SELECT COALESCE(SUM(CASE WHEN {_CHARGED_WHERE} THEN reserved END), 0),"  # noqa: S608
-            f" COALESCE(SUM(CASE WHEN {_CHARGED_WHERE} THEN required END), 0), COALESCE(SUM(retired), 0)"
+            f"SELECT COALESCE(SUM(CASE WHEN {CHARGED_WHERE} THEN reserved END), 0),"  # noqa: S608
+            f" COALESCE(SUM(CASE WHEN {CHARGED_WHERE} THEN required END), 0), COALESCE(SUM(retired), 0)"
             " FROM jobs",
-            (*_CHARGED_ARGS, *_CHARGED_ARGS),
+            (*CHARGED_ARGS, *CHARGED_ARGS),
         ).fetchone()
         return float(row[0]), float(row[1]), float(row[2])
 
     def may_have_cost(self, key: str) -> bool:
-        query = f"SELECT 1 FROM jobs WHERE key = ? AND {_CHARGED_WHERE}"  # noqa: S608
-        return self.db.execute(query, (key, *_CHARGED_ARGS)).fetchone() is not None
+        query = f"SELECT 1 FROM jobs WHERE key = ? AND {CHARGED_WHERE}"  # noqa: S608
+        return self.db.execute(query, (key, *CHARGED_ARGS)).fetchone() is not None
 
     def made_by_rehearsals(self) -> list[StoredJob]:
         """Jobs whose current ids a sandbox run made (by the journal: the run going when they came), or
@@ -250,6 +260,11 @@ class StoreReader:
                 if going and going[-1]:
                     found.append(job)
         return found
+
+
+def _dialect(db: Any) -> str:
+    """Which SQL a connection speaks: a `pg.Connection` says so, sqlite3's is SQLite."""
+    return str(getattr(db, "dialect", "sqlite"))
 
 
 _COLUMNS = tuple(field.name for field in fields(StoredJob))  # the jobs table's columns of the same names
@@ -273,7 +288,7 @@ def _ids(text: str) -> tuple[str, ...]:
     return () if text == "[]" else tuple(json.loads(text))
 
 
-def checked_version(db: sqlite3.Connection, path: Path) -> int:
+def checked_version(db: Any, path: Place) -> int:
     """The store's schema version, if this tool can read it."""
     found = migrations.version(db)
     if found is None:
@@ -283,16 +298,26 @@ def checked_version(db: sqlite3.Connection, path: Path) -> int:
     return found
 
 
-def unusable(path: Path, error: Exception) -> StoreError:
+def unusable(path: Place, error: Exception) -> StoreError:
     """The one message for a store that cannot be used: name it, and never start afresh silently."""
     return StoreError(f"{path} is not a usable run store ({error}); move it aside to start afresh")
 
 
 @contextmanager
-def reading(path: Path) -> Iterator[StoreReader]:
+def reading(path: Place) -> Iterator[StoreReader]:
     """The store at `path`, read-only (for `plan`, `status` and `report`: no lock, no write, safe
     during a run). A store in a folder we may not write (whose WAL index cannot be made) is read as
-    immutable: no run can be writing there either. An older store is read from a migrated copy."""
+    immutable: no run can be writing there either. An older store is read from a migrated copy
+    (a PostgreSQL store is migrated in place, under its lock: several readers share it)."""
+    if isinstance(path, pg.Address):
+        try:
+            with pg.reading_connection(path) as connection:
+                if checked_version(connection, path) < migrations.SCHEMA_VERSION:
+                    pg.open_store(path, create=migrations.create, migrate=migrate_checked(path)).close()
+                yield StoreReader(connection, clock=time.time, path=path)
+        except sqlite3.DatabaseError as error:
+            raise unusable(path, error) from None
+        return
     try:
         db = _open_read_only(path)
         found = checked_version(db, path)
@@ -303,6 +328,11 @@ def reading(path: Path) -> Iterator[StoreReader]:
             yield StoreReader(db, clock=time.time, path=path)
     except sqlite3.DatabaseError as error:
         raise unusable(path, error) from None
+
+
+def migrate_checked(path: Place) -> Callable[[Any], None]:
+    """Check a store's schema version, and bring it to this one's."""
+    return lambda db: migrations.migrate(db, checked_version(db, path))
 
 
 def _open_read_only(path: Path) -> sqlite3.Connection:

@@ -39,11 +39,12 @@ def registry_home(env: Mapping[str, str]) -> Path:
 class Registry:
     """The registry, seen from one store at one target."""
 
-    def __init__(self, db: sqlite3.Connection, target: Target, store: Path) -> None:
-        self.db, self.target, self.store = db, target.id, str(store.resolve())
+    def __init__(self, db: sqlite3.Connection, target: Target, store: Path | object) -> None:
+        self.db, self.target = db, target.id
+        self.store = str(store.resolve()) if isinstance(store, Path) else str(store)  # a shared store's name
 
     @classmethod
-    def open(cls, home: Path, target: Target, store: Path) -> Registry | None:
+    def open(cls, home: Path, target: Target, store: Path | object) -> Registry | None:
         """None when the registry cannot be used here: reconciliation then adopts nothing by time."""
         try:
             home.mkdir(parents=True, exist_ok=True)
@@ -111,7 +112,7 @@ class Registry:
 
 
 @contextlib.contextmanager
-def opened(env: Mapping[str, str], target: Target, store: Path) -> Iterator[Registry | None]:
+def opened(env: Mapping[str, str], target: Target, store: Path | object) -> Iterator[Registry | None]:
     registry = Registry.open(registry_home(env), target, store)
     try:
         yield registry

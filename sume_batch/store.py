@@ -23,14 +23,25 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sume_batch import migrations
-from sume_batch.errors import LockedError, StoreError
-from sume_batch.records import RunRecord, StoredJob, StoreReader, checked_version, unusable
+from sume_batch import migrations, pg
+from sume_batch.errors import LockedError, OverBudgetError, StoreError
+from sume_batch.records import (
+    Place,
+    RunRecord,
+    StoredJob,
+    StoreReader,
+    checked_version,
+    migrate_checked,
+    unusable,
+)
 from sume_batch.states import PAID_WHEN_FILES, JobState, charged
 from sume_batch.target import Target, aside_path, legacy_path, store_path
 from sume_batch.writes import Writes
+
+if TYPE_CHECKING:
+    from sume_batch.shared import Runner
 
 Clock = Callable[[], float]
 Stored = Callable[[Mapping[str, Any], Mapping[str, Any]], tuple[Mapping[str, Any], Mapping[str, Any]]]
@@ -45,15 +56,35 @@ class RunStore(StoreReader):
     stands (no caller reads it back). Every read sees the queued moves (`db` writes them first)."""
 
     def __init__(
-        self, connection: sqlite3.Connection, clock: Clock = time.time, path: Path | None = None, *,
+        self, connection: Any, clock: Clock = time.time, path: Place | None = None, *,
         ticks: Clock = time.monotonic,
     ) -> None:  # fmt: skip
         super().__init__(connection, clock, path)
         self.writes = Writes(connection, super().job, ticks)
+        self.runner: Runner | None = None  # a shared store's: see `share`
+
+    def share(self, runner: Runner, *, cap: float | None, monthly: float | None) -> None:
+        """Work this (PostgreSQL) store as one of several runners (see `shared`): every write fenced
+        by `runner`'s lease, jobs claimed before they are worked, reservations admitted against what
+        every runner holds (`cap`) and what the workspace spent this month (`monthly`)."""
+        self.runner, self.caps = runner, (cap, monthly)
+        self.connection.fence = runner.fence
+        self.writes.owner = runner.id
+
+    def claim(self, key: str) -> bool:
+        """Whether this process may work the job now: always, unless the store is shared (then the
+        job must be free, this runner's, or left by a runner whose lease ended)."""
+        if self.runner is None:
+            return True
+        with self.writes.transaction() as db:
+            mine, stale = self.runner.claim(db, key)
+        if stale:  # another runner moved it: read it afresh
+            self.writes.known.pop(key, None)
+        return mine
 
     @classmethod
     def open(
-        cls, path: Path, *, target: Target | None = None, campaign: str = "", clock: Clock = time.time
+        cls, path: Place, *, target: Target | None = None, campaign: str = "", clock: Clock = time.time
     ) -> RunStore:
         """Open (or create) the store at `path`, checked and migrated to this version's schema, and
         bound to `target`: a store that records another target is refused (see `target`).
@@ -61,6 +92,15 @@ class RunStore(StoreReader):
         A damaged store is an error that names the file, never a silent fresh start: a fresh
         store would forget which jobs were paid for, and the next run would buy them again.
         """
+        if isinstance(path, pg.Address):
+            try:
+                shared = pg.open_store(path, create=migrations.create, migrate=migrate_checked(path))
+            except sqlite3.DatabaseError as error:
+                raise unusable(path, error) from None
+            store = cls(shared, clock, path)
+            if target is not None:
+                store.bind(path, target, campaign)
+            return store
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as error:
@@ -86,12 +126,16 @@ class RunStore(StoreReader):
             store.bind(path, target, campaign)
         return store
 
-    def bind(self, path: Path, target: Target, campaign: str) -> None:
+    def bind(self, path: Place, target: Target, campaign: str) -> None:
         recorded = self.target()
         if recorded is None:
             value = _json({**target.to_json(), "campaign": campaign})
             with self.writes.transaction(durable=True) as db:
-                db.execute("INSERT OR REPLACE INTO meta VALUES ('target', ?)", (value,))
+                db.execute(
+                    "INSERT INTO meta VALUES ('target', ?)"
+                    " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                    (value,),
+                )
         elif recorded != target:
             raise StoreError(
                 f"{path} holds the jobs of {recorded.describe()}, not of {target.describe()}; "
@@ -111,7 +155,7 @@ class RunStore(StoreReader):
             self.connection.close()
 
     @property
-    def db(self) -> sqlite3.Connection:
+    def db(self) -> Any:
         """The connection, for reading: what is queued is written first, so a read sees every move."""
         self.writes.flush()
         return self.connection
@@ -121,7 +165,7 @@ class RunStore(StoreReader):
         self.writes.flush()
 
     @contextmanager
-    def transaction(self, *, durable: bool = False) -> Iterator[sqlite3.Connection]:
+    def transaction(self, *, durable: bool = False) -> Iterator[Any]:
         """One atomic write of the caller's own, after what is queued; `durable` fsyncs it. What it
         changes is unknown here, so every job is read afresh afterwards."""
         with self.writes.transaction(durable=durable) as db:
@@ -148,7 +192,7 @@ class RunStore(StoreReader):
             keep = stored or (lambda request, matrix: (request, matrix))
             db.executemany(
                 "INSERT INTO jobs (key, id, kind, request, matrix, state, estimate, updated_at, run)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING",  # another runner's plan
                 ((key, id_, kind, *map(_json, keep(req, mx)), JobState.PLANNED, est, now, run)
                  for key, id_, kind, req, mx, est in fresh.values()),
             )  # fmt: skip
@@ -158,7 +202,9 @@ class RunStore(StoreReader):
             db.executemany("UPDATE jobs SET id = ?, estimate = ? WHERE key = ?", moved)
             if run is not None and len(fresh) < len(rows):  # the known jobs join the run's plan at once
                 db.execute("CREATE TEMP TABLE IF NOT EXISTS planned (key TEXT PRIMARY KEY)")
-                db.executemany("INSERT OR IGNORE INTO temp.planned VALUES (?)", ((row[0],) for row in rows))
+                db.executemany(
+                    "INSERT INTO temp.planned VALUES (?) ON CONFLICT DO NOTHING", ((row[0],) for row in rows)
+                )
                 db.execute("UPDATE jobs SET run = ? WHERE key IN (SELECT key FROM temp.planned)", (run,))
                 db.execute("DELETE FROM temp.planned")
         return len(fresh)
@@ -167,10 +213,9 @@ class RunStore(StoreReader):
         """Record that a run starts, with what the reports say about it (campaign, manifest, folders)."""
         now = self.clock()
         with self.writes.transaction(durable=True) as db:
-            cursor = db.execute("INSERT INTO runs (started_at, info) VALUES (?, ?)", (now, _json(info)))
-        return RunRecord(
-            seq=int(cursor.lastrowid or 0), started_at=now, ended_at=None, info=dict(info), outcome={}
-        )
+            query = "INSERT INTO runs (started_at, info) VALUES (?, ?) RETURNING seq"
+            (seq,) = db.execute(query, (now, _json(info))).fetchone()
+        return RunRecord(seq=int(seq), started_at=now, ended_at=None, info=dict(info), outcome={})
 
     def end_run(self, seq: int, outcome: Mapping[str, Any]) -> None:
         """Record how a run ended (stopped why, exit code, balance after)."""
@@ -182,8 +227,22 @@ class RunStore(StoreReader):
 
     def reserve(self, key: str, credits: float) -> StoredJob:
         """Credits are held for the job's create (`budget`): nothing is sent yet. Lost: the job is
-        where it was (`reserved` counts no credit as charged), and the next run reserves again."""
-        return self._move(key, JobState.RESERVED, reserved=credits)
+        where it was (`reserved` counts no credit as charged), and the next run reserves again.
+        On a shared store it is written at once, admitted against every runner's holdings (see
+        `shared.Runner.admit`), and refused with `OverBudgetError` past a cap."""
+        if self.runner is None:
+            return self._move(key, JobState.RESERVED, reserved=credits)
+        runner, (cap, monthly) = self.runner, self.caps
+
+        delta = credits - self.writes.job(key).reserved
+
+        def admit(db: Any) -> None:
+            if why := runner.admit(db, delta, cap=cap, monthly=monthly):
+                raise OverBudgetError(why)
+            if delta:
+                db.execute(*runner.ledger(key, delta))
+
+        return self._move(key, JobState.RESERVED, check=admit, reserved=credits)
 
     def skip(self, key: str, why: str) -> StoredJob:
         """The budget (or an unknown price) holds the job back. Lost: the next run asks the budget again."""
@@ -292,7 +351,7 @@ class RunStore(StoreReader):
         their old job ids stay in the journal, and what they cost stays counted against the budget."""
         wanted = set(keys)
         for job in self.jobs_in(again) if again else ():
-            if job.key in wanted:
+            if job.key in wanted and self.claim(job.key):
                 self.restart(job, note=f"{flag}: was {job.state} as {', '.join(job.sume_ids) or 'no job id'}")
 
     def job(self, key: str) -> StoredJob:
@@ -301,10 +360,15 @@ class RunStore(StoreReader):
 
     def _move(
         self, key: str, state: JobState | None, *, durable: bool = False, note: str | None = None,
-        restart: bool = False, **fields: Any,
+        restart: bool = False, check: Callable[[Any], None] | None = None, **fields: Any,
     ) -> StoredJob:  # fmt: skip
         now = self.clock()
-        return self.writes.move(key, state, fields, at=now, note=note, durable=durable, restart=restart)
+        if self.runner is not None and "reserved" in fields and not restart and check is None:  # the ledger
+            delta = float(fields["reserved"]) - self.writes.job(key).reserved
+            if delta:
+                self.writes.add(self.runner.ledger(key, delta))
+        return self.writes.move(key, state, fields, at=now, note=note, durable=durable, restart=restart,
+                                check=check)  # fmt: skip
 
     # --- outputs (queued like the moves they come with) ----------------------------------------------
 
@@ -312,11 +376,18 @@ class RunStore(StoreReader):
         self, key: str, *, path: str, sume_id: str, sha256: str, size: int, content_type: str
     ) -> None:
         row = (key, path, sume_id, sha256, size, content_type)
-        self.writes.add(("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?)", row))
+        self.writes.add((_ADD_FILE, row))
 
     def forget_files(self, key: str) -> None:
         """Drop a job's output records (its files stay on disk until new ones replace them)."""
         self.writes.add(("DELETE FROM files WHERE key = ?", (key,)))
+
+
+_ADD_FILE = (
+    "INSERT INTO files VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (key, path) DO UPDATE SET"
+    " sume_id = excluded.sume_id, sha256 = excluded.sha256, bytes = excluded.bytes,"
+    " content_type = excluded.content_type"
+)
 
 
 def _json(value: object) -> str:

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import sqlite3
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from sume_batch.api import SumeClient
@@ -25,6 +26,7 @@ from sume_batch.errors import (
     ApiError,
     AuthError,
     InsufficientCreditsError,
+    OverBudgetError,
     StoreWriteError,
     UncertainCreateError,
 )
@@ -47,10 +49,6 @@ QUIET_DEFAULT_S = 0.25  # the window's uncertainty until a create of this run ha
 
 class NotSentError(Exception):
     """A create was withheld before any byte left (the run was stopped)."""
-
-
-class OverBudgetError(Exception):
-    """A create was withheld: at the price the API has since stated, it would cross the cap."""
 
 
 class Submitting:
@@ -83,6 +81,7 @@ class Submitting:
     pause: Callable[[float], Awaitable[bool]]
     changed: Callable[[StoredJob], StoredJob]
     remember: Callable[[Iterable[str]], None]
+    gate: Callable[[], AbstractAsyncContextManager[bool]]  # the account's create lock (a shared store)
 
     async def submit(self, spec: JobSpec, price: Price, job: StoredJob) -> StoredJob:
         """Reserve, create and record one job. The first job of a kind whose price the API has not
@@ -105,7 +104,11 @@ class Submitting:
             why = "price unknown (--assume-price)" if cost is None else f"{self.budget.committed + cost:g}"
             return self.changed(self.store.skip(job.key, f"{why} > {self.budget.cap}"))
         self.budget.reserve(cost)  # before any await: no other job can take the same credits
-        job = self.changed(self.store.reserve(job.key, cost))
+        try:
+            job = self.changed(self.store.reserve(job.key, cost))
+        except OverBudgetError as error:  # a shared store: other runners hold the rest of the cap
+            self.budget.release(cost)
+            return self.changed(self.store.skip(job.key, str(error)))
         attempt = job.attempts if spec.key in self.same_key else job.attempts + 1
 
         intended: list[StoredJob] = []
@@ -175,9 +178,15 @@ class Submitting:
         if (quiet := self.quiet_until - self.ticks()) > 0 and await self.pause(quiet):
             raise NotSentError(self.stopped or "interrupted")
         try:
-            created = await self.client.create(
-                spec.kind.path, body, idempotency_key=f"sb-{spec.key}-{attempt}", before_send=about_to_send
-            )
+            async with self.gate() as open_:
+                if not open_:
+                    raise NotSentError(self.stopped or "interrupted")
+                created = await self.client.create(
+                    spec.kind.path,
+                    body,
+                    idempotency_key=f"sb-{spec.key}-{attempt}",
+                    before_send=about_to_send,
+                )
         except UncertainCreateError:
             self.keep_quiet()
             raise

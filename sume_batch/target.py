@@ -113,6 +113,23 @@ def same_workspace(folder: Path, campaign: str, target: Target) -> Path | None:
     return None
 
 
+STATE_ENV = "SUME_BATCH_STATE"  # a PostgreSQL URL: the shared run store (`--state` sets it too)
+
+
+def shared_state(manifest_state: str | None, state_dir: Path | None, env: Mapping[str, str]) -> str | None:
+    """The PostgreSQL URL of a campaign's shared run store (see `pg`), or None for the SQLite store
+    in its folder. A folder said on the command line (`--state-dir`) wins; then `--state` or
+    SUME_BATCH_STATE; then the manifest's `state:`. A value that is no PostgreSQL URL is an error."""
+    if state_dir is not None:
+        return None
+    from sume_batch import pg  # noqa: PLC0415
+
+    chosen = env.get(STATE_ENV) or manifest_state
+    if chosen and not pg.is_url(chosen):
+        raise UsageError(f"{STATE_ENV} (--state) must be a postgresql:// URL; a folder is --state-dir")
+    return chosen or None
+
+
 def store_folder(manifest_folder: Path, state_dir: Path | None) -> Path:
     """Where a campaign's stores live: `.sume-batch/` beside the manifest (ignored by git), or --state-dir."""
     return state_dir or manifest_folder / ".sume-batch"

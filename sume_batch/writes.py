@@ -25,13 +25,14 @@ KNOWN_MAX = 10_000  # jobs kept in memory with nothing queued for them (a 100k-j
 _FLOATS = frozenset({"reserved", "required", "retired", "submitted_at", "intent_at", "settled_at"})
 
 Statement = tuple[str, tuple[Any, ...]]
+_GUARD = "WHERE key = ? AND (owner IS NULL OR owner = ?)"  # a shared store's moves: the runner's jobs
 
 
 @dataclass
 class Writes:
     """What is queued on a store's connection, and the transactions that write it, in order."""
 
-    connection: sqlite3.Connection
+    connection: Any  # sqlite3's, or a `pg.Connection`
     read: Callable[[str], StoredJob]  # a job as the file has it
     ticks: Callable[[], float] = time.monotonic
     queued: list[Statement] = field(default_factory=list)
@@ -44,6 +45,7 @@ class Writes:
     fsynced: int = 0  # of those, with synchronous=FULL
     failed: bool = False  # the last transaction failed (a full disk, an I/O error): its error was raised
     synchronous: str = ""  # the connection's setting, once this has set it
+    owner: int | None = None  # a shared store's runner: it moves only jobs it holds (see `shared`)
 
     def job(self, key: str) -> StoredJob:
         """The job as it stands once the queue is written: from memory, or read (nothing is queued
@@ -57,12 +59,13 @@ class Writes:
 
     def move(
         self, key: str, state: JobState | None, fields: dict[str, Any], *, at: float, note: str | None,
-        durable: bool, restart: bool,
+        durable: bool, restart: bool, check: Callable[[Any], None] | None = None,
     ) -> StoredJob:  # fmt: skip
         """Set a job's state (None: keep it) and columns, journalled in `events`: queued, or, when
         `durable`, written and fsynced at once after what is queued; the job as it then stands. An
         arrow the state machine does not have from where the job will stand is refused (a bug of
-        ours, never written), unless it is a `restart`."""
+        ours, never written), unless it is a `restart`. `check(db)`, when given, runs first in the move's
+        own transaction, written at once, and may refuse it by raising (a shared store's admission)."""
         job = self.job(key)
         if state is not None and not restart and not may_move(job.state, state):
             raise IllegalTransition(f"job {key}: {job.state} → {state} is not in the state machine")
@@ -73,18 +76,21 @@ class Writes:
             if name in columns:
                 columns[name] = json.dumps(list(columns[name]))
         assignments = ", ".join(f"{name} = ?" for name in columns)
+        where, args = ("WHERE key = ?", (job.key,)) if self.owner is None else (_GUARD, (job.key, self.owner))
         statements = (
-            (f"UPDATE jobs SET {assignments} WHERE key = ?", (*columns.values(), job.key)),  # noqa: S608
+            (f"UPDATE jobs SET {assignments} {where}", (*columns.values(), *args)),  # noqa: S608
             (
                 "INSERT INTO events (key, state, at, note) VALUES (?, ?, ?, ?)",
                 (key, values["state"], at, note),
             ),
         )
         moved = dataclasses.replace(job, **values)
-        if durable:
-            with self.transaction(durable=True) as db:
+        if durable or check is not None:  # `check` may refuse the move: in its own transaction, first
+            with self.transaction(durable=durable) as db:
+                if check is not None:
+                    check(db)
                 for statement, args in statements:
-                    db.execute(statement, args)
+                    _execute(db, statement, args)
         else:
             self.add(*statements)
         self.known[key] = moved
@@ -105,6 +111,19 @@ class Writes:
         """Whether the queue should be written now: `BATCH` statements, or one `LINGER_S` old."""
         return bool(self.queued) and (len(self.queued) >= BATCH or self.ticks() - self.since >= LINGER_S)
 
+    def begin(self, durable: bool) -> None:
+        """Open a write transaction: SQLite's `synchronous` follows `durable`; a PostgreSQL connection
+        opens its own (`pg.Connection.begin_write`: fenced by the runner's lease)."""
+        db = self.connection
+        if isinstance(db, sqlite3.Connection):
+            synchronous = "FULL" if durable else "NORMAL"
+            if synchronous != self.synchronous:
+                db.execute(f"PRAGMA synchronous={synchronous}")
+                self.synchronous = synchronous
+            db.execute("BEGIN IMMEDIATE")
+        else:
+            db.begin_write(durable=durable)
+
     def flush(self) -> None:
         """Write what is queued now, in one transaction (not fsynced); on failure it stays queued."""
         if self.queued:
@@ -112,17 +131,14 @@ class Writes:
                 pass
 
     @contextmanager
-    def transaction(self, *, durable: bool = False) -> Iterator[sqlite3.Connection]:
+    def transaction(self, *, durable: bool = False) -> Iterator[Any]:
         """The queued statements, then the caller's, as one transaction; `durable` fsyncs it. Rolled
         back whole if anything fails (the commit included), and the queue kept for the next one."""
-        db, synchronous = self.connection, "FULL" if durable else "NORMAL"
-        if synchronous != self.synchronous:
-            db.execute(f"PRAGMA synchronous={synchronous}")
-            self.synchronous = synchronous
-        db.execute("BEGIN IMMEDIATE")
+        db = self.connection
         try:
+            self.begin(durable)
             for statement, args in self.queued:
-                db.execute(statement, args)
+                _execute(db, statement, args)
             yield db
             db.execute("COMMIT")
         except BaseException as error:
@@ -140,6 +156,12 @@ class Writes:
         for key in self.resting:
             self.known.pop(key, None)
         self.resting.clear()
+
+
+def _execute(db: Any, statement: str, args: tuple[Any, ...]) -> None:
+    cursor = db.execute(statement, args)
+    if statement.endswith(_GUARD) and cursor.rowcount == 0:  # a bug of ours: never written
+        raise IllegalTransition(f"job {args[-2]} is another runner's: this runner never claimed it")
 
 
 def _plain(name: str, value: Any) -> Any:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
+import pgserver
 import pytest
 
 
@@ -20,3 +22,16 @@ def registry_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
     home = tmp_path_factory.mktemp("sume-batch-home")
     monkeypatch.setenv("SUME_BATCH_HOME", str(home))
     return home
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[str]:
+    """A throwaway PostgreSQL cluster for the session (see `tests/pgserver.py`): its URL."""
+    with pgserver.cluster() as url:
+        yield url
+
+
+@pytest.fixture
+def pg_url(pg_server: str) -> str:
+    """A fresh, empty database on the session's PostgreSQL server: its URL."""
+    return pgserver.fresh_database(pg_server)

@@ -97,6 +97,7 @@ def test_a_store_from_before_targets_is_taken_over_without_losing_paid_jobs(work
             db.execute("DELETE FROM meta WHERE name = 'target'")
             db.execute("UPDATE meta SET value = '3' WHERE name = 'schema_version'")
             db.execute("ALTER TABLE jobs DROP COLUMN retired")
+            db.execute("ALTER TABLE jobs DROP COLUMN owner")
             # img-2 was made by a rehearsal: its run was a sandbox run
             db.execute("""UPDATE runs SET info = json_set(info, '$.sandbox', 'instant')""")
             db.execute("INSERT INTO runs (started_at, ended_at, info) VALUES (0, 1, '{\"sandbox\": null}')")

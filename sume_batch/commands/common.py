@@ -13,7 +13,7 @@ from sume_batch.errors import UnresolvedWorkspace, UsageError
 from sume_batch.expand import JobSpec, expand_jobs
 from sume_batch.manifest import Manifest, load_manifest
 from sume_batch.saved import refuse_as_manifest
-from sume_batch.target import DEFAULT_BASE_URL, find_store, store_folder
+from sume_batch.target import DEFAULT_BASE_URL, find_store, normalize_url, shared_state, store_folder
 from sume_batch.workspace import (
     Snapshot,
     WorkspaceAxis,
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from sume_batch.budget import Budget
     from sume_batch.commands.endpoint import Endpoint
     from sume_batch.plan import Plan, Selection
+    from sume_batch.records import Place
     from sume_batch.target import Target
 
 
@@ -120,33 +121,46 @@ def read_workspace(api: Endpoint, axes: Sequence[WorkspaceAxis], campaign: str, 
 
 def offline_store(
     manifest: Manifest, state_dir: Path | None, env: Mapping[str, str], *, sandbox: bool
-) -> Path | None:
-    """The store `plan`, `status` and `report` read without asking the API (see `target`)."""
+) -> Place | None:
+    """The store `plan`, `status` and `report` read without asking the API (see `target`): in the
+    shared store when there is one (an embedded sandbox's rehearsals are always kept locally)."""
     base_url = env.get("SUME_API_BASE_URL") or DEFAULT_BASE_URL
+    if url := shared_state(manifest.state, state_dir, env):
+        from sume_batch import pg  # noqa: PLC0415
+
+        found = pg.find(url, manifest.name, base_url=normalize_url(base_url), rehearsal=sandbox)
+        if found is not None or not sandbox:
+            return found
     folder = store_folder(manifest.folder, state_dir)
     return find_store(folder, manifest.name, base_url=base_url, rehearsal=sandbox)
 
 
 def chosen_store(
     manifest: Manifest, state_dir: Path | None, env: Mapping[str, str] | None, sandbox: bool
-) -> Path:
-    """The store a manifest names for `status` and `report`; the path to say when there is none."""
-    found = offline_store(manifest, state_dir, env or {}, sandbox=sandbox)
+) -> Place:
+    """The store a manifest names for `status` and `report`; the place to say when there is none."""
+    env = env or {}
+    found = offline_store(manifest, state_dir, env, sandbox=sandbox)
     if found is not None:
         return found
-    folder = store_folder(manifest.folder, state_dir)
+    url = shared_state(manifest.state, state_dir, env)
+    where = str(store_folder(manifest.folder, state_dir))
+    if url is not None:
+        from sume_batch import pg  # noqa: PLC0415
+
+        where = pg.shown(url)
     if sandbox:
-        raise UsageError(f"no rehearsal store in {folder}: this campaign has not been rehearsed yet")
-    base_url = (env or {}).get("SUME_API_BASE_URL") or DEFAULT_BASE_URL
-    rehearsed = offline_store(manifest, state_dir, env or {}, sandbox=True) is not None
+        raise UsageError(f"no rehearsal store in {where}: this campaign has not been rehearsed yet")
+    base_url = env.get("SUME_API_BASE_URL") or DEFAULT_BASE_URL
+    rehearsed = offline_store(manifest, state_dir, env, sandbox=True) is not None
     hint = "it was rehearsed: add --sandbox" if rehearsed else "--sandbox reads the rehearsal store"
     raise UsageError(
-        f"no run store in {folder} for {base_url}: this campaign has not been run there yet ({hint})"
+        f"no run store in {where} for {base_url}: this campaign has not been run there yet ({hint})"
     )
 
 
 def read_campaign(
-    path: Path | None, cap: float | None, assumed: float | None
+    path: Place | None, cap: float | None, assumed: float | None
 ) -> tuple[dict[str, str], Budget, dict[str, str]]:
     """What a campaign's store at its target says, read once and read-only: job key → state (empty
     when there is no store yet), the budget (what was spent, the prices the API stated), and job

@@ -19,7 +19,7 @@ from pathlib import Path
 from sume_batch.commands.common import chosen_store, prepare
 from sume_batch.errors import UsageError
 from sume_batch.manifest import Manifest
-from sume_batch.records import reading
+from sume_batch.records import Place, reading
 from sume_batch.redact import Redactor
 from sume_batch.report.document import MEDIA, Source, build_report
 from sume_batch.report.review import review_html
@@ -97,7 +97,7 @@ def _rating(text: str) -> int:
 
 
 def _page(
-    manifest: Manifest, store_path: Path, env: Mapping[str, str], echo: Echo, *, serve: int | None
+    manifest: Manifest, store_path: Place, env: Mapping[str, str], echo: Echo, *, serve: int | None
 ) -> int:
     """Write review.html beside the campaign's reports, or serve it on 127.0.0.1 until Ctrl-C."""
     where = reviews_path(manifest.folder, manifest.name)

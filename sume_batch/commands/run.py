@@ -13,7 +13,7 @@ import json
 import shlex
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from sume_batch import registry, reviews, saved, stages
+from sume_batch import pg, registry, reviews, saved, shared, stages
 from sume_batch.api import SumeClient, in_flight_for
 from sume_batch.budget import BalanceWatch, Budget
 from sume_batch.chain import run_stages
@@ -39,7 +39,7 @@ from sume_batch.poll import FLOOR_S, REHEARSAL_FLOOR_S
 from sume_batch.preflight import check_workspace
 from sume_batch.progress import Progress
 from sume_batch.reconcile import LOST_CREATE_GRACE_S
-from sume_batch.records import RunRecord
+from sume_batch.records import Place, RunRecord
 from sume_batch.redact import Redactor, stored_variant
 from sume_batch.registry import Registry
 from sume_batch.report import FILE_NAMES
@@ -47,6 +47,7 @@ from sume_batch.report.document import Source, build_report, run_folder_name
 from sume_batch.report.folder import gather_media, point_latest, write_reports
 from sume_batch.report.summary import summary_text
 from sume_batch.responses import balance_of, capacity_of
+from sume_batch.shared import Runner
 from sume_batch.states import OK, TO_SUBMIT, JobState
 from sume_batch.store import RunStore, prepare_store, run_lock
 from sume_batch.supervise import Interrupts, run_log, store_failures, unrecorded_error
@@ -54,6 +55,7 @@ from sume_batch.target import (
     Target,
     legacy_path,
     same_workspace,
+    shared_state,
     store_folder,
     store_path,
     target_of,
@@ -122,6 +124,7 @@ class Options:
     assume_price: float | None = None  # credits reserved for a job of unknown price (--assume-price)
     lost_create_grace: float = LOST_CREATE_GRACE_S  # see `reconcile`
     detach: bool = False  # submit, record the job ids and exit: a later `run` polls and downloads
+    lease: float = shared.LEASE_S  # a shared store's runner lease (--lease, SUME_BATCH_LEASE_S)
 
 
 def applied(
@@ -149,10 +152,14 @@ def applied(
     return manifest, dataclasses.replace(options, selection=selection)
 
 
-def store_of(call: Call, target: Target) -> tuple[Path, Path]:
-    """The folder of the campaign's stores and its store at this target; refused when another store
-    holds this very workspace under another spelling of the API's URL."""
+def store_of(call: Call, target: Target) -> tuple[Path, Place]:
+    """The folder of the campaign's local files (snapshots) and its store at this target: in the
+    shared store when one is named (an embedded sandbox is a world of its own: always local).
+    Refused when another store holds this very workspace under another spelling of the API's URL."""
     folder = store_folder(call.manifest.folder, call.options.state_dir)
+    url = None if call.api.sandbox else shared_state(call.manifest.state, call.options.state_dir, call.env)
+    if url is not None:
+        return folder, pg.Address(url, call.manifest.name, target)
     path = store_path(folder, call.manifest.name, target)
     twin = same_workspace(folder, call.manifest.name, target)
     if twin is not None and not path.exists():
@@ -162,6 +169,20 @@ def store_of(call: Call, target: Target) -> tuple[Path, Path]:
             " campaign again"
         )
     return folder, path
+
+
+@contextlib.contextmanager
+def held(path: Place, target: Target, options: Options, env: Mapping[str, str]) -> Iterator[Runner | None]:
+    """What lets this process write the store: the SQLite store's lock (one run at a time), or, on
+    a shared store, a runner's lease (several at once: see `shared`). Nothing for a dry run."""
+    if options.dry_run:
+        yield None
+    elif isinstance(path, pg.Address):
+        with shared.joined(path, target.id, lease=options.lease, env=env) as runner:
+            yield runner
+    else:
+        with run_lock(path):
+            yield None
 
 
 def preflight_text(account: Mapping[str, Any], balance: float | None, capacity: int | None) -> str:
@@ -225,8 +246,8 @@ async def _run(call: Call) -> int:
         client.size_for(min(jobs, capacity or jobs))  # the executor runs no more jobs than the capacity
         target = target_of(call.api.base_url, me, sandbox=call.api.sandbox is not None)
         folder, path = store_of(call, target)
-        with contextlib.nullcontext() if options.dry_run else run_lock(path):
-            if not options.dry_run:
+        with held(path, target, options, call.env) as runner:
+            if not options.dry_run and isinstance(path, Path):
                 for notice in prepare_store(folder, call.manifest.name, target):
                     echo(redactor.name(notice))
             existing = path if path.exists() else None
@@ -259,13 +280,21 @@ async def _run(call: Call) -> int:
                 ):
                     echo("Nothing was sent.")
                     return NotConfirmed.exit_code
-            store = RunStore.open(path, target=target, campaign=call.manifest.name)
+            store = open_store(path, target, call.manifest, runner)
             try:
                 with registry.opened(call.env, target, path) as known:
                     state = Live(client, storage, store, target, known, balance, capacity, budget)
                     return await _execute(call, state)
             finally:
                 store.close()
+
+
+def open_store(path: Place, target: Target, manifest: Manifest, runner: Runner | None) -> RunStore:
+    """The campaign's store at its target, worked as one of several runners when it is shared."""
+    store = RunStore.open(path, target=target, campaign=manifest.name)
+    if runner is not None:
+        store.share(runner, cap=manifest.max_credits, monthly=manifest.monthly_credits)
+    return store
 
 
 @dataclass(frozen=True)
@@ -284,7 +313,10 @@ class Live:
 
 async def _execute(call: Call, live: Live) -> int:
     manifest, options, redactor, echo = call.manifest, call.options, call.redactor, call.echo
-    store, record, folder = begin(call, live)
+    store, record, folder, joined = begin(call, live)
+    if joined:  # the first runner of this run applied the flags: this one buys nothing again
+        options = dataclasses.replace(options, selection=dataclasses.replace(options.selection, joined=True))
+        call = dataclasses.replace(call, options=options)
     began = time.monotonic()
     stored = store.states()  # two columns of every job: no request decoded
     states = {spec.id: stored[spec.key] for spec, _ in call.plan.jobs}
@@ -318,7 +350,8 @@ async def _execute(call: Call, live: Live) -> int:
             outcome = {"stopped": executor.stopped, "interrupted": interrupts.during_jobs, "exit_code": code,
                        "balance_after": after,
                        "duration_seconds": round(time.monotonic() - began, 3)}  # fmt: skip
-            store.end_run(record.seq, outcome)
+            if store.runner is None or not store.runner.others_in_run(record.seq):  # the last one out
+                store.end_run(record.seq, outcome)
             log.info("run %d ended: %s", record.seq, ", ".join(f"{n} {state}" for state, n in counts.items()))
             source = Source(campaign=manifest.name, downloads=manifest.downloads, folder=folder,
                             run=store.runs()[-1], media=manifest.report_media,
@@ -359,9 +392,10 @@ def exit_code(executor: Executor, signal: int | None, states: set[str]) -> int:
     return 0 if states <= (OK | {JobState.SUBMITTED} if executor.detach else OK) else 1
 
 
-def begin(call: Call, live: Live) -> tuple[RunStore, RunRecord, Path]:
+def begin(call: Call, live: Live) -> tuple[RunStore, RunRecord, Path, bool]:
     """Record the run's start and its plan (the flags' jobs made `planned` again first), and make its
-    report folder; the store, the run, and that folder."""
+    report folder; the store, the run, that folder, and whether this runner joined a run that other
+    runners of a shared store had begun (it then takes their run, and applies no flag again)."""
     manifest, store, redactor = call.manifest, live.store, call.redactor
     reports = manifest.reports / manifest.name
     try:
@@ -370,8 +404,15 @@ def begin(call: Call, live: Live) -> tuple[RunStore, RunRecord, Path]:
         raise UsageError(f"cannot write reports to {reports}: {error.strerror or error}") from None
     selection = call.options.selection
     flag = "--regenerate" if selection.regenerate else "--retry-failed / --resubmit-uncertain"
-    store.start_again((spec.key for spec, _ in call.plan.jobs), selection.again(), flag=flag)
-    record = store.begin_run(run_info(call, live))
+    with store.runner.beginning() if store.runner else contextlib.nullcontext():
+        going = store.runner.live_run() if store.runner else None
+        if going is None:
+            store.start_again((spec.key for spec, _ in call.plan.jobs), selection.again(), flag=flag)
+            record = store.begin_run(run_info(call, live))
+        else:
+            record = next(run for run in store.runs() if run.seq == going)
+        if store.runner:
+            store.runner.work_for(record.seq)
     folder = reports / run_folder_name(record)
     folder.mkdir(exist_ok=True)
     rows = ((spec.key, spec.id, spec.kind.name, spec.request, spec.matrix, price.credits)
@@ -379,7 +420,7 @@ def begin(call: Call, live: Live) -> tuple[RunStore, RunRecord, Path]:
     store.add_planned(
         rows, run=record.seq, stored=lambda request, matrix: stored_variant(request, matrix, redactor)
     )
-    return store, record, folder
+    return store, record, folder, going is not None
 
 
 def make_executor(call: Call, live: Live, changed: OnChange) -> Executor:
@@ -390,7 +431,7 @@ def make_executor(call: Call, live: Live, changed: OnChange) -> Executor:
     settings = Settings(
         concurrency=concurrency, timeouts=manifest.timeouts, poll_intervals=manifest.poll_intervals,
         poll_floor=REHEARSAL_FLOOR_S if live.target.rehearsal else FLOOR_S,
-        lost_create_grace=options.lost_create_grace,
+        lost_create_grace=options.lost_create_grace, capacity=live.capacity,
     )  # fmt: skip
     transfers = Transfers(
         client=live.client, storage=live.storage, store=live.store, redactor=call.redactor,

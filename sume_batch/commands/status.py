@@ -14,7 +14,7 @@ from typing import Any
 from sume_batch.commands.common import chosen_store
 from sume_batch.errors import UsageError
 from sume_batch.manifest import load_manifest
-from sume_batch.records import reading
+from sume_batch.records import Place, reading
 from sume_batch.report.summary import attention_line
 from sume_batch.states import ATTENTION, next_run_of
 
@@ -42,7 +42,7 @@ def status(
     return 0
 
 
-def read_status(path: Path) -> dict[str, Any]:
+def read_status(path: Place) -> dict[str, Any]:
     """The status of the store at `path` as a documented object (`--json` prints it)."""
     if not path.exists():
         raise UsageError(f"no run store at {path}: this campaign has not been run yet")
