@@ -311,10 +311,12 @@ class Executor(Submitting):
         if runner is None or self.halt.is_set():
             return False
         keys, deadline = {spec.key for spec, _ in jobs}, self.ticks() + self.others_wait()
+        runner.idle(True)
         while True:
             with self.store.writes.transaction() as db:
                 held, left = runner.unfinished_elsewhere(db, keys, WORKABLE)
             if left:
+                runner.idle(False)
                 return True
             if not held or self.ticks() >= deadline:
                 return False

@@ -43,7 +43,7 @@ CREATE TABLE IF NOT EXISTS sume_batch.stores (
 CREATE TABLE IF NOT EXISTS sume_batch.runners (
     id BIGSERIAL PRIMARY KEY, store TEXT NOT NULL, account TEXT NOT NULL, host TEXT NOT NULL,
     pid BIGINT NOT NULL, ci TEXT, run BIGINT, started_at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp(),
-    expires_at TIMESTAMPTZ NOT NULL, lease_s DOUBLE PRECISION NOT NULL);
+    expires_at TIMESTAMPTZ NOT NULL, lease_s DOUBLE PRECISION NOT NULL, idle BOOLEAN NOT NULL DEFAULT false);
 CREATE INDEX IF NOT EXISTS runners_store ON sume_batch.runners (store);
 CREATE TABLE IF NOT EXISTS sume_batch.permits (
     account TEXT NOT NULL, runner BIGINT NOT NULL, key TEXT NOT NULL, PRIMARY KEY (account, runner, key));
@@ -283,15 +283,16 @@ def touch(db: Connection, schema: str) -> None:
     db.execute("UPDATE sume_batch.stores SET written_at = ? WHERE schema = ?", (time.time(), schema))
 
 
-def find(url: str, campaign: str, *, base_url: str | None, rehearsal: bool) -> Address | None:
+def find(url: str, campaign: str, *, base_url: str, rehearsal: bool) -> Address | None:
     """The store `plan`, `status` and `report` read without asking the API: the newest rehearsal
     store of the campaign, or the newest of the API at `base_url`. None when there is none."""
     with contextlib.closing(connect(url)) as db:
         if not _shared_exists(db):
             return None
-        query = "SELECT schema FROM sume_batch.stores WHERE campaign = ? AND rehearsal = ?"
-        args: list[Any] = [campaign, rehearsal]
-        if not rehearsal and base_url is not None:
+        query, args = "SELECT schema FROM sume_batch.stores WHERE campaign = ?", [campaign]
+        if rehearsal:
+            query += " AND rehearsal"
+        else:  # the API's stores there (a sandbox's too, when one serves there)
             query, args = query + " AND base_url = ?", [*args, base_url]
         row = db.execute(query + " ORDER BY written_at DESC LIMIT 1", args).fetchone()
     return Address(url, campaign, found_schema=row[0]) if row else None

@@ -251,19 +251,27 @@ class Runner:
             db.execute("UPDATE jobs SET owner = ? WHERE key = ?", (self.id, key))
         return True, owner not in (None, self.id)
 
+    def idle(self, idle: bool) -> None:
+        """Say whether this runner is done with what it could do (it then only waits for the others):
+        the others wait for the jobs a working runner holds, never for an idle one's leftovers."""
+        assert self.db is not None
+        self.db.execute("UPDATE sume_batch.runners SET idle = ? WHERE id = ?", (idle, self.id))
+
     def unfinished_elsewhere(
         self, db: pg.Connection, keys: set[str], states: frozenset[str]
     ) -> tuple[int, int]:
-        """Of these jobs in these states: how many live runners hold, and how many a dead one left."""
+        """Of these jobs in these states: how many live runners still working hold, and how many a
+        dead one left (an idle runner's leftovers are neither: like a run's, they wait for the next)."""
         chosen = sorted(states)
         rows = db.execute(
-            f"SELECT j.key, r.expires_at > clock_timestamp() FROM jobs AS j LEFT JOIN sume_batch.runners AS r"  # noqa: S608
+            "SELECT j.key, CASE WHEN r.id IS NULL OR r.expires_at <= clock_timestamp() THEN false"
+            " WHEN r.idle THEN NULL ELSE true END FROM jobs AS j LEFT JOIN sume_batch.runners AS r"
             f" ON r.id = j.owner WHERE j.state IN ({', '.join('?' * len(chosen))}) AND j.owner IS NOT NULL"
             " AND j.owner != ?",
             (*chosen, self.id),
         ).fetchall()
-        held = sum(1 for key, live in rows if key in keys and live)
-        left = sum(1 for key, live in rows if key in keys and not live)
+        held = sum(1 for key, working in rows if key in keys and working)
+        left = sum(1 for key, working in rows if key in keys and working is False)
         return held, left
 
     # --- admission -------------------------------------------------------------------------------

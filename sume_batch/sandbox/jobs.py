@@ -70,6 +70,7 @@ class Scheduler:
         self._queue: deque[Job] = deque()
         self._active: list[tuple[float, int, Job]] = []  # heap of (finish time, seq, job)
         self._generating = 0  # active jobs that count against capacity
+        self.peak_unfinished = 0  # the most capacity jobs made and not yet finished at once (queued too)
 
     @property
     def active(self) -> int:
@@ -83,6 +84,8 @@ class Scheduler:
             self._queue.append(job)
         else:
             self._start(job, now)
+        if job.uses_capacity:
+            self.peak_unfinished = max(self.peak_unfinished, self._generating + len(self._queue))
 
     def advance(self, now: float) -> None:
         """Finish every job due by `now`, starting queued ones in the freed slots at the time they freed."""

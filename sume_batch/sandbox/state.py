@@ -215,6 +215,7 @@ class SandboxState:
             "remaining": self.remaining_credits(),
         }
         body["sandbox_time"] = round(self.now(), 3)
+        body["peak_unfinished"] = self.scheduler.peak_unfinished  # clients' jobs in flight at once, at most
         return body
 
 

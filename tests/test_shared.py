@@ -1,0 +1,268 @@
+"""A shared run store on PostgreSQL (`pg`, `shared`): a team's checkouts see one campaign, several
+runners work it at once and are killed at random, and no runner that died or lost its lease can
+pay twice, cross a budget or block the others for longer than its lease."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sqlite3
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+import runners
+from helpers import invoke, write
+
+from sume_batch import pg, shared
+from sume_batch.errors import OverBudgetError
+from sume_batch.plan import in_shard, parse_shard
+from sume_batch.sandbox import SandboxConfig, running_sandbox
+from sume_batch.store import RunStore
+from sume_batch.target import Target
+
+TARGET = Target("http://127.0.0.1:9/api/v1", "w" * 64)
+IMAGES = """\
+version: 1
+name: shared
+jobs:
+  - id: "img-{{ n }}"
+    type: image
+    prompt: "Bottle {{ n }}"
+    matrix: {n: [1, 2, 3, 4]}
+"""
+
+
+def env_of(server: object, url: str) -> dict[str, str]:
+    return {"SUME_API_KEY": server.api_key, "SUME_API_BASE_URL": server.base_url,  # type: ignore[attr-defined]
+            "SUME_BATCH_STATE": url}  # fmt: skip
+
+
+def test_a_second_checkout_sees_the_same_campaign_state(tmp_path: Path, pg_url: str) -> None:
+    mine, theirs = tmp_path / "mine", tmp_path / "theirs"
+    for folder in (mine, theirs):
+        folder.mkdir()
+        write(folder, IMAGES)
+    with running_sandbox(SandboxConfig.from_profile("instant")) as server:
+        os.chdir(mine)
+        assert invoke("run", "campaign.yaml", "--yes", "--state", pg_url, env=env_of(server, "")).code == 0
+        os.chdir(theirs)  # another checkout, with no .sume-batch of its own
+        status = invoke("status", "campaign.yaml", "--json", env=env_of(server, pg_url))
+        plan = invoke("plan", "campaign.yaml", env=env_of(server, pg_url))
+        again = invoke("run", "campaign.yaml", "--yes", env=env_of(server, pg_url))
+        creates = server.stats()["creates_by_idempotency_key"]
+    assert status.code == 0, status.err
+    assert '"downloaded": 4' in status.out and pg.shown(pg_url).split("@")[1] in status.out
+    assert "0 new, 4 unchanged (already paid)" in plan.out, plan.out
+    assert again.code == 0 and len(creates) == 4  # nothing bought twice from the other checkout
+    assert not (theirs / ".sume-batch").exists() or not list((theirs / ".sume-batch").glob("*.sqlite"))
+
+
+def test_runners_killed_at_random_never_pay_twice_cross_the_cap_or_lose_a_job(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """The chaos test of issue 18 at a size the suite can afford; tests/perf/bench_runners.py runs
+    200 jobs, 4 runners and 20 kills and more."""
+    jobs, capacity, cap = 48, 5, 120.0  # priced at 2, charged 4: the cap binds at 30 jobs
+    write(tmp_path, runners.campaign(jobs, cap=cap))
+    with running_sandbox(runners.chaos(seed=8, capacity=capacity)) as server:
+        outcome = runners.kill_and_finish(tmp_path, server, pg_url, runners=3, kills=6, lease=1.5, seed=4)
+        stats = server.stats()
+    assert not outcome.errors, outcome.errors[0]
+    assert set(outcome.finishing_codes) <= {0, 1, 3}, (
+        outcome.finishing_codes
+    )  # 3: the rest would cross the cap
+    figures = runners.check(pg_url, stats, jobs=jobs, capacity=capacity, cap=cap)
+    assert figures["states"].get("skipped"), figures  # the cap held jobs back
+
+
+def test_a_dead_runner_holds_its_jobs_no_longer_than_its_lease(tmp_path: Path, pg_url: str) -> None:
+    write(tmp_path, runners.campaign(6))
+    lease = 2.0
+    slow = SandboxConfig.from_profile("instant", idempotency="ignore", durations={"image_generation": 4.0})
+    with running_sandbox(slow) as server:
+        first = runners.start(tmp_path, server, pg_url, lease=lease)
+        owned = _wait_for(lambda: _owners(pg_url), timeout=20)
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        killed = time.monotonic()
+        second = runners.start(tmp_path, server, pg_url, lease=lease, capture=True)
+        taken = _wait_for(lambda: {n for n in _owners(pg_url) if n not in owned}, timeout=20)
+        took = time.monotonic() - killed
+        _, err = second.communicate(timeout=60)
+        creates = server.stats()["creates_by_idempotency_key"]
+    assert taken and took <= lease + 2.0, took  # a lease, and the next claim's poll
+    assert second.returncode in (0, 1), err.decode()
+    assert set(creates.values()) == {1}
+
+
+def _owners(url: str) -> set[int]:
+    with psycopg.connect(url) as db:
+        found = db.execute("SELECT to_regclass('sume_batch.stores')").fetchone()
+        if found is None or found[0] is None:
+            return set()
+        rows = db.execute("SELECT schema FROM sume_batch.stores").fetchall()
+        if not rows:
+            return set()
+        owners = db.execute(
+            f'SELECT DISTINCT owner FROM "{rows[0][0]}".jobs WHERE owner IS NOT NULL'
+        ).fetchall()
+    return {owner for (owner,) in owners}
+
+
+def _wait_for(probe, *, timeout: float):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if found := probe():
+            return found
+        time.sleep(0.05)
+    raise AssertionError("timed out")
+
+
+# --- leases, fencing, claims and admission, on the store itself ---------------------------------------
+
+
+def _runner_store(url: str, *, lease: float = 30.0, cap: float | None = None,
+                  monthly: float | None = None, campaign: str = "demo") -> tuple[RunStore, shared.Runner]:  # fmt: skip
+    address = pg.Address(url, campaign, TARGET)
+    store = RunStore.open(address, target=TARGET, campaign=campaign)
+    runner = shared.Runner.join(address, TARGET.id, lease=lease, env={"GITHUB_RUN_ID": "42"})
+    store.share(runner, cap=cap, monthly=monthly)
+    return store, runner
+
+
+def _plan(store: RunStore, jobs: int = 3) -> None:
+    store.add_planned((f"k{n}", f"img-{n}", "image", {"prompt": str(n)}, {}, 4.0) for n in range(jobs))
+
+
+def test_a_job_is_worked_by_one_runner_until_its_lease_ends(pg_url: str) -> None:
+    first, mine = _runner_store(pg_url, lease=1.0)
+    second, theirs = _runner_store(pg_url)
+    try:
+        _plan(first)
+        assert first.claim("k0") and not second.claim("k0")
+        first.reserve("k0", 4.0)
+        first.intend("k0", attempt=1, at=1.0)
+        mine.stop.set()  # the first runner stops renewing, as a killed one would
+        time.sleep(1.3)
+        assert second.claim("k0")
+        assert second.job("k0").state == "submitting"  # as the first left it, read afresh
+        with pytest.raises(sqlite3.OperationalError, match="lease .* ended"):
+            first.created("k0", ["job_1"], reserved=4.0, required=None, request_id=None, at=2.0)
+        assert second.job("k0").sume_ids == ()  # the fenced runner wrote nothing
+    finally:
+        first.close()
+        second.close()
+        mine.close()
+        theirs.close()
+
+
+def test_unlock_shows_the_holders_and_force_fences_them_out(workdir: Path, pg_url: str) -> None:
+    write(workdir, IMAGES.replace("name: shared", "name: demo"))
+    store, runner = _runner_store(pg_url)
+    try:
+        env = {"SUME_BATCH_STATE": pg_url, "SUME_API_BASE_URL": TARGET.base_url}
+        _plan(store)
+        store.begin_run({})
+        shown = invoke("unlock", "campaign.yaml", env=env)
+        assert shown.code == 75
+        assert f"pid {os.getpid()} on" in shown.out and "GITHUB_RUN_ID=42" in shown.out, shown.out
+        assert "--force ends them now" in shown.err
+        forced = invoke("unlock", "campaign.yaml", "--force", env=env)
+        assert forced.code == 0 and "ended 1 lease(s)" in forced.out
+        with pytest.raises(sqlite3.OperationalError, match="unlocked by force"):
+            store.claim("k1")
+        assert invoke("unlock", "campaign.yaml", env=env).code == 0
+    finally:
+        store.close()
+        runner.close()
+
+
+def test_every_runners_reservations_count_against_the_campaigns_cap(pg_url: str) -> None:
+    first, one = _runner_store(pg_url, cap=10.0)
+    second, two = _runner_store(pg_url, cap=10.0)
+    try:
+        _plan(first)
+        assert first.claim("k0") and second.claim("k1") and second.claim("k2")
+        first.reserve("k0", 4.0)
+        second.reserve("k1", 4.0)
+        with pytest.raises(OverBudgetError, match="12 > 10"):
+            second.reserve("k2", 4.0)
+        assert second.job("k2").state == "planned"
+    finally:
+        for closing in (first, second, one, two):
+            closing.close()
+
+
+def test_the_monthly_cap_covers_every_campaign_of_the_workspace(pg_url: str) -> None:
+    first, one = _runner_store(pg_url, monthly=10.0, campaign="spring")
+    second, two = _runner_store(pg_url, monthly=10.0, campaign="summer")
+    try:
+        _plan(first)
+        _plan(second)
+        assert first.claim("k0") and second.claim("k0") and second.claim("k1")
+        first.reserve("k0", 4.0)
+        first.intend("k0", attempt=1, at=1.0)
+        first.created("k0", ["job_1"], reserved=6.0, required=6.0, request_id=None, at=2.0)  # settled at 6
+        with pytest.raises(OverBudgetError, match="budget.monthly_credits 10 this month"):
+            second.reserve("k0", 5.0)
+        second.reserve("k1", 4.0)  # 6 + 4: within
+    finally:
+        for closing in (first, second, one, two):
+            closing.close()
+
+
+# --- choosing a shared store, and what it must never show ---------------------------------------------
+
+
+def test_a_manifest_state_with_a_password_is_refused_and_never_repeated(workdir: Path) -> None:
+    write(workdir, IMAGES + "state: postgresql://team:s3cret@db.example/campaigns\n")
+    result = invoke("validate", "campaign.yaml")
+    assert result.code == 2 and "state: holds a password" in result.out + result.err
+    assert "s3cret" not in result.out + result.err
+
+
+def test_an_unreachable_store_is_a_clear_error_that_hides_its_password(workdir: Path) -> None:
+    write(workdir, IMAGES)
+    url = "postgresql://team:s3cret@127.0.0.1:9/campaigns"
+    with running_sandbox(SandboxConfig.from_profile("instant")) as server:
+        result = invoke("run", "campaign.yaml", "--yes", "--state", url, env=env_of(server, ""))
+        creates = server.stats()["creates_by_idempotency_key"]
+    assert (
+        result.code == 2
+        and "the PostgreSQL store at postgresql://<redacted>@127.0.0.1:9/campaigns" in result.err
+    )
+    assert "s3cret" not in result.out + result.err and not creates
+    bad = invoke("status", "campaign.yaml", env={"SUME_BATCH_STATE": "/tmp/a-folder"})
+    assert bad.code == 2 and "must be a postgresql:// URL; a folder is --state-dir" in bad.err
+
+
+def test_shards_split_the_jobs_so_each_is_in_exactly_one() -> None:
+    keys = [f"{n:032x}" for n in range(400)]
+    shards = [{key for key in keys if in_shard(key, (index, 4))} for index in range(4)]
+    assert sum(len(shard) for shard in shards) == 400 and set().union(*shards) == set(keys)
+    assert all(60 < len(shard) < 140 for shard in shards)
+    for text, message in (
+        ("4/4", "must be below 4"),
+        ("1", "takes i/n"),
+        ("a/2", "takes i/n"),
+        ("0/0", "takes"),
+    ):
+        with pytest.raises(Exception, match=message):
+            parse_shard(text)
+
+
+def test_two_shards_on_sqlite_buy_the_campaign_once_between_them(workdir: Path) -> None:
+    write(workdir, IMAGES)
+    with running_sandbox(SandboxConfig.from_profile("instant")) as server:
+        env = {"SUME_API_KEY": server.api_key, "SUME_API_BASE_URL": server.base_url}
+        codes = [invoke("run", "campaign.yaml", "--yes", "--shard", f"{i}/2", env=env).code for i in range(2)]
+        creates = server.stats()["creates_by_idempotency_key"]
+    assert codes == [0, 0] and len(creates) == 4 and set(creates.values()) == {1}
+
+
+def test_the_harness_campaign_is_what_the_chaos_tests_run() -> None:
+    assert "max_credits: 9" in runners.campaign(2, cap=9) and "n: [0, 1]" in runners.campaign(2)
+    assert shutil.which("runuser") or os.geteuid() != 0  # the server runs as postgres when we are root
