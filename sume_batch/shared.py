@@ -263,13 +263,13 @@ class Runner:
         """Of these jobs in these states: how many live runners still working hold, and how many a
         dead one left (an idle runner's leftovers are neither: like a run's, they wait for the next)."""
         chosen = sorted(states)
-        rows = db.execute(
-            "SELECT j.key, CASE WHEN r.id IS NULL OR r.expires_at <= clock_timestamp() THEN false"
+        marks = ", ".join("?" * len(chosen))
+        query = (
+            "SELECT j.key, CASE WHEN r.id IS NULL OR r.expires_at <= clock_timestamp() THEN false"  # noqa: S608
             " WHEN r.idle THEN NULL ELSE true END FROM jobs AS j LEFT JOIN sume_batch.runners AS r"
-            f" ON r.id = j.owner WHERE j.state IN ({', '.join('?' * len(chosen))}) AND j.owner IS NOT NULL"
-            " AND j.owner != ?",
-            (*chosen, self.id),
-        ).fetchall()
+            f" ON r.id = j.owner WHERE j.state IN ({marks}) AND j.owner IS NOT NULL AND j.owner != ?"
+        )
+        rows = db.execute(query, (*chosen, self.id)).fetchall()
         held = sum(1 for key, working in rows if key in keys and working)
         left = sum(1 for key, working in rows if key in keys and working is False)
         return held, left

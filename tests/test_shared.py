@@ -149,7 +149,7 @@ def test_a_job_is_worked_by_one_runner_until_its_lease_ends(pg_url: str) -> None
         time.sleep(1.3)
         assert second.claim("k0")
         assert second.job("k0").state == "submitting"  # as the first left it, read afresh
-        with pytest.raises(sqlite3.OperationalError, match="lease .* ended"):
+        with pytest.raises(sqlite3.OperationalError, match=r"lease .* ended"):
             first.created("k0", ["job_1"], reserved=4.0, required=None, request_id=None, at=2.0)
         assert second.job("k0").sume_ids == ()  # the fenced runner wrote nothing
     finally:
@@ -206,7 +206,7 @@ def test_the_monthly_cap_covers_every_campaign_of_the_workspace(pg_url: str) -> 
         first.reserve("k0", 4.0)
         first.intend("k0", attempt=1, at=1.0)
         first.created("k0", ["job_1"], reserved=6.0, required=6.0, request_id=None, at=2.0)  # settled at 6
-        with pytest.raises(OverBudgetError, match="budget.monthly_credits 10 this month"):
+        with pytest.raises(OverBudgetError, match=r"budget\.monthly_credits 10 this month"):
             second.reserve("k0", 5.0)
         second.reserve("k1", 4.0)  # 6 + 4: within
     finally:
