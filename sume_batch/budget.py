@@ -19,7 +19,7 @@ as the careful cost guards do it:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from sume_batch.plan import credits
@@ -114,6 +114,9 @@ class BalanceWatch:
     sent: float = 0.0
     creates: int = 0
     flying: float = 0.0  # creates on the wire: the API may have charged them before it answers
+    # A shared store's: what every runner of the account has reserved since this one read `start`
+    # (`shared.Runner.reserved_since_start`), all of which the balance may show as spent.
+    everyone: Callable[[], float] | None = None
 
     def due(self) -> bool:
         return self.start is not None and self.creates > 0 and self.creates % BALANCE_EVERY == 0
@@ -123,5 +126,8 @@ class BalanceWatch:
         BALANCE_TOLERANCE) or cannot be read."""
         if self.start is None or balance is None:
             return 0.0
-        excess = (self.start - balance) - self.sent - self.flying
+        ours = self.sent + self.flying
+        if self.everyone is not None:  # a shared store: every runner of the account spends this balance
+            ours = max(ours, self.everyone())
+        excess = (self.start - balance) - ours
         return excess if excess > BALANCE_TOLERANCE else 0.0

@@ -29,7 +29,7 @@ from sume_batch.records import StoredJob
 from sume_batch.redact import Redactor
 from sume_batch.registry import Registry
 from sume_batch.responses import balance_of
-from sume_batch.states import TO_DOWNLOAD, TO_POLL, TO_SUBMIT, ApiStatus, JobState, ended_in
+from sume_batch.states import AT_THE_API, TO_DOWNLOAD, TO_POLL, TO_SUBMIT, ApiStatus, JobState, ended_in
 from sume_batch.store import RunStore
 from sume_batch.submit import QUIET_DEFAULT_S, Submitting
 from sume_batch.transfer import Transfers
@@ -166,6 +166,8 @@ class Executor(Submitting):
                     async with self.permit(spec.key) as granted:
                         if granted and job.state in TO_SUBMIT:
                             job = await self.submit(spec, price, job)
+                        if granted and job.state == JobState.UNCERTAIN and self.store.runner is not None:
+                            job = await self.settle_lost(spec, price, job)
                         if granted and job.state in TO_POLL and not self.detach:
                             job = await self.wait(job, started)
             if job.state in TO_DOWNLOAD and not self.halt.is_set():
@@ -181,10 +183,11 @@ class Executor(Submitting):
             self.crashed = self.crashed or error
             self.interrupt(self.redactor.text(f"internal error: {type(error).__name__}: {error}"))
 
-    async def reconcile(self, *, final: bool = False) -> list[str]:
+    async def reconcile(self, *, final: bool = False, midway: bool = False) -> list[str]:
         """Settle what can be settled among uncertain creates (see `reconcile`): the keys of jobs
         adopted (to poll) or proven never made (to submit). At the end of a run (`final`) it waits,
-        within the grace, for the moment a lost create's absence can be proven."""
+        within the grace, for the moment a lost create's absence can be proven; so does a shared
+        store's job whose create was lost, `midway`, while it holds its permit (see `advance`)."""
         settled: dict[str, str] = {}
         if self.unrecorded:  # the store cannot be written: nothing can be settled now
             return []
@@ -211,7 +214,8 @@ class Executor(Submitting):
         for key in settled:
             self.changed(self.store.job(key))
         self.remember(id_ for key in settled for id_ in self.store.job(key).sume_ids)
-        self.budget.committed = self.store.committed()  # no create is in flight here
+        if not midway:
+            self.budget.committed = self.store.committed()  # no create is in flight here
         return list(settled)
 
     def foreign(self) -> set[str]:
@@ -275,6 +279,14 @@ class Executor(Submitting):
             self.changed(self.store.lose(job.key, why=note, request_id=job.request_id, settled_at=settled))
             self.keep_quiet()  # its window may end now: this run's first create must fall well after it
 
+    async def settle_lost(self, spec: JobSpec, price: Price, job: StoredJob) -> StoredJob:
+        """A shared store's job whose create's answer was lost, settled while it holds its permit (it
+        may be generating: the account's other runners must not take its place): reconciled once its
+        absence can be proven, then polled if adopted, or submitted again if it was never made."""
+        await self.reconcile(final=True, midway=True)
+        job = self.store.job(spec.key)
+        return await self.submit(spec, price, job) if job.state in TO_SUBMIT else job
+
     def mine(self, jobs: Iterable[StoredJob]) -> list[StoredJob]:
         """Of these jobs, those this process may work now, as they stand (`RunStore.claim`)."""
         return [self.store.job(job.key) for job in jobs if self.store.claim(job.key)]
@@ -287,8 +299,14 @@ class Executor(Submitting):
         if runner is None:
             yield True
             return
+        capacity = self.settings.capacity or self.settings.concurrency
+        longest = max(self.settings.timeouts.values(), default=0.0) + CRASH_WINDOW_S
+
+        def generating() -> bool:
+            return self.store.job(key).state in AT_THE_API
+
         async with runner.permit(
-            key, self.settings.capacity or self.settings.concurrency, self.pause
+            key, capacity, self.pause, generating=generating, longest=longest
         ) as granted:
             yield granted
 
@@ -302,6 +320,21 @@ class Executor(Submitting):
             return
         async with runner.creating(self.pause) as held:
             yield held
+
+    @contextlib.asynccontextmanager
+    async def probing(self, kind: str) -> AsyncIterator[bool]:
+        """On a shared store, the right to send the kind's first job at an unconfirmed price: one runner
+        at a time, and none once another has learned the price (then this budget learns it too), so
+        a wrong estimate overspends by one job per kind for all runners together. False: stopped."""
+        runner = self.store.runner
+        if runner is None:
+            yield True
+            return
+        async with runner.probing(kind, self.pause) as alone:
+            for job in self.store.priciest():  # what the other runners have learned meanwhile
+                if job.kind == kind and job.required is not None:
+                    self.budget.learn(kind, job.estimate, job.required)
+            yield alone
 
     async def left_by_others(self, jobs: Sequence[tuple[JobSpec, Price]]) -> bool:
         """On a shared store, once this runner has done what it could: wait while live runners work

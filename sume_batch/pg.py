@@ -46,7 +46,8 @@ CREATE TABLE IF NOT EXISTS sume_batch.runners (
     expires_at TIMESTAMPTZ NOT NULL, lease_s DOUBLE PRECISION NOT NULL, idle BOOLEAN NOT NULL DEFAULT false);
 CREATE INDEX IF NOT EXISTS runners_store ON sume_batch.runners (store);
 CREATE TABLE IF NOT EXISTS sume_batch.permits (
-    account TEXT NOT NULL, runner BIGINT NOT NULL, key TEXT NOT NULL, PRIMARY KEY (account, runner, key));
+    account TEXT NOT NULL, store TEXT NOT NULL, key TEXT NOT NULL, runner BIGINT NOT NULL,
+    at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp(), PRIMARY KEY (account, store, key));
 CREATE TABLE IF NOT EXISTS sume_batch.creates (account TEXT NOT NULL, at TIMESTAMPTZ NOT NULL);
 CREATE INDEX IF NOT EXISTS creates_at ON sume_batch.creates (account, at);
 CREATE TABLE IF NOT EXISTS sume_batch.ledger (

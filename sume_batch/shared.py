@@ -34,7 +34,7 @@ from typing import Any
 from sume_batch import pg
 from sume_batch.errors import LockedError, UsageError
 from sume_batch.records import CHARGED_ARGS, CHARGED_WHERE
-from sume_batch.states import JobState
+from sume_batch.states import AT_THE_API, JobState
 
 LEASE_S = 30.0  # a dead runner's jobs wait at most this long for another (--lease, SUME_BATCH_LEASE_S)
 LEASE_MIN_S, LEASE_MAX_S = 1.0, 3600.0
@@ -278,14 +278,21 @@ class Runner:
 
     @contextlib.asynccontextmanager
     async def permit(
-        self, key: str, capacity: int, pause: Callable[[float], Awaitable[bool]]
-    ) -> AsyncIterator[bool]:
-        """Hold one of the account's `capacity` generation permits while the job generates; yields
-        False when the run was stopped while waiting (the job then waits for the next run)."""
+        self, key: str, capacity: int, pause: Callable[[float], Awaitable[bool]], *,
+        generating: Callable[[], bool], longest: float,
+    ) -> AsyncIterator[bool]:  # fmt: skip
+        """Hold one of the account's `capacity` generation permits while the job may be generating at
+        the API; yields False when the run was stopped while waiting (the job waits for the next run).
+
+        A permit outlives this block while the job may still be generating (`generating()`: its
+        create's outcome unknown, or it was left unfinished), and outlives its runner the same way:
+        the account's jobs in flight are what counts, whoever is watching them. Such a permit is
+        taken over by the runner that claims the job next, and ends once the job is found to be no
+        longer generating, or `longest` seconds (the longest a job may take) after it was taken."""
         assert self.db is not None
-        wait, granted = PERMIT_WAIT_S[0], False
-        while not granted:
-            granted = self._try_permit(key, capacity)
+        wait, granted, deadline = PERMIT_WAIT_S[0], False, time.monotonic() + longest
+        while not granted and time.monotonic() < deadline:  # past it, the job waits for the next run
+            granted = self._try_permit(key, capacity, longest)
             if not granted:
                 if await pause(wait):
                     break
@@ -293,39 +300,63 @@ class Runner:
         try:
             yield granted
         finally:
-            if granted:
+            if granted and not generating():
                 with contextlib.suppress(sqlite3.Error):
                     self.db.execute(
-                        "DELETE FROM sume_batch.permits WHERE account = ? AND runner = ? AND key = ?",
-                        (self.account, self.id, key),
+                        "DELETE FROM sume_batch.permits WHERE account = ? AND store = ? AND key = ?",
+                        (self.account, self.address.schema, key),
                     )
 
-    def _try_permit(self, key: str, capacity: int) -> bool:
+    def _try_permit(self, key: str, capacity: int, longest: float) -> bool:
         assert self.db is not None
         with self._transaction() as db:
             db.execute("SELECT pg_advisory_xact_lock(?)", (pg.lock_key(f"permits:{self.account}"),))
-            db.execute(
-                "DELETE FROM sume_batch.permits AS p WHERE account = ? AND NOT EXISTS (SELECT 1 FROM"
-                " sume_batch.runners AS r WHERE r.id = p.runner AND r.expires_at > clock_timestamp())",
-                (self.account,),
-            )
+            self._free_left_permits(db, longest)
             (held,) = db.execute(
-                "SELECT count(*) FROM sume_batch.permits WHERE account = ?", (self.account,)
+                "SELECT count(*) FROM sume_batch.permits WHERE account = ? AND NOT (store = ? AND key = ?)",
+                (self.account, self.address.schema, key),
             ).fetchone()
             if int(held) >= capacity:
                 return False
             db.execute(
-                "INSERT INTO sume_batch.permits VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
-                (self.account, self.id, key),
+                "INSERT INTO sume_batch.permits VALUES (?, ?, ?, ?, clock_timestamp()) ON CONFLICT"
+                " (account, store, key) DO UPDATE SET runner = excluded.runner",  # or a dead one's, taken
+                (self.account, self.address.schema, key, self.id),
             )
             return True
 
+    def _free_left_permits(self, db: pg.Connection, longest: float) -> None:
+        """End the permits no live runner holds whose jobs are no longer generating (or too old to be)."""
+        left = db.execute(
+            "SELECT store, key, at < clock_timestamp() - ?::interval FROM sume_batch.permits AS p"
+            " WHERE account = ? AND NOT EXISTS (SELECT 1 FROM sume_batch.runners AS r WHERE r.id = p.runner"
+            " AND r.expires_at > clock_timestamp())",
+            (_interval(longest), self.account),
+        ).fetchall()
+        for store, key, old in left:
+            found = None
+            with contextlib.suppress(sqlite3.Error):  # a store dropped meanwhile: nothing generates for it
+                found = db.execute(f'SELECT state FROM "{store}".jobs WHERE key = ?', (key,)).fetchone()  # noqa: S608
+            if old or found is None or found[0] not in AT_THE_API:
+                db.execute(
+                    "DELETE FROM sume_batch.permits WHERE account = ? AND store = ? AND key = ?",
+                    (self.account, store, key),
+                )
+
     @contextlib.asynccontextmanager
-    async def creating(self, pause: Callable[[float], Awaitable[bool]]) -> AsyncIterator[bool]:
-        """Hold the account's create lock: one create of any runner on the wire at a time, so a lost
-        create's time window holds no other create of ours (see `reconcile`). False: stopped first."""
+    async def probing(self, kind: str, pause: Callable[[float], Awaitable[bool]]) -> AsyncIterator[bool]:
+        """Hold the campaign's lock on probing a kind's price (see `execute.Executor.probing`)."""
+        async with self._session_lock(f"probe:{self.address.schema}:{kind}", pause) as held:
+            yield held
+
+    @contextlib.asynccontextmanager
+    async def _session_lock(
+        self, name: str, pause: Callable[[float], Awaitable[bool]]
+    ) -> AsyncIterator[bool]:
+        """An advisory lock of this runner's session (the server releases it if the runner dies),
+        polled for; False when the run was stopped first."""
         assert self.db is not None
-        key = pg.lock_key(f"create:{self.account}")
+        key = pg.lock_key(name)
         while not self.db.execute("SELECT pg_try_advisory_lock(?)", (key,)).fetchone()[0]:
             if await pause(CREATE_LOCK_POLL_S):
                 yield False
@@ -335,6 +366,13 @@ class Runner:
         finally:
             with contextlib.suppress(sqlite3.Error):
                 self.db.execute("SELECT pg_advisory_unlock(?)", (key,))
+
+    @contextlib.asynccontextmanager
+    async def creating(self, pause: Callable[[float], Awaitable[bool]]) -> AsyncIterator[bool]:
+        """Hold the account's create lock: one create of any runner on the wire at a time, so a lost
+        create's time window holds no other create of ours (see `reconcile`). False: stopped first."""
+        async with self._session_lock(f"create:{self.account}", pause) as held:
+            yield held
 
     def admit(
         self, db: pg.Connection, credits: float, *, cap: float | None, monthly: float | None
@@ -357,6 +395,23 @@ class Runner:
                 return f"{total:g} > budget.monthly_credits {monthly:g} this month in this workspace"
         return None
 
+    def mark_start(self) -> None:
+        """The moment this runner read the balance it watches (see `budget.BalanceWatch.everyone`)."""
+        assert self.db is not None
+        self.db.execute(
+            "UPDATE sume_batch.runners SET started_at = clock_timestamp() WHERE id = ?", (self.id,)
+        )
+
+    def reserved_since_start(self) -> float:
+        """What every runner of the account has reserved since this one's `mark_start`."""
+        assert self.db is not None
+        row = self.db.execute(
+            "SELECT COALESCE(SUM(l.credits), 0) FROM sume_batch.ledger AS l, sume_batch.runners AS r"
+            " WHERE r.id = ? AND l.account = ? AND l.at >= r.started_at",
+            (self.id, self.account),
+        ).fetchone()
+        return float(row[0])
+
     def ledger(self, key: str, delta: float) -> tuple[str, tuple[Any, ...]]:
         """The statement that enters a change of a job's reservation in the workspace's ledger."""
         return (
@@ -377,11 +432,11 @@ class Runner:
         self.db.execute("COMMIT")
 
     def close(self) -> None:
-        """End the lease: this runner's claims and permits are free at once."""
+        """End the lease: this runner's claims are free at once, and its permits once their jobs
+        are found to be generating no more (see `permit`)."""
         self.stop.set()
         if self.db is not None:
             with contextlib.suppress(sqlite3.Error):
-                self.db.execute("DELETE FROM sume_batch.permits WHERE runner = ?", (self.id,))
                 self.db.execute(
                     f'UPDATE "{self.address.schema}".jobs SET owner = NULL WHERE owner = ?',  # noqa: S608 - our name
                     (self.id,),

@@ -147,6 +147,7 @@ RESTING = _where(lambda m: m.rests)
 ATTENTION = RESTING - OK  # a person should look at these
 FAILED_BEFORE = _where(lambda m: m.again is Again.RETRY_FAILED)  # not created again unless asked
 IN_FLIGHT_CREATE = frozenset({S.SUBMITTING, S.UNCERTAIN})  # a create that may have made a job
+AT_THE_API = IN_FLIGHT_CREATE | TO_POLL  # may be generating there: it counts against the account's capacity
 # A job that failed after some of its Sume jobs made files (a Face Swap, one avatar failing) was paid
 # for: `charged` says so with its files in mind.
 PAID_WHEN_FILES = frozenset({S.FAILED})

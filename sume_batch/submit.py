@@ -82,6 +82,7 @@ class Submitting:
     changed: Callable[[StoredJob], StoredJob]
     remember: Callable[[Iterable[str]], None]
     gate: Callable[[], AbstractAsyncContextManager[bool]]  # the account's create lock (a shared store)
+    probing: Callable[[str], AbstractAsyncContextManager[bool]]  # one price probe per kind, all runners
 
     async def submit(self, spec: JobSpec, price: Price, job: StoredJob) -> StoredJob:
         """Reserve, create and record one job. The first job of a kind whose price the API has not
@@ -92,8 +93,9 @@ class Submitting:
             if probe.locked():
                 async with probe:  # wait for the kind's price, then look again
                     continue
-            async with probe:
-                return await self._submit(spec, price, job, probe=True)
+            async with probe, self.probing(kind) as alone:  # a shared store: one probe of all runners
+                if alone and kind not in self.budget.confirmed:
+                    return await self._submit(spec, price, job, probe=True)
         return await self._submit(spec, price, job, probe=False)
 
     async def _submit(self, spec: JobSpec, price: Price, job: StoredJob, *, probe: bool) -> StoredJob:

@@ -280,7 +280,9 @@ async def _run(call: Call) -> int:
                 ):
                     echo("Nothing was sent.")
                     return NotConfirmed.exit_code
-            store = open_store(path, target, call.manifest, runner)
+            store, balance = await open_store(
+                path, target, call.manifest, runner, client=client, balance=balance
+            )
             try:
                 with registry.opened(call.env, target, path) as known:
                     state = Live(client, storage, store, target, known, balance, capacity, budget)
@@ -289,12 +291,19 @@ async def _run(call: Call) -> int:
                 store.close()
 
 
-def open_store(path: Place, target: Target, manifest: Manifest, runner: Runner | None) -> RunStore:
-    """The campaign's store at its target, worked as one of several runners when it is shared."""
+async def open_store(
+    path: Place, target: Target, manifest: Manifest, runner: Runner | None, *, client: SumeClient,
+    balance: float | None,
+) -> tuple[RunStore, float | None]:  # fmt: skip
+    """The campaign's store at its target, worked as one of several runners when it is shared; and
+    the balance the run's spend is watched against (a shared store's is read again as it joins: from
+    then on, every runner's reservations explain its fall)."""
     store = RunStore.open(path, target=target, campaign=manifest.name)
     if runner is not None:
         store.share(runner, cap=manifest.max_credits, monthly=manifest.monthly_credits)
-    return store
+        runner.mark_start()
+        balance = balance_of(await client.credits())
+    return store, balance
 
 
 @dataclass(frozen=True)
@@ -441,11 +450,17 @@ def make_executor(call: Call, live: Live, changed: OnChange) -> Executor:
         client=live.client, transfers=transfers, store=live.store, settings=settings, redactor=call.redactor,
         clock=time.time, on_change=changed, idempotency_honoured=options.idempotency_honoured,
         detach=options.detach,
-        budget=live.budget, balance=BalanceWatch(start=live.balance), registry=live.registry,
+        budget=live.budget, balance=watch(live), registry=live.registry,
         live_urls=dict(manifest.snapshot.live) if manifest.snapshot else {},
     )  # fmt: skip
     live.client.halt = executor.halt  # a first Ctrl-C also ends any rate-limit wait or back-off
     return executor
+
+
+def watch(live: Live) -> BalanceWatch:
+    """The balance watch of this run: on a shared store, against what every runner reserved."""
+    runner = live.store.runner
+    return BalanceWatch(start=live.balance, everyone=runner.reserved_since_start if runner else None)
 
 
 def resume_command(call: Call, target: Target) -> str:

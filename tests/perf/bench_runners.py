@@ -1,0 +1,75 @@
+"""Several runners on one PostgreSQL store (issue 18), at length:
+
+    .venv/bin/python tests/perf/bench_runners.py [KILLS] [JOBS]
+
+1. The chaos test: JOBS (200) images, 4 runner processes on one shared store against the chaos
+   sandbox (idempotency ignored, capacity 8), SIGKILLed at random KILLS (24) times in all, then run
+   to the end; a cap that binds (the manifest prices images at half what the sandbox charges).
+   Prints creates per job key, ids lost, the most jobs unfinished at once against the capacity,
+   credits spent against the cap, final states, and how long the next runner waited on a dead one.
+2. The makespan of the same campaign without kills and without a cap, 1 runner against 4.
+
+Uses SUME_BATCH_TEST_PG when set, else a throwaway cluster of its own (see tests/pgserver.py).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import pgserver
+import runners
+from helpers import write
+
+from sume_batch.sandbox import running_sandbox
+
+CAPACITY, LEASE = 8, 2.0
+
+
+def chaos(server_url: str, kills: int, jobs: int) -> dict[str, object]:
+    url, cap = pgserver.fresh_database(server_url), jobs * 2.5  # 4 credits charged, 2 estimated
+    with tempfile.TemporaryDirectory() as name:
+        folder = Path(name)
+        write(folder, runners.campaign(jobs, cap=cap))
+        with running_sandbox(runners.chaos(seed=kills, capacity=CAPACITY)) as server:
+            outcome = runners.kill_and_finish(
+                folder, server, url, runners=4, kills=kills, lease=LEASE, seed=kills
+            )
+            stats = server.stats()
+    figures = runners.check(url, stats, jobs=jobs, capacity=CAPACITY, cap=cap)
+    return {"test": "chaos", "jobs": jobs, "runners": 4, "kills": outcome.kills, "lease_s": LEASE,
+            "seconds": round(outcome.seconds, 1), "finishing_exit_codes": outcome.finishing_codes,
+            "tracebacks": len(outcome.errors), **figures}  # fmt: skip
+
+
+def makespan(server_url: str, jobs: int, count: int) -> float:
+    url = pgserver.fresh_database(server_url)
+    with tempfile.TemporaryDirectory() as name:
+        folder = Path(name)
+        write(folder, runners.campaign(jobs))
+        with running_sandbox(runners.chaos(seed=1, capacity=CAPACITY)) as server:
+            began = time.perf_counter()
+            going = [runners.start(folder, server, url, lease=LEASE) for _ in range(count)]
+            for process in going:
+                process.wait(timeout=600)
+            took = time.perf_counter() - began
+            stats = server.stats()
+    runners.check(url, stats, jobs=jobs, capacity=CAPACITY, cap=None)
+    return took
+
+
+def main(kills: int, jobs: int) -> None:
+    with pgserver.cluster() as server_url:
+        print(json.dumps(chaos(server_url, kills, jobs)))
+        one, four = (min(makespan(server_url, jobs, count) for _ in range(2)) for count in (1, 4))
+        print(json.dumps({"test": "makespan", "jobs": jobs, "one_runner_s": round(one, 1),
+                          "four_runners_s": round(four, 1), "ratio": round(four / one, 2)}))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 24, int(sys.argv[2]) if len(sys.argv) > 2 else 200)
