@@ -266,3 +266,13 @@ def test_two_shards_on_sqlite_buy_the_campaign_once_between_them(workdir: Path) 
 def test_the_harness_campaign_is_what_the_chaos_tests_run() -> None:
     assert "max_credits: 9" in runners.campaign(2, cap=9) and "n: [0, 1]" in runners.campaign(2)
     assert shutil.which("runuser") or os.geteuid() != 0  # the server runs as postgres when we are root
+
+
+def test_a_monthly_cap_is_never_left_unkept_on_a_store_that_cannot_see_the_workspace(workdir: Path) -> None:
+    write(workdir, IMAGES.replace("jobs:", "budget: {monthly_credits: 100}\njobs:", 1))
+    with running_sandbox(SandboxConfig.from_profile("instant", environment="")) as server:  # a "real" API
+        env = {"SUME_API_KEY": server.api_key, "SUME_API_BASE_URL": server.base_url}
+        refused = invoke("run", "campaign.yaml", "--yes", env=env)
+        creates = server.stats()["creates_by_idempotency_key"]
+    assert refused.code == 2 and "only a shared store sees" in refused.err and not creates
+    assert invoke("run", "campaign.yaml", "--yes", "--sandbox").code == 0  # a rehearsal is free

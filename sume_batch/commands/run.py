@@ -160,6 +160,11 @@ def store_of(call: Call, target: Target) -> tuple[Path, Place]:
     url = None if call.api.sandbox else shared_state(call.manifest.state, call.options.state_dir, call.env)
     if url is not None:
         return folder, pg.Address(url, call.manifest.name, target)
+    if call.manifest.monthly_credits is not None and not target.rehearsal:
+        raise UsageError(
+            "budget.monthly_credits caps every campaign of the workspace, which only a shared store sees:"
+            " set state: (or --state, SUME_BATCH_STATE) to a PostgreSQL URL, or remove it"
+        )
     path = store_path(folder, call.manifest.name, target)
     twin = same_workspace(folder, call.manifest.name, target)
     if twin is not None and not path.exists():
