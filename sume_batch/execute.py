@@ -223,6 +223,9 @@ class Executor(Submitting):
         machine hold at this target, those kept for any store after a write failure, and those this
         run could not record."""
         mine = {one for ids in self.unrecorded.values() for one in ids}
+        if self.store.runner is not None:  # a shared store: the other campaigns in its database too
+            with contextlib.suppress(sqlite3.Error):
+                mine |= self.store.runner.foreign()
         try:
             return mine | (
                 self.registry.foreign() | self.registry.rescued_anywhere() if self.registry else set()

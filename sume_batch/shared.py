@@ -22,6 +22,7 @@ runners on machines whose clocks disagree still agree on when a lease ends.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import sqlite3
@@ -32,12 +33,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sume_batch import pg
-from sume_batch.errors import LockedError, UsageError
+from sume_batch.errors import LockedError
 from sume_batch.records import CHARGED_ARGS, CHARGED_WHERE
 from sume_batch.states import AT_THE_API, JobState
 
 LEASE_S = 30.0  # a dead runner's jobs wait at most this long for another (--lease, SUME_BATCH_LEASE_S)
-LEASE_MIN_S, LEASE_MAX_S = 1.0, 3600.0
 PERMIT_WAIT_S = (0.02, 0.5)  # between two tries for a capacity permit: from, doubling to
 CREATE_LOCK_POLL_S = 0.01  # between two tries for the account's create lock
 CI_VARIABLES = (
@@ -47,20 +47,6 @@ CI_VARIABLES = (
     "CIRCLE_WORKFLOW_ID",
     "JOB_COMPLETION_INDEX",
 )
-
-
-def lease_from(env: Mapping[str, str], given: float | None) -> float:
-    """The lease, from `--lease` or SUME_BATCH_LEASE_S, within its bounds; a bad value is an error."""
-    raw: Any = given if given is not None else env.get("SUME_BATCH_LEASE_S", LEASE_S)
-    try:
-        lease = float(raw)
-    except ValueError:
-        raise UsageError(f"SUME_BATCH_LEASE_S must be a number of seconds, not {raw!r}") from None
-    if not LEASE_MIN_S <= lease <= LEASE_MAX_S:
-        raise UsageError(
-            f"the lease must be between {LEASE_MIN_S:g} and {LEASE_MAX_S:g} seconds, not {lease:g}"
-        )
-    return lease
 
 
 def ci_run(env: Mapping[str, str]) -> str | None:
@@ -394,6 +380,24 @@ class Runner:
                 total = float(spent) + credits
                 return f"{total:g} > budget.monthly_credits {monthly:g} this month in this workspace"
         return None
+
+    def foreign(self) -> set[str]:
+        """Job ids the other campaigns' stores in this database hold at this target: never another
+        campaign's job for reconciliation to adopt, whichever machine made it."""
+        assert self.db is not None
+        found: set[str] = set()
+        rows = self.db.execute(
+            "SELECT schema FROM sume_batch.stores WHERE target = ? AND schema != ?",
+            (self.account, self.address.schema),
+        ).fetchall()
+        for (schema,) in rows:
+            with contextlib.suppress(sqlite3.Error):  # a store dropped meanwhile holds nothing
+                query = (
+                    f'SELECT sume_ids, candidates FROM "{schema}".jobs WHERE sume_ids != ? OR candidates != ?'  # noqa: S608
+                )
+                for ids, candidates in self.db.execute(query, ("[]", "[]")):
+                    found.update(json.loads(ids), json.loads(candidates))
+        return found
 
     def mark_start(self) -> None:
         """The moment this runner read the balance it watches (see `budget.BalanceWatch.everyone`)."""

@@ -24,6 +24,12 @@ def registry_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
     return home
 
 
+@pytest.fixture(autouse=True)
+def no_shared_store(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test inherits a shared store from the environment, nor leaves one (`--state` sets it)."""
+    monkeypatch.delenv("SUME_BATCH_STATE", raising=False)
+
+
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[str]:
     """A throwaway PostgreSQL cluster for the session (see `tests/pgserver.py`): its URL."""

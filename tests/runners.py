@@ -135,3 +135,38 @@ def check(url: str, stats: dict[str, Any], *, jobs: int, capacity: int, cap: flo
         "peak_unfinished": stats["peak_unfinished"], "capacity": capacity, "credits_spent": spent, "cap": cap,
         "states": dict(collections.Counter(state for _, state, *_ in rows)),
     }  # fmt: skip
+
+
+def owners(url: str) -> set[int]:
+    """The runners that hold some job of the campaign's store now."""
+    with psycopg.connect(url) as db:
+        found = db.execute("SELECT to_regclass('sume_batch.stores')").fetchone()
+        rows = db.execute("SELECT schema FROM sume_batch.stores").fetchall() if found and found[0] else []
+        if not rows:
+            return set()
+        query = f'SELECT DISTINCT owner FROM "{rows[0][0]}".jobs WHERE owner IS NOT NULL'
+        return {owner for (owner,) in db.execute(query).fetchall()}
+
+
+def _wait_for(probe: Any, *, timeout: float) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if found := probe():
+            return found
+        time.sleep(0.05)
+    raise AssertionError(f"not within {timeout} s")
+
+
+def takeover(folder: Path, server: Any, url: str, *, lease: float) -> tuple[float, int, str]:
+    """Start a runner, SIGKILL it once it holds jobs, start another at once: the seconds from the
+    kill until the second holds jobs the first held, and the second's exit code and stderr."""
+    first = start(folder, server, url, lease=lease)
+    held = _wait_for(lambda: owners(url), timeout=30)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    killed = time.monotonic()
+    second = start(folder, server, url, lease=lease, capture=True)
+    _wait_for(lambda: owners(url) - held, timeout=30)
+    took = time.monotonic() - killed
+    _, err = second.communicate(timeout=120)
+    return took, second.returncode, err.decode()

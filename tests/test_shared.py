@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import sqlite3
 import time
 from pathlib import Path
 
-import psycopg
 import pytest
 import runners
 from helpers import invoke, write
@@ -83,42 +81,11 @@ def test_a_dead_runner_holds_its_jobs_no_longer_than_its_lease(tmp_path: Path, p
     lease = 2.0
     slow = SandboxConfig.from_profile("instant", idempotency="ignore", durations={"image_generation": 4.0})
     with running_sandbox(slow) as server:
-        first = runners.start(tmp_path, server, pg_url, lease=lease)
-        owned = _wait_for(lambda: _owners(pg_url), timeout=20)
-        first.send_signal(signal.SIGKILL)
-        first.wait()
-        killed = time.monotonic()
-        second = runners.start(tmp_path, server, pg_url, lease=lease, capture=True)
-        taken = _wait_for(lambda: {n for n in _owners(pg_url) if n not in owned}, timeout=20)
-        took = time.monotonic() - killed
-        _, err = second.communicate(timeout=60)
+        took, code, err = runners.takeover(tmp_path, server, pg_url, lease=lease)
         creates = server.stats()["creates_by_idempotency_key"]
-    assert taken and took <= lease + 2.0, took  # a lease, and the next claim's poll
-    assert second.returncode in (0, 1), err.decode()
+    assert took <= lease + 2.0, took  # the lease, and the next claim's poll
+    assert code in (0, 1), err
     assert set(creates.values()) == {1}
-
-
-def _owners(url: str) -> set[int]:
-    with psycopg.connect(url) as db:
-        found = db.execute("SELECT to_regclass('sume_batch.stores')").fetchone()
-        if found is None or found[0] is None:
-            return set()
-        rows = db.execute("SELECT schema FROM sume_batch.stores").fetchall()
-        if not rows:
-            return set()
-        owners = db.execute(
-            f'SELECT DISTINCT owner FROM "{rows[0][0]}".jobs WHERE owner IS NOT NULL'
-        ).fetchall()
-    return {owner for (owner,) in owners}
-
-
-def _wait_for(probe, *, timeout: float):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if found := probe():
-            return found
-        time.sleep(0.05)
-    raise AssertionError("timed out")
 
 
 # --- leases, fencing, claims and admission, on the store itself ---------------------------------------
@@ -276,3 +243,18 @@ def test_a_monthly_cap_is_never_left_unkept_on_a_store_that_cannot_see_the_works
         creates = server.stats()["creates_by_idempotency_key"]
     assert refused.code == 2 and "only a shared store sees" in refused.err and not creates
     assert invoke("run", "campaign.yaml", "--yes", "--sandbox").code == 0  # a rehearsal is free
+
+
+def test_another_campaigns_jobs_in_the_database_are_never_anyones_to_adopt(pg_url: str) -> None:
+    spring, one = _runner_store(pg_url, campaign="spring")
+    summer, two = _runner_store(pg_url, campaign="summer")
+    try:
+        _plan(spring)
+        assert spring.claim("k0")
+        spring.reserve("k0", 4.0)
+        spring.intend("k0", attempt=1, at=1.0)
+        spring.created("k0", ["job_spring"], reserved=4.0, required=None, request_id=None, at=2.0)
+        assert two.foreign() == {"job_spring"} and one.foreign() == set()
+    finally:
+        for closing in (spring, summer, one, two):
+            closing.close()

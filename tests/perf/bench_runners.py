@@ -7,7 +7,8 @@
    to the end; a cap that binds (the manifest prices images at half what the sandbox charges).
    Prints creates per job key, ids lost, the most jobs unfinished at once against the capacity,
    credits spent against the cap, final states, and how long the next runner waited on a dead one.
-2. The makespan of the same campaign without kills and without a cap, 1 runner against 4.
+2. How long a SIGKILLed runner's jobs wait for the next runner (three times, lease 2 s).
+3. The makespan of the same campaign without kills and without a cap, 1 runner against 4.
 
 Uses SUME_BATCH_TEST_PG when set, else a throwaway cluster of its own (see tests/pgserver.py).
 """
@@ -26,7 +27,7 @@ import pgserver
 import runners
 from helpers import write
 
-from sume_batch.sandbox import running_sandbox
+from sume_batch.sandbox import SandboxConfig, running_sandbox
 
 CAPACITY, LEASE = 8, 2.0
 
@@ -45,6 +46,23 @@ def chaos(server_url: str, kills: int, jobs: int) -> dict[str, object]:
     return {"test": "chaos", "jobs": jobs, "runners": 4, "kills": outcome.kills, "lease_s": LEASE,
             "seconds": round(outcome.seconds, 1), "finishing_exit_codes": outcome.finishing_codes,
             "tracebacks": len(outcome.errors), **figures}  # fmt: skip
+
+
+def takeovers(server_url: str, times: int) -> list[float]:
+    """Seconds from a runner's SIGKILL until the next runner holds its jobs (lease 2 s)."""
+    found = []
+    for _ in range(times):
+        url = pgserver.fresh_database(server_url)
+        with tempfile.TemporaryDirectory() as name:
+            folder = Path(name)
+            write(folder, runners.campaign(6))
+            slow = SandboxConfig.from_profile(
+                "instant", idempotency="ignore", durations={"image_generation": 4.0}
+            )
+            with running_sandbox(slow) as server:
+                took, _, _ = runners.takeover(folder, server, url, lease=LEASE)
+        found.append(round(took, 2))
+    return found
 
 
 def makespan(server_url: str, jobs: int, count: int) -> float:
@@ -66,6 +84,7 @@ def makespan(server_url: str, jobs: int, count: int) -> float:
 def main(kills: int, jobs: int) -> None:
     with pgserver.cluster() as server_url:
         print(json.dumps(chaos(server_url, kills, jobs)))
+        print(json.dumps({"test": "takeover", "lease_s": LEASE, "seconds": takeovers(server_url, 3)}))
         one, four = (min(makespan(server_url, jobs, count) for _ in range(2)) for count in (1, 4))
         print(json.dumps({"test": "makespan", "jobs": jobs, "one_runner_s": round(one, 1),
                           "four_runners_s": round(four, 1), "ratio": round(four / one, 2)}))  # fmt: skip
