@@ -24,7 +24,7 @@ import sqlite3
 import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
@@ -182,7 +182,7 @@ def connect(url: str, *, schema: str | None = None, read_only: bool = False) -> 
 class Address:
     """One campaign's store at one API target in a PostgreSQL database."""
 
-    url: str  # as given: may hold a password, so never printed (see `shown`)
+    url: str = field(repr=False)  # as given: may hold a password, so never printed (see `shown`)
     campaign: str
     target: Target | None = None  # None: the store `find` chose (its schema says which)
     found_schema: str | None = None

@@ -10,6 +10,7 @@ import sqlite3
 import time
 from pathlib import Path
 
+import psycopg
 import pytest
 import runners
 from helpers import invoke, write
@@ -258,3 +259,25 @@ def test_another_campaigns_jobs_in_the_database_are_never_anyones_to_adopt(pg_ur
     finally:
         for closing in (spring, summer, one, two):
             closing.close()
+
+
+def test_a_password_in_the_store_url_reaches_no_output_log_report_or_store(
+    workdir: Path, pg_url: str
+) -> None:
+    write(workdir, IMAGES)
+    secret = "s3cret-pw-81f2"
+    url = pg_url.replace("postgres@", f"postgres:{secret}@")  # the test server trusts: any password works
+    with running_sandbox(SandboxConfig.from_profile("instant")) as server:
+        ran = invoke("run", "campaign.yaml", "--yes", "--state", url, env=env_of(server, ""))
+        status = invoke("status", "campaign.yaml", "--json", "--state", url, env=env_of(server, ""))
+    assert ran.code == 0 and status.code == 0, ran.err + status.err
+    assert "downloaded" in status.out
+    written = [path for path in workdir.rglob("*") if path.is_file()]
+    assert written and not [path for path in written if secret.encode() in path.read_bytes()]
+    assert secret not in ran.out + ran.err + status.out + status.err + repr(pg.Address(url, "shared"))
+    with psycopg.connect(pg_url) as db:  # the whole database, as text
+        schemas = [schema for (schema,) in db.execute("SELECT schema FROM sume_batch.stores")]
+        dump = [str(db.execute(f'SELECT * FROM "{name}".{table}').fetchall())
+                for name in schemas for table in ("jobs", "events", "runs", "meta")]  # fmt: skip
+        dump.append(str(db.execute("SELECT * FROM sume_batch.runners").fetchall()))
+    assert secret not in "".join(dump)
