@@ -262,7 +262,7 @@ def test_another_campaigns_jobs_in_the_database_are_never_anyones_to_adopt(pg_ur
 
 
 def test_a_password_in_the_store_url_reaches_no_output_log_report_or_store(
-    workdir: Path, pg_url: str
+    workdir: Path, pg_url: str, registry_home: Path
 ) -> None:
     write(workdir, IMAGES)
     secret = "s3cret-pw-81f2"
@@ -272,7 +272,7 @@ def test_a_password_in_the_store_url_reaches_no_output_log_report_or_store(
         status = invoke("status", "campaign.yaml", "--json", "--state", url, env=env_of(server, ""))
     assert ran.code == 0 and status.code == 0, ran.err + status.err
     assert "downloaded" in status.out
-    written = [path for path in workdir.rglob("*") if path.is_file()]
+    written = [path for folder in (workdir, registry_home) for path in folder.rglob("*") if path.is_file()]
     assert written and not [path for path in written if secret.encode() in path.read_bytes()]
     assert secret not in ran.out + ran.err + status.out + status.err + repr(pg.Address(url, "shared"))
     with psycopg.connect(pg_url) as db:  # the whole database, as text
