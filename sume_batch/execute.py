@@ -89,6 +89,7 @@ class Executor(Submitting):
     requests: dict[str, Mapping[str, Any]] = field(default_factory=dict)  # job key → request, to match echoes
     quiet_until: float = 0.0
     fastest: float = QUIET_DEFAULT_S
+    capacity_now: int | None = None  # re-read with the balance; a shared store's permits follow it
 
     @property
     def reserved(self) -> float:
@@ -302,7 +303,7 @@ class Executor(Submitting):
         if runner is None:
             yield True
             return
-        capacity = self.settings.capacity or self.settings.concurrency
+        capacity = self.capacity_now or self.settings.capacity or self.settings.concurrency
         longest = max(self.settings.timeouts.values(), default=0.0) + CRASH_WINDOW_S
 
         def generating() -> bool:
@@ -315,14 +316,25 @@ class Executor(Submitting):
 
     @contextlib.asynccontextmanager
     async def gate(self) -> AsyncIterator[bool]:
-        """On a shared store, unless the API honours Idempotency-Key: the account's create lock, so
-        one create of any runner is on the wire at a time (see `submit`). False: stopped first."""
+        """On a shared store: unless the API honours Idempotency-Key, the account's create lock, so one
+        create of any runner is on the wire at a time (see `submit`); and the account's create rate
+        limit as the last answer any runner had said it (`RateLimit-*`). False: stopped first."""
         runner = self.store.runner
-        if runner is None or self.idempotency_honoured:
+        if runner is None:
             yield True
             return
-        async with runner.creating(self.pause) as held:
-            yield held
+        async with runner.creating(self.pause) if not self.idempotency_honoured else _open() as held:
+            ready = held
+            if held and (wait := runner.rate_wait()) > 0:  # another runner saw the account's limit reached
+                wait = min(wait, self.client.bounds.wait_seconds)
+                if self.client.on_wait is not None:
+                    self.client.on_wait("the account's create rate limit (seen by another runner)", wait)
+                ready = not await self.pause(wait)
+            yield ready
+            bucket = self.client.pacer.buckets.get("create")
+            if ready and bucket is not None and bucket.remaining is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    runner.rate_seen(bucket.remaining, max(0.0, bucket.reset_at - self.client.pacer.clock()))
 
     @contextlib.asynccontextmanager
     async def probing(self, kind: str) -> AsyncIterator[bool]:
@@ -458,6 +470,11 @@ class Executor(Submitting):
         if job.error_code and job.sume_status and job.sume_status != ApiStatus.COMPLETED:
             final = ended_in(ApiStatus(job.sume_status))  # a Face Swap partly made: how its others ended
         self.changed(self.store.downloaded(job.key, final))
+
+
+@contextlib.asynccontextmanager
+async def _open() -> AsyncIterator[bool]:
+    yield True
 
 
 async def balance_after(client: SumeClient, before: float | None, *, halt: asyncio.Event) -> float | None:

@@ -48,8 +48,8 @@ CREATE INDEX IF NOT EXISTS runners_store ON sume_batch.runners (store);
 CREATE TABLE IF NOT EXISTS sume_batch.permits (
     account TEXT NOT NULL, store TEXT NOT NULL, key TEXT NOT NULL, runner BIGINT NOT NULL,
     at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp(), PRIMARY KEY (account, store, key));
-CREATE TABLE IF NOT EXISTS sume_batch.creates (account TEXT NOT NULL, at TIMESTAMPTZ NOT NULL);
-CREATE INDEX IF NOT EXISTS creates_at ON sume_batch.creates (account, at);
+CREATE TABLE IF NOT EXISTS sume_batch.rate (
+    account TEXT PRIMARY KEY, remaining BIGINT NOT NULL, reset_at TIMESTAMPTZ NOT NULL);
 CREATE TABLE IF NOT EXISTS sume_batch.ledger (
     account TEXT NOT NULL, month TEXT NOT NULL, store TEXT NOT NULL, key TEXT NOT NULL,
     credits DOUBLE PRECISION NOT NULL, at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp());

@@ -360,6 +360,26 @@ class Runner:
         async with self._session_lock(f"create:{self.account}", pause) as held:
             yield held
 
+    def rate_wait(self) -> float:
+        """Seconds until the account may create again, by the last create rate limit any runner of it
+        saw (`RateLimit-Remaining: 0` until `RateLimit-Reset`); 0 when it may now."""
+        assert self.db is not None
+        row = self.db.execute(
+            "SELECT remaining, EXTRACT(EPOCH FROM reset_at - clock_timestamp()) FROM sume_batch.rate"
+            " WHERE account = ?",
+            (self.account,),
+        ).fetchone()
+        return float(row[1]) if row is not None and row[0] <= 0 and float(row[1]) > 0 else 0.0
+
+    def rate_seen(self, remaining: int, seconds: float) -> None:
+        """What a create's answer said of the account's create rate limit, for every runner."""
+        assert self.db is not None
+        self.db.execute(
+            "INSERT INTO sume_batch.rate VALUES (?, ?, clock_timestamp() + ?::interval) ON CONFLICT (account)"
+            " DO UPDATE SET remaining = excluded.remaining, reset_at = excluded.reset_at",
+            (self.account, remaining, _interval(seconds)),
+        )
+
     def admit(
         self, db: pg.Connection, credits: float, *, cap: float | None, monthly: float | None
     ) -> str | None:

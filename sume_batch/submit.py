@@ -37,7 +37,7 @@ from sume_batch.reconcile import SLACK_S
 from sume_batch.records import StoredJob
 from sume_batch.redact import Redactor
 from sume_batch.registry import Registry
-from sume_batch.responses import Created, balance_of, validation_detail
+from sume_batch.responses import Created, balance_of, capacity_of, validation_detail
 from sume_batch.store import RunStore
 from sume_batch.transfer import Transfers
 from sume_batch.workspace import MissingMedia, live_request
@@ -73,6 +73,7 @@ class Submitting:
     live_urls: Mapping[str, str]  # workspace URLs as stored → as read now (`workspace.live_request`)
     quiet_until: float  # no create before this: the last one's answer was lost (see `keep_quiet`)
     fastest: float  # the quickest answered create of this run, intent to answer
+    capacity_now: int | None  # the account's generation capacity, as `/credits` last said it
 
     # The executor's own: stop creating; stop waiting too; an interruptible sleep (True: interrupted);
     # a job as a store write returned it, announced; ids entered in the machine's registry.
@@ -257,10 +258,13 @@ class Submitting:
             )
 
     async def read_balance(self) -> float | None:
+        """The balance now; the account's generation capacity is re-read with it (`capacity_now`)."""
         try:
-            return balance_of(await self.client.credits())
+            answer = await self.client.credits()
         except ApiError:
             return None
+        self.capacity_now = capacity_of(answer) or self.capacity_now
+        return balance_of(answer)
 
     def _not_created(self, job: StoredJob, error: Exception) -> StoredJob:
         """No job was made. Final (`rejected`) only when the API refused the request itself;

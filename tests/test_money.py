@@ -318,3 +318,18 @@ def test_creates_in_flight_during_a_balance_check_do_not_stop_the_run(workdir: P
     result = invoke("run", "campaign.yaml", *flags)
     assert "balance fell" not in result.out + result.err
     assert result.code == 0, result.out[-2000:] + result.err
+
+
+def test_a_run_refused_over_the_budget_still_collects_what_was_paid_for(workdir: Path) -> None:
+    """Otherwise every later run is refused too, and paid jobs are never downloaded."""
+    images(workdir, 4)
+    with running_sandbox(SandboxConfig.from_profile("instant")) as server:
+        detached = invoke("run", "spend.yaml", "--yes", "--detach", env=env_of(server))
+        images(workdir, 8, cap=20)  # 4 more images, under a cap the 16 spent leave no room under
+        refused = invoke("run", "spend.yaml", "--yes", env=env_of(server))
+        creates = server.stats()["creates_by_idempotency_key"]
+    assert detached.code == 0, detached.err
+    assert refused.code == 3, refused.out + refused.err
+    assert "refused before spending" in refused.out and "4 job(s) already paid for are polled" in refused.out
+    assert len(creates) == 4  # nothing new bought
+    assert len(list((workdir / "outputs").rglob("*.png"))) == 4  # what was paid for is downloaded

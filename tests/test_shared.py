@@ -281,3 +281,17 @@ def test_a_password_in_the_store_url_reaches_no_output_log_report_or_store(
                 for name in schemas for table in ("jobs", "events", "runs", "meta")]  # fmt: skip
         dump.append(str(db.execute("SELECT * FROM sume_batch.runners").fetchall()))
     assert secret not in "".join(dump)
+
+
+def test_the_accounts_create_rate_limit_one_runner_sees_holds_every_runner(pg_url: str) -> None:
+    first, one = _runner_store(pg_url)
+    second, two = _runner_store(pg_url, campaign="other")  # another campaign, the same account
+    try:
+        assert two.rate_wait() == 0.0
+        one.rate_seen(0, 1.5)  # a create's answer: RateLimit-Remaining 0, reset in 1.5 s
+        assert 1.0 < two.rate_wait() <= 1.5
+        one.rate_seen(3, 60)
+        assert two.rate_wait() == 0.0
+    finally:
+        for closing in (first, second, one, two):
+            closing.close()

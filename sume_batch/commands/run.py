@@ -48,7 +48,7 @@ from sume_batch.report.folder import gather_media, point_latest, write_reports
 from sume_batch.report.summary import summary_text
 from sume_batch.responses import balance_of, capacity_of
 from sume_batch.shared import Runner
-from sume_batch.states import OK, TO_SUBMIT, JobState
+from sume_batch.states import OK, TO_DOWNLOAD, TO_POLL, TO_SUBMIT, JobState
 from sume_batch.store import RunStore, prepare_store, run_lock
 from sume_batch.supervise import Interrupts, run_log, store_failures, unrecorded_error
 from sume_batch.target import (
@@ -275,22 +275,15 @@ async def _run(call: Call) -> int:
                 echo("Dry run: nothing was sent.")
                 return 0
             reason = refusal(call.plan, diff, balance, budget, options)
-            if reason:
-                raise RefusedError(f"refused before spending: {reason}")
-            if not options.yes:
-                if not options.interactive:
-                    raise NotConfirmed("not confirmed: not a terminal, so pass --yes to confirm the run")
-                if not call.confirm(
-                    f"Submit {diff.new + diff.changed} jobs for about {credits(diff.new_credits)} credits?"
-                ):
-                    echo("Nothing was sent.")
-                    return NotConfirmed.exit_code
+            if not cleared(call, diff, reason, states):
+                echo("Nothing was sent.")
+                return NotConfirmed.exit_code
             store, balance = await open_store(
                 path, target, call.manifest, runner, client=client, balance=balance
             )
             try:
                 with registry.opened(call.env, target, path) as known:
-                    state = Live(client, storage, store, target, known, balance, capacity, budget)
+                    state = Live(client, storage, store, target, known, balance, capacity, budget, reason)
                     return await _execute(call, state)
             finally:
                 store.close()
@@ -311,6 +304,27 @@ async def open_store(
     return store, balance
 
 
+def cleared(call: Call, diff: Diff, reason: str | None, states: Mapping[str, str]) -> bool:
+    """Whether the run may go on: confirmed (or `--yes`), or refused (`reason`) with jobs already paid
+    for to collect (polled and downloaded, nothing new bought: else the next run would be refused
+    too, and they would never be). A refusal with nothing to collect is exit 3, as ever."""
+    options = call.options
+    if reason:
+        paid = [spec for spec, _ in call.plan.jobs if states.get(spec.key) in TO_POLL | TO_DOWNLOAD]
+        if not paid:
+            raise RefusedError(f"refused before spending: {reason}")
+        call.echo(f"refused before spending: {reason}. Nothing new is bought; the {len(paid):,} job(s)"
+                  " already paid for are polled and downloaded.")  # fmt: skip
+        return True
+    if options.yes:
+        return True
+    if not options.interactive:
+        raise NotConfirmed("not confirmed: not a terminal, so pass --yes to confirm the run")
+    return call.confirm(
+        f"Submit {diff.new + diff.changed} jobs for about {credits(diff.new_credits)} credits?"
+    )
+
+
 @dataclass(frozen=True)
 class Live:
     """What a run has open once it is cleared to spend."""
@@ -323,6 +337,7 @@ class Live:
     balance: float | None
     capacity: int | None
     budget: Budget
+    refused: str | None = None  # over the budget or the balance: only what was paid for is collected
 
 
 async def _execute(call: Call, live: Live) -> int:
@@ -360,7 +375,7 @@ async def _execute(call: Call, live: Live) -> int:
             counts = Counter(stored[key] for key in keys)  # the run's plan (`begin`), its stages' jobs
             after = await balance_after(live.client, live.balance, halt=executor.halt)
             number = interrupts.signal
-            code = exit_code(executor, number, set(counts))
+            code = exit_code(executor, number, set(counts), refused=live.refused is not None)
             outcome = {"stopped": executor.stopped, "interrupted": interrupts.during_jobs, "exit_code": code,
                        "balance_after": after,
                        "duration_seconds": round(time.monotonic() - began, 3)}  # fmt: skip
@@ -396,13 +411,16 @@ def outcome_json(document: Mapping[str, Any], folder: Path, code: int) -> dict[s
             "counts": document["counts"], "credits": document["credits"], "reports": reports}  # fmt: skip
 
 
-def exit_code(executor: Executor, signal: int | None, states: set[str]) -> int:
-    """70 for a bug of ours, 128 + the signal that interrupted the run, else 0 when every job is done
-    (or, detached, done or submitted)."""
+def exit_code(executor: Executor, signal: int | None, states: set[str], *, refused: bool = False) -> int:
+    """70 for a bug of ours, 128 + the signal that interrupted the run, 3 when it was refused before
+    spending (and only collected what was paid for), else 0 when every job is done (or, detached,
+    done or submitted)."""
     if executor.crashed is not None:
         return INTERNAL_ERROR
     if signal is not None:
         return 128 + signal
+    if refused:
+        return RefusedError.exit_code
     return 0 if states <= (OK | {JobState.SUBMITTED} if executor.detach else OK) else 1
 
 
@@ -459,6 +477,8 @@ def make_executor(call: Call, live: Live, changed: OnChange) -> Executor:
         live_urls=dict(manifest.snapshot.live) if manifest.snapshot else {},
     )  # fmt: skip
     live.client.halt = executor.halt  # a first Ctrl-C also ends any rate-limit wait or back-off
+    if live.refused:
+        executor.stop(f"refused before spending: {live.refused}")
     return executor
 
 
