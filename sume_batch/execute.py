@@ -90,6 +90,7 @@ class Executor(Submitting):
     quiet_until: float = 0.0
     fastest: float = QUIET_DEFAULT_S
     capacity_now: int | None = None  # re-read with the balance; a shared store's permits follow it
+    midway: set[str] = field(default_factory=set)  # keys `settle_lost` settled: taken again after the jobs
 
     @property
     def reserved(self) -> float:
@@ -122,6 +123,9 @@ class Executor(Submitting):
             self.budget.committed = self.store.committed()  # a re-sent create reserves afresh
             going = self.store.keys_in(TO_SUBMIT | TO_POLL | TO_DOWNLOAD)  # the others are as far as they go
             await asyncio.gather(*(one(spec, price) for spec, price in jobs if spec.key in going))
+            for _ in range(RECONCILE_PASSES):  # jobs another's `settle_lost` settled once theirs had ended
+                again, self.midway = self.midway, set()
+                await asyncio.gather(*(one(spec, price) for spec, price in jobs if spec.key in again))
             for _ in range(RECONCILE_PASSES):  # and those this run lost
                 again = set(await self.reconcile(final=True))
                 if not again:
@@ -215,7 +219,9 @@ class Executor(Submitting):
         for key in settled:
             self.changed(self.store.job(key))
         self.remember(id_ for key in settled for id_ in self.store.job(key).sume_ids)
-        if not midway:
+        if midway:
+            self.midway |= set(settled)
+        else:
             self.budget.committed = self.store.committed()  # no create is in flight here
         return list(settled)
 
