@@ -41,19 +41,19 @@ jobs:
 """
 
 
-def chaos(seed: int, *, capacity: int) -> SandboxConfig:
+def chaos(seed: int, *, capacity: int, idempotency: str = "ignore") -> SandboxConfig:
     return SandboxConfig.from_profile(
-        "chaos", seed=seed, idempotency="ignore", capacity=capacity,
+        "chaos", seed=seed, idempotency=idempotency, capacity=capacity,
         rate_limits={"reads_per_minute": 100_000, "creates_per_minute": 100_000},
     )  # fmt: skip
 
 
 def start(
-    folder: Path, server: Any, url: str, *, lease: float, capture: bool = False
+    folder: Path, server: Any, url: str, *, lease: float, capture: bool = False, extra: tuple[str, ...] = ()
 ) -> subprocess.Popen[bytes]:
     env = {**os.environ, "SUME_API_KEY": server.api_key, "SUME_API_BASE_URL": server.base_url}
     command = [sys.executable, "-m", "sume_batch", "run", "campaign.yaml", "--yes", "--quiet", "--state", url,
-               "--lease", str(lease), "--lost-create-grace", "1"]  # fmt: skip
+               "--lease", str(lease), "--lost-create-grace", "1", *extra]  # fmt: skip
     stderr = subprocess.PIPE if capture else subprocess.DEVNULL
     return subprocess.Popen(command, cwd=folder, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
 
