@@ -29,7 +29,7 @@ from sume_batch.records import StoredJob
 from sume_batch.redact import Redactor
 from sume_batch.registry import Registry
 from sume_batch.responses import balance_of
-from sume_batch.states import AT_THE_API, TO_DOWNLOAD, TO_POLL, TO_SUBMIT, ApiStatus, JobState, ended_in
+from sume_batch.states import HOLDS_PERMIT, TO_DOWNLOAD, TO_POLL, TO_SUBMIT, ApiStatus, JobState, ended_in
 from sume_batch.store import RunStore
 from sume_batch.submit import QUIET_DEFAULT_S, Submitting
 from sume_batch.transfer import Transfers
@@ -313,7 +313,7 @@ class Executor(Submitting):
         longest = max(self.settings.timeouts.values(), default=0.0) + CRASH_WINDOW_S
 
         def generating() -> bool:
-            return self.store.job(key).state in AT_THE_API
+            return self.store.job(key).state in HOLDS_PERMIT
 
         async with runner.permit(
             key, capacity, self.pause, generating=generating, longest=longest

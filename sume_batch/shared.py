@@ -35,7 +35,7 @@ from typing import Any
 from sume_batch import pg
 from sume_batch.errors import LockedError
 from sume_batch.records import CHARGED_ARGS, CHARGED_WHERE
-from sume_batch.states import AT_THE_API, JobState
+from sume_batch.states import HOLDS_PERMIT, JobState
 
 LEASE_S = 30.0  # a dead runner's jobs wait at most this long for another (--lease, SUME_BATCH_LEASE_S)
 PERMIT_WAIT_S = (0.02, 0.5)  # between two tries for a capacity permit: from, doubling to
@@ -271,7 +271,7 @@ class Runner:
         the API; yields False when the run was stopped while waiting (the job waits for the next run).
 
         A permit outlives this block while the job may still be generating (`generating()`: its
-        create's outcome unknown, or it was left unfinished), and outlives its runner the same way:
+        create on the wire, or the job left unfinished; see `states.HOLDS_PERMIT`), and outlives its runner the same way:
         the account's jobs in flight are what counts, whoever is watching them. Such a permit is
         taken over by the runner that claims the job next, and ends once the job is found to be no
         longer generating, or `longest` seconds (the longest a job may take) after it was taken."""
@@ -323,7 +323,7 @@ class Runner:
             found = None
             with contextlib.suppress(sqlite3.Error):  # a store dropped meanwhile: nothing generates for it
                 found = db.execute(f'SELECT state FROM "{store}".jobs WHERE key = ?', (key,)).fetchone()  # noqa: S608
-            if old or found is None or found[0] not in AT_THE_API:
+            if old or found is None or found[0] not in HOLDS_PERMIT:
                 db.execute(
                     "DELETE FROM sume_batch.permits WHERE account = ? AND store = ? AND key = ?",
                     (self.account, store, key),
