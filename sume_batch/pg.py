@@ -223,11 +223,18 @@ def ensure_shared(db: Connection) -> None:
     """Create (or check) the `sume_batch` schema; a newer one is refused."""
     db.execute("SELECT pg_advisory_lock(?)", (lock_key("sume_batch"),))
     try:
-        if not _shared_exists(db):
-            for statement in (part for part in SHARED.split(";") if part.strip()):
-                db.execute(statement)
-            db.execute("INSERT INTO sume_batch.meta VALUES ('version', ?) ON CONFLICT DO NOTHING",
-                       (str(SHARED_VERSION),))  # fmt: skip
+        if not _shared_exists(db):  # in one transaction: a runner killed meanwhile leaves nothing
+            db.execute("BEGIN")
+            try:
+                for statement in (part for part in SHARED.split(";") if part.strip()):
+                    db.execute(statement)
+                db.execute("INSERT INTO sume_batch.meta VALUES ('version', ?) ON CONFLICT DO NOTHING",
+                           (str(SHARED_VERSION),))  # fmt: skip
+                db.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+                raise
         row = db.execute("SELECT value FROM sume_batch.meta WHERE name = 'version'").fetchone()
         if row is None or not str(row[0]).isdigit():
             raise StoreError(
@@ -257,6 +264,9 @@ def open_store(address: Address, *, create: Callable[[Connection], None],
                 raise StoreError(f"{address}: its schema {schema} is gone, though the directory lists it")
             db = connect(address.url, schema=schema)
             try:
+                if made is not None and listed is None and not _has_version(db):
+                    db.execute(f'DROP SCHEMA "{schema}" CASCADE')  # a setup killed midway: nothing in it
+                    made = None
                 if made is None:
                     db.execute(f'CREATE SCHEMA "{schema}"')
                     create(db)
@@ -279,13 +289,15 @@ def open_store(address: Address, *, create: Callable[[Connection], None],
     return db
 
 
-def touch(db: Connection, schema: str) -> None:
-    """Mark a store as just written (`find` reads the newest)."""
-    db.execute("UPDATE sume_batch.stores SET written_at = ? WHERE schema = ?", (time.time(), schema))
+def _has_version(db: Connection) -> bool:
+    """Whether the store schema on the connection's search path got as far as its schema version."""
+    if db.execute("SELECT to_regclass('meta')").fetchone()[0] is None:
+        return False
+    return db.execute("SELECT 1 FROM meta WHERE name = 'schema_version'").fetchone() is not None
 
 
 def find(url: str, campaign: str, *, base_url: str, rehearsal: bool) -> Address | None:
-    """The store `plan`, `status` and `report` read without asking the API: the newest rehearsal
+    """The store `plan`, `status` and `report` read without asking the API: the latest made rehearsal
     store of the campaign, or the newest of the API at `base_url`. None when there is none."""
     with contextlib.closing(connect(url)) as db:
         if not _shared_exists(db):

@@ -312,7 +312,9 @@ class Runner:
             return True
 
     def _free_left_permits(self, db: pg.Connection, longest: float) -> None:
-        """End the permits no live runner holds whose jobs are no longer generating (or too old to be)."""
+        """End the permits no live runner holds whose jobs are no longer generating (or too old to be).
+        A dead runner's lost create (`uncertain`) keeps its permit until whoever takes the job over
+        settles it: it may have made a job that is generating still."""
         left = db.execute(
             "SELECT store, key, at < clock_timestamp() - ?::interval FROM sume_batch.permits AS p"
             " WHERE account = ? AND NOT EXISTS (SELECT 1 FROM sume_batch.runners AS r WHERE r.id = p.runner"
@@ -323,7 +325,7 @@ class Runner:
             found = None
             with contextlib.suppress(sqlite3.Error):  # a store dropped meanwhile: nothing generates for it
                 found = db.execute(f'SELECT state FROM "{store}".jobs WHERE key = ?', (key,)).fetchone()  # noqa: S608
-            if old or found is None or found[0] not in HOLDS_PERMIT:
+            if old or found is None or found[0] not in HOLDS_PERMIT | {JobState.UNCERTAIN}:
                 db.execute(
                     "DELETE FROM sume_batch.permits WHERE account = ? AND store = ? AND key = ?",
                     (self.account, store, key),

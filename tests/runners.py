@@ -97,7 +97,7 @@ def kill_and_finish(folder: Path, server: Any, url: str, *, runners: int, kills:
         for process in finishing:
             _, err = process.communicate(timeout=240)
             codes.append(process.returncode)
-            if b"Traceback" in err:
+            if b"Traceback" in err or process.returncode not in (0, 1, 3):
                 outcome.errors.append(err.decode())
         outcome.finishing_codes = codes
         if all(code == 0 for code in codes):

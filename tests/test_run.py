@@ -512,7 +512,7 @@ def test_a_rehearsal_polls_on_its_own_floor_and_a_real_api_on_the_one_that_spare
     target = Target("https://api.example.test/api/v1", workspace="w", rehearsal=rehearsal)
     live = SimpleNamespace(client=SimpleNamespace(), storage=None, store=SimpleNamespace(runner=None),
                            target=target, registry=None,
-                           balance=None, capacity=None, budget=Budget(cap=None))  # fmt: skip
+                           balance=None, capacity=None, budget=Budget(cap=None), refused=None)  # fmt: skip
     assert make_executor(cast(Any, call), cast(Any, live), lambda *_: None).settings.poll_floor == floor
 
 
