@@ -29,14 +29,23 @@ from sume_batch.records import StoredJob
 from sume_batch.redact import Redactor
 from sume_batch.registry import Registry
 from sume_batch.responses import balance_of
-from sume_batch.states import HOLDS_PERMIT, TO_DOWNLOAD, TO_POLL, TO_SUBMIT, ApiStatus, JobState, ended_in
+from sume_batch.states import (
+    HOLDS_PERMIT,
+    IN_FLIGHT_CREATE,
+    TO_DOWNLOAD,
+    TO_POLL,
+    TO_SUBMIT,
+    ApiStatus,
+    JobState,
+    ended_in,
+)
 from sume_batch.store import RunStore
 from sume_batch.submit import QUIET_DEFAULT_S, Submitting
 from sume_batch.transfer import Transfers
 from sume_batch.workspace import MissingMedia, live_request
 from sume_batch.writes import LINGER_S
 
-WORKABLE = TO_SUBMIT | TO_POLL | TO_DOWNLOAD | {JobState.SUBMITTING}  # a runner may take these over
+WORKABLE = TO_SUBMIT | TO_POLL | TO_DOWNLOAD | IN_FLIGHT_CREATE  # a shared store's runner may take these over
 RECONCILE_PASSES = 2  # after the jobs: adopt or re-submit what this run's lost creates did (and waits)
 PROOF_WAIT_MAX_S = 90.0  # the most a run's end waits to prove a lost create made no job; else the next run
 
@@ -121,7 +130,7 @@ class Executor(Submitting):
             await self.reconcile()  # creates whose answers earlier runs lost
             self.resend_uncertain(jobs)
             self.budget.committed = self.store.committed()  # a re-sent create reserves afresh
-            going = self.store.keys_in(TO_SUBMIT | TO_POLL | TO_DOWNLOAD)  # the others are as far as they go
+            going = self.store.keys_in(self.going())  # the others are as far as they go
             await asyncio.gather(*(one(spec, price) for spec, price in jobs if spec.key in going))
             for _ in range(RECONCILE_PASSES):  # jobs another's `settle_lost` settled once theirs had ended
                 again, self.midway = self.midway, set()
@@ -134,7 +143,7 @@ class Executor(Submitting):
             while await self.left_by_others(jobs):  # a shared store: what a dead runner left
                 self.settle_in_flight()
                 await self.reconcile(final=True)
-                going = self.store.keys_in(TO_SUBMIT | TO_POLL | TO_DOWNLOAD)
+                going = self.store.keys_in(self.going())
                 await asyncio.gather(*(one(spec, price) for spec, price in jobs if spec.key in going))
         finally:
             self.poller.closed = True
@@ -159,16 +168,20 @@ class Executor(Submitting):
         is a bug of ours: the run stops (creates in flight finish, so their ids are kept) and ends as
         an internal error."""
         try:
-            job = self.store.job(spec.key)
-            if job.state in TO_SUBMIT or (job.state in TO_POLL and not self.detach):
+            job, shared = self.store.job(spec.key), self.store.runner is not None
+            if (
+                job.state in TO_SUBMIT
+                or (job.state in TO_POLL and not self.detach)
+                or (shared and job.state in IN_FLIGHT_CREATE)
+            ):
                 async with generating:
                     if not self.store.claim(spec.key):  # another runner's (a shared store)
                         return
                     job = self.store.job(spec.key)  # as it stands now that this job's turn has come
                     if job.state == JobState.SUBMITTING:  # left in flight by a runner that died
                         self.settle_in_flight([job])
-                        return
-                    async with self.permit(spec.key) as granted:
+                        job = self.store.job(spec.key)
+                    async with self.permit(spec.key) as granted:  # a dead runner's is taken over
                         if granted and job.state in TO_SUBMIT:
                             job = await self.submit(spec, price, job)
                         if granted and job.state == JobState.UNCERTAIN and self.store.runner is not None:
@@ -296,6 +309,12 @@ class Executor(Submitting):
         await self.reconcile(final=True, midway=True)
         job = self.store.job(spec.key)
         return await self.submit(spec, price, job) if job.state in TO_SUBMIT else job
+
+    def going(self) -> frozenset[str]:
+        """The states of the jobs a run takes up: on a shared store, lost creates too, each settled
+        holding its capacity permit (`settle_lost`), a dead runner's as well as this one's."""
+        shared = IN_FLIGHT_CREATE if self.store.runner is not None else frozenset()
+        return TO_SUBMIT | TO_POLL | TO_DOWNLOAD | shared
 
     def mine(self, jobs: Iterable[StoredJob]) -> list[StoredJob]:
         """Of these jobs, those this process may work now, as they stand (`RunStore.claim`)."""
