@@ -379,11 +379,10 @@ async def _execute(call: Call, live: Live) -> int:
             outcome = {"stopped": executor.stopped, "interrupted": interrupts.during_jobs, "exit_code": code,
                        "balance_after": after,
                        "duration_seconds": round(time.monotonic() - began, 3)}  # fmt: skip
-            if store.runner is None or not store.runner.others_in_run(record.seq):  # the last one out
-                store.end_run(record.seq, outcome)
+            run = end(store, record, outcome)
             log.info("run %d ended: %s", record.seq, ", ".join(f"{n} {state}" for state, n in counts.items()))
             source = Source(campaign=manifest.name, downloads=manifest.downloads, folder=folder,
-                            run=store.runs()[-1], media=manifest.report_media,
+                            run=run, media=manifest.report_media,
                             decisions=reviews.for_report(manifest.folder, manifest.name))  # fmt: skip
             document = build_report(store, source, redactor=redactor, now=time.time())
             problem = publish(document, folder, source)
@@ -402,6 +401,19 @@ async def _execute(call: Call, live: Live) -> int:
     if problem:
         raise UsageError(f"{problem}; `sume-batch report {manifest.path}` writes them again")
     return code
+
+
+def end(store: RunStore, record: RunRecord, outcome: Mapping[str, Any]) -> RunRecord:
+    """Record how the run ended, and the run as its reports show it. Of a shared store's runners the
+    last one out records it; the others' reports say that the run goes on."""
+    others = store.runner.others_in_run(record.seq) if store.runner else 0
+    if not others:
+        store.end_run(record.seq, outcome)
+    run = next(run for run in store.runs() if run.seq == record.seq)
+    if others:
+        going = f"this runner is done; {others} other runner(s) are still working this run"
+        run = dataclasses.replace(run, outcome={**outcome, "stopped": going})
+    return run
 
 
 def outcome_json(document: Mapping[str, Any], folder: Path, code: int) -> dict[str, Any]:

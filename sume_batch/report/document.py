@@ -149,8 +149,8 @@ def _run_entry(run: RunRecord | None, redactor: Redactor) -> dict[str, Any]:
                 "exit_code": None, "selection": []}  # fmt: skip
     ended = run.ended_at
     stopped = redactor.text(str(run.outcome["stopped"])) if run.outcome.get("stopped") else None
-    if ended is None:
-        stopped = "the run recorded no end: still going, or it was killed"
+    if ended is None:  # a shared store's runner done before the others says why itself
+        stopped = stopped or "the run recorded no end: still going, or it was killed"
     return {
         "id": run_folder_name(run),
         "number": run.seq,

@@ -48,7 +48,7 @@ def chaos(server_url: str, kills: int, jobs: int) -> dict[str, object]:
     figures = runners.check(url, stats, jobs=jobs, capacity=CAPACITY, cap=cap)
     return {"test": "chaos", "jobs": jobs, "runners": 4, "kills": outcome.kills, "lease_s": LEASE,
             "seconds": round(outcome.seconds, 1), "finishing_exit_codes": outcome.finishing_codes,
-            "tracebacks": len(outcome.errors), **figures}  # fmt: skip
+            "tracebacks": [error[-1500:] for error in outcome.errors], **figures}  # fmt: skip
 
 
 def takeovers(server_url: str, times: int) -> list[float]:
