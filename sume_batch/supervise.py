@@ -115,5 +115,9 @@ def unrecorded_error(executor: Executor, error: Exception | None = None) -> Stor
         lines += [f"  {job_id}: {', '.join(ids)}" for job_id, ids in executor.unrecorded.items()]
         kept = "kept in the machine's registry" if executor.registry is not None else "not kept: copy them"
         lines.append(f"They are {kept}; the next run takes them back.")
-    lines.append("Free the space (or fix the folder) and run again: every recorded job resumes.")
+    if executor.store.runner is not None:  # a shared store: the server, or this runner's lease
+        lines.append("Run again once the database answers: every recorded job resumes, and other runners"
+                     " take over this one's jobs once its lease ends.")  # fmt: skip
+    else:
+        lines.append("Free the space (or fix the folder) and run again: every recorded job resumes.")
     return StoreWriteError("\n".join(lines))

@@ -31,6 +31,7 @@ from helpers import write
 from sume_batch.sandbox import SandboxConfig, running_sandbox
 
 CAPACITY, LEASE = 8, 2.0
+peaks: list[int] = []  # the most jobs unfinished at once in each makespan run
 
 
 def chaos(server_url: str, kills: int, jobs: int) -> dict[str, object]:
@@ -81,7 +82,8 @@ def makespan(server_url: str, jobs: int, count: int, idempotency: str) -> float:
                 process.wait(timeout=600)
             took = time.perf_counter() - began
             stats = server.stats()
-    runners.check(url, stats, jobs=jobs, capacity=CAPACITY, cap=None)
+    runners.check(url, stats, jobs=jobs, capacity=jobs, cap=None)  # the capacity: reported, not asserted
+    peaks.append(stats["peak_unfinished"])
     return took
 
 
@@ -93,7 +95,7 @@ def main(kills: int, jobs: int) -> None:
             one, four = (min(makespan(server_url, jobs, n, idempotency) for _ in range(2)) for n in (1, 4))
             print(json.dumps({"test": "makespan", "idempotency": idempotency, "jobs": jobs,
                               "one_runner_s": round(one, 1), "four_runners_s": round(four, 1),
-                              "ratio": round(four / one, 2)}))  # fmt: skip
+                              "ratio": round(four / one, 2), "peak_unfinished": peaks[-4:]}))  # fmt: skip
 
 
 if __name__ == "__main__":
