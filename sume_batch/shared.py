@@ -325,7 +325,7 @@ class Runner:
             found = None
             with contextlib.suppress(sqlite3.Error):  # a store dropped meanwhile: nothing generates for it
                 found = db.execute(f'SELECT state FROM "{store}".jobs WHERE key = ?', (key,)).fetchone()  # noqa: S608
-            if old or found is None or found[0] not in HOLDS_PERMIT:
+            if old or found is None or found[0] not in HOLDS_PERMIT | {JobState.UNCERTAIN}:
                 db.execute(
                     "DELETE FROM sume_batch.permits WHERE account = ? AND store = ? AND key = ?",
                     (self.account, store, key),
