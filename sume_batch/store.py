@@ -92,35 +92,7 @@ class RunStore(StoreReader):
         A damaged store is an error that names the file, never a silent fresh start: a fresh
         store would forget which jobs were paid for, and the next run would buy them again.
         """
-        if isinstance(path, pg.Address):
-            try:
-                shared = pg.open_store(path, create=migrations.create, migrate=migrate_checked(path))
-            except sqlite3.DatabaseError as error:
-                raise unusable(path, error) from None
-            store = cls(shared, clock, path)
-            if target is not None:
-                store.bind(path, target, campaign)
-            return store
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise cannot_keep(path, error) from None
-        fresh = not path.exists() or path.stat().st_size == 0
-        try:
-            db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            if not fresh and db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
-                raise sqlite3.DatabaseError("its integrity check failed")
-            db.execute("PRAGMA journal_mode=WAL")
-            if fresh:
-                migrations.create(db)
-            else:
-                migrations.migrate(db, checked_version(db, path))
-        except sqlite3.OperationalError as error:
-            if fresh or "readonly" in str(error) or "unable to open" in str(error):
-                raise cannot_keep(path, error) from None
-            raise unusable(path, error) from None
-        except sqlite3.DatabaseError as error:
-            raise unusable(path, error) from None
+        db = _open_shared(path) if isinstance(path, pg.Address) else _open_file(path)
         store = cls(db, clock, path)
         if target is not None:
             store.bind(path, target, campaign)
@@ -390,6 +362,39 @@ _ADD_FILE = (
 )
 
 
+def _open_shared(path: pg.Address) -> pg.Connection:
+    """A shared store's connection, its schema made or checked and migrated (see `pg.open_store`)."""
+    try:
+        return pg.open_store(path, create=migrations.create, migrate=migrate_checked(path))
+    except sqlite3.DatabaseError as error:
+        raise unusable(path, error) from None
+
+
+def _open_file(path: Path) -> sqlite3.Connection:
+    """A SQLite store's connection, the file checked and migrated (see `RunStore.open`)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise cannot_keep(path, error) from None
+    fresh = not path.exists() or path.stat().st_size == 0
+    try:
+        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        if not fresh and db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
+            raise sqlite3.DatabaseError("its integrity check failed")
+        db.execute("PRAGMA journal_mode=WAL")
+        if fresh:
+            migrations.create(db)
+        else:
+            migrations.migrate(db, checked_version(db, path))
+    except sqlite3.OperationalError as error:
+        if fresh or "readonly" in str(error) or "unable to open" in str(error):
+            raise cannot_keep(path, error) from None
+        raise unusable(path, error) from None
+    except sqlite3.DatabaseError as error:
+        raise unusable(path, error) from None
+    return db
+
+
 def _json(value: object) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
@@ -411,22 +416,31 @@ def run_lock(store: Path) -> Iterator[None]:
     """
     try:
         store.parent.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(store.with_name(store.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        descriptor = os.open(lock_path(store), os.O_RDWR | os.O_CREAT, 0o600)
     except OSError as error:
         raise cannot_keep(store, error) from None
     try:
-        try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(descriptor, 200, 0).decode(errors="replace").strip() or "another process"
-            raise LockedError(
-                f"another sume-batch run is using {store} ({holder}); wait for it or stop it"
-            ) from None
+        if holder := held_by(descriptor):
+            raise LockedError(f"another sume-batch run is using {store} ({holder}); wait for it or stop it")
         os.ftruncate(descriptor, 0)
         os.pwrite(descriptor, f"pid {os.getpid()} on {socket.gethostname()}".encode(), 0)
         yield
     finally:
         os.close(descriptor)  # closing releases the lock
+
+
+def lock_path(store: Path) -> Path:
+    return store.with_name(store.name + ".lock")
+
+
+def held_by(descriptor: int) -> str | None:
+    """Take the lock on an open lock file; who holds it instead (as it wrote itself down), or None
+    when it is now ours."""
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return os.pread(descriptor, 200, 0).decode(errors="replace").strip() or "another process"
+    return None
 
 
 def prepare_store(folder: Path, campaign: str, target: Target) -> list[str]:
@@ -455,7 +469,7 @@ def prepare_store(folder: Path, campaign: str, target: Target) -> list[str]:
         for job in rehearsed:
             store.restart(job, note="made by a rehearsal (a sandbox run): planned again", retire=False)
     move_store(legacy, path)
-    Path(f"{legacy}.lock").unlink(missing_ok=True)
+    lock_path(legacy).unlink(missing_ok=True)
     again = f"; {len(rehearsed)} job(s) a rehearsal made are planned again" if rehearsed else ""
     return [f"{legacy} is from before stores belonged to an API target: it is now {path}, the store of"
             f" {target.describe()}{again}"]  # fmt: skip

@@ -8,7 +8,6 @@ now, and their runners are fenced out (they write nothing more and stop).
 
 from __future__ import annotations
 
-import fcntl
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -17,6 +16,7 @@ from sume_batch import pg, shared
 from sume_batch.commands.common import chosen_store
 from sume_batch.errors import LockedError
 from sume_batch.manifest import load_manifest
+from sume_batch.store import held_by, lock_path
 
 Echo = Callable[[str], None]
 
@@ -54,21 +54,17 @@ def _shared(place: pg.Address, *, force: bool, echo: Echo) -> int:
 
 
 def _local(place: Path, *, force: bool, echo: Echo) -> int:
-    lock = place.with_name(place.name + ".lock")
     try:
-        descriptor = os.open(lock, os.O_RDWR)
+        descriptor = os.open(lock_path(place), os.O_RDWR)
     except FileNotFoundError:
         echo(f"{place}: no run holds it")
         return 0
     try:
-        try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(descriptor, 200, 0).decode(errors="replace").strip() or "another process"
+        if holder := held_by(descriptor):
             raise LockedError(
                 f"{place} is held by a live run ({holder}). Its lock is the kernel's: it ends when that"
                 " process exits or is killed" + (", so --force has nothing to end" if force else "")
-            ) from None
+            )
         echo(f"{place}: no run holds it (a lock ends with the process that held it)")
         return 0
     finally:
