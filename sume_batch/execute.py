@@ -24,7 +24,7 @@ from sume_batch.errors import ApiError, StoreWriteError
 from sume_batch.expand import JobSpec
 from sume_batch.poll import FLOOR_S, Poller
 from sume_batch.pricing import Price
-from sume_batch.reconcile import CRASH_WINDOW_S, LOST_CREATE_GRACE_S, reconcile
+from sume_batch.reconcile import CRASH_WINDOW_S, LOST_CREATE_GRACE_S, lost_at, reconcile
 from sume_batch.records import StoredJob
 from sume_batch.redact import Redactor
 from sume_batch.registry import Registry
@@ -48,6 +48,7 @@ from sume_batch.writes import LINGER_S
 WORKABLE = TO_SUBMIT | TO_POLL | TO_DOWNLOAD | IN_FLIGHT_CREATE  # a shared store's runner may take these over
 RECONCILE_PASSES = 2  # after the jobs: adopt or re-submit what this run's lost creates did (and waits)
 PROOF_WAIT_MAX_S = 90.0  # the most a run's end waits to prove a lost create made no job; else the next run
+LEFT_CHECK_S = 0.25  # a job waiting for a permit looks this often for jobs a dead runner left (`permit`)
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Any]
@@ -100,6 +101,9 @@ class Executor(Submitting):
     fastest: float = QUIET_DEFAULT_S
     capacity_now: int | None = None  # re-read with the balance; a shared store's permits follow it
     midway: set[str] = field(default_factory=set)  # keys `settle_lost` settled: taken again after the jobs
+    outlasting: set[str] = field(default_factory=set)  # lost creates that may be generating (`settle_lost`)
+    gave_way: bool = False  # a job waiting for a permit gave way to jobs a dead runner left (`permit`)
+    left_seen: tuple[float, bool] = (-LEFT_CHECK_S, False)  # when `left_here` last looked, and what it saw
 
     @property
     def reserved(self) -> float:
@@ -140,7 +144,8 @@ class Executor(Submitting):
                 if not again:
                     break
                 await asyncio.gather(*(one(spec, price) for spec, price in jobs if spec.key in again))
-            while await self.left_by_others(jobs):  # a shared store: what a dead runner left
+            while not self.halt.is_set() and (await self.left_by_others(jobs) or self.gave_way):
+                self.gave_way = False  # a shared store: what a dead runner left, then what waited for it
                 self.settle_in_flight()
                 await self.reconcile(final=True)
                 going = self.store.keys_in(self.going())
@@ -201,11 +206,14 @@ class Executor(Submitting):
             self.crashed = self.crashed or error
             self.interrupt(self.redactor.text(f"internal error: {type(error).__name__}: {error}"))
 
-    async def reconcile(self, *, final: bool = False, midway: bool = False) -> list[str]:
+    async def reconcile(
+        self, *, final: bool = False, midway: bool = False, looked: set[str] | None = None
+    ) -> list[str]:
         """Settle what can be settled among uncertain creates (see `reconcile`): the keys of jobs
         adopted (to poll) or proven never made (to submit). At the end of a run (`final`) it waits,
         within the grace, for the moment a lost create's absence can be proven; so does a shared
-        store's job whose create was lost, `midway`, while it holds its permit (see `advance`)."""
+        store's job whose create was lost, `midway`, while it holds its permit (see `advance`).
+        `looked` gathers the keys of the uncertain creates the API's listing was searched for."""
         settled: dict[str, str] = {}
         if self.unrecorded:  # the store cannot be written: nothing can be settled now
             return []
@@ -222,6 +230,8 @@ class Executor(Submitting):
                 self.stop(f"could not reconcile uncertain creates: {self.redactor.text(str(error))}")
                 break
             settled |= outcome.settled
+            if looked is not None:
+                looked |= outcome.looked
             wait = None if outcome.next_proof is None else outcome.next_proof - self.clock()
             if self.halt.is_set() or not final or wait is None or wait > PROOF_WAIT_MAX_S:
                 break
@@ -305,10 +315,42 @@ class Executor(Submitting):
     async def settle_lost(self, spec: JobSpec, price: Price, job: StoredJob) -> StoredJob:
         """A shared store's job whose create's answer was lost, settled while it holds its permit (it
         may be generating: the account's other runners must not take its place): reconciled once its
-        absence can be proven, then polled if adopted, or submitted again if it was never made."""
-        await self.reconcile(final=True, midway=True)
+        absence can be proven, then polled if adopted, or submitted again if it was never made.
+
+        Left uncertain, it keeps its permit (`outlasting`) while a job it may have made is unfinished
+        (`outlast`), and whenever the API's listing could not be searched for it (the API failed,
+        or the run was stopped): then nothing says it is not generating, and the permit ends as a
+        dead runner's does, when the job is settled or the permit is older than the longest job."""
+        self.outlasting.add(spec.key)
+        looked: set[str] = set()
+        await self.reconcile(final=True, midway=True, looked=looked)
         job = self.store.job(spec.key)
+        if job.state == JobState.UNCERTAIN and spec.key in looked:
+            await self.outlast(job)
         return await self.submit(spec, price, job) if job.state in TO_SUBMIT else job
+
+    async def outlast(self, job: StoredJob) -> None:
+        """Hold a lost create's permit while a job it may have made is unfinished at the API.
+
+        Its `candidates` are the jobs that fit its time window when more than one did (another lost
+        create's, another client's): it cannot be adopted, but one of them is its own, generating
+        or queued behind the account's others, so its place is not the next job's until they are
+        all done. Each is read at the kind's poll interval, for at most the kind's timeout after the
+        create's answer was lost; a run stopped meanwhile leaves the permit held (see `permit`)."""
+        self.outlasting.add(job.key)
+        deadline = lost_at(job) + self.settings.timeouts[job.kind]
+        left, interval = set(job.candidates), self.settings.poll_intervals[job.kind]
+        while left and self.clock() < deadline:
+            for sume_id in sorted(left):
+                try:
+                    if (await self.client.job(sume_id)).done:
+                        left.discard(sume_id)
+                except ApiError as error:  # unknown to the API: not generating; else read it again
+                    if error.status == 404:
+                        left.discard(sume_id)
+            if left and await self.pause(min(interval, max(deadline - self.clock(), 0.0))):
+                return
+        self.outlasting.discard(job.key)
 
     def going(self) -> frozenset[str]:
         """The states of the jobs a run takes up: on a shared store, lost creates too, each settled
@@ -332,12 +374,32 @@ class Executor(Submitting):
         longest = max(self.settings.timeouts.values(), default=0.0) + CRASH_WINDOW_S
 
         def generating() -> bool:
-            return self.store.job(key).state in HOLDS_PERMIT
+            state = self.store.job(key).state
+            return state in HOLDS_PERMIT or (state == JobState.UNCERTAIN and key in self.outlasting)
 
-        async with runner.permit(
-            key, capacity, self.pause, generating=generating, longest=longest
-        ) as granted:
+        async def pause(seconds: float) -> bool:
+            if self.left_here():  # their permits may be the ones it waits for: take them over first
+                self.gave_way = True
+                return True
+            return await self.pause(seconds)
+
+        async with runner.permit(key, capacity, pause, generating=generating, longest=longest) as granted:
             yield granted
+
+    def left_here(self) -> bool:
+        """Whether this run has jobs a dead runner left (its lease ended) for this one to take over.
+
+        A job waiting for a permit gives way to them (`permit`): the permits they hold are taken
+        over by whoever claims them, so waiting for those permits to free up would wait for the
+        longest job, and hold a `generating` slot the takeover needs. The run takes them up, then
+        the jobs that gave way (`run`). Looked up at most every LEFT_CHECK_S."""
+        runner, (at, left) = self.store.runner, self.left_seen
+        if runner is None or self.ticks() - at < LEFT_CHECK_S:
+            return left
+        with self.store.writes.transaction() as db:
+            _, count = runner.unfinished_elsewhere(db, set(self.requests), WORKABLE)
+        self.left_seen = (self.ticks(), count > 0)
+        return count > 0
 
     @contextlib.asynccontextmanager
     async def gate(self) -> AsyncIterator[bool]:

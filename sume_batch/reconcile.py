@@ -222,6 +222,7 @@ class Outcome:
 
     settled: dict[str, str]  # job key → its new state: `submitted` (adopted) or `planned` (never made)
     next_proof: float | None = None  # on our clock; None when no create waits only for time to pass
+    looked: frozenset[str] = frozenset()  # the uncertain creates the listing was searched for
 
 
 NOTES = {
@@ -266,7 +267,8 @@ async def reconcile(
     decisions = decide(uncertain, found, provable=provable)
     stays = JobState.UNCERTAIN
     waiting = [proof[key] for key, (verdict, ids) in decisions.items() if verdict == stays and not ids]
-    return Outcome(apply(store, uncertain, decisions, grace), min(waiting) if waiting else None)
+    settled = apply(store, uncertain, decisions, grace)
+    return Outcome(settled, min(waiting) if waiting else None, frozenset(job.key for job in uncertain))
 
 
 def apply(

@@ -271,10 +271,11 @@ class Runner:
         the API; yields False when the run was stopped while waiting (the job waits for the next run).
 
         A permit outlives this block while the job may still be generating (`generating()`: its
-        create on the wire, or the job left unfinished; see `states.HOLDS_PERMIT`), and outlives its
-        runner the same way: the account's jobs in flight count, whoever is watching them. Such a permit is
-        taken over by the runner that claims the job next, and ends once the job is found to be no
-        longer generating, or `longest` seconds (the longest a job may take) after it was taken."""
+        create on the wire, the job left unfinished, or its create's answer lost; see
+        `states.HOLDS_PERMIT`, `execute.Executor.settle_lost`), and outlives its runner the same way:
+        the account's jobs in flight count, whoever is watching them. Such a permit is taken over by
+        the runner that claims the job next, and ends once the job is found to be no longer
+        generating, or `longest` seconds (the longest a job may take) after it was taken."""
         assert self.db is not None
         wait, granted, deadline = PERMIT_WAIT_S[0], False, time.monotonic() + longest
         while not granted and time.monotonic() < deadline:  # past it, the job waits for the next run

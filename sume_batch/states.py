@@ -148,8 +148,8 @@ ATTENTION = RESTING - OK  # a person should look at these
 FAILED_BEFORE = _where(lambda m: m.again is Again.RETRY_FAILED)  # not created again unless asked
 IN_FLIGHT_CREATE = frozenset({S.SUBMITTING, S.UNCERTAIN})  # a create that may have made a job
 # Generating at the API, or its create on the wire: it holds one of the account's capacity permits (a
-# shared store's, see `shared`). A lost create (`uncertain`) gives its permit up once its runner has
-# settled it or given up on it: by then the job it may have made had its time window and the grace.
+# shared store's, see `shared`). A lost create (`uncertain`) holds its permit while it may be
+# generating: until it is settled, or shown to have made nothing still unfinished (`execute.settle_lost`).
 HOLDS_PERMIT = frozenset({S.SUBMITTING}) | TO_POLL
 # A job that failed after some of its Sume jobs made files (a Face Swap, one avatar failing) was paid
 # for: `charged` says so with its files in mind.

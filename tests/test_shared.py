@@ -6,10 +6,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import sqlite3
+import subprocess
 import time
+from datetime import datetime
 from pathlib import Path
 
+import httpx
 import psycopg
 import pytest
 import runners
@@ -310,3 +314,69 @@ def test_a_store_whose_setup_was_killed_midway_is_made_afresh_never_refused(pg_u
         assert store.states() == {"k0": "planned", "k1": "planned", "k2": "planned"}
     finally:
         store.close()
+
+
+def _most_at_once(listed: list[dict[str, str]]) -> int:
+    """The most of these jobs made and not yet finished at one moment (queued ones too)."""
+    edges = sorted(
+        (datetime.fromisoformat(item[field].replace("Z", "+00:00")).timestamp(), step)
+        for item in listed
+        for field, step in (("created_at", 1), ("updated_at", -1))
+    )  # at one instant an end sorts before a start: a slot freed and taken at once holds one job
+    most = now = 0
+    for _, step in edges:
+        now += step
+        most = max(most, now)
+    return most
+
+
+def test_a_lost_create_that_cannot_be_told_apart_keeps_its_permit_while_its_job_may_generate(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """Another client's image, made just before our first create, falls in that create's time
+    window (nothing answered yet measures the clocks' skew), and the create's answer is lost: two
+    unknown jobs fit where one was made, so it stays uncertain. Its permit outlasts both jobs, its
+    runner's life too (SIGKILLed then), or the account's other jobs take its place while it still
+    generates; the next runner takes it over and pays for nothing twice."""
+    write(tmp_path, runners.campaign(4))
+    config = SandboxConfig.from_profile(
+        "instant", idempotency="ignore", capacity=2, durations={"image_generation": 2.5}
+    )
+    with (
+        running_sandbox(config) as server,
+        httpx.Client(
+            base_url=server.base_url, headers={"Authorization": f"Bearer {server.api_key}"}
+        ) as client,
+    ):
+        theirs = client.post("/images/generations", json={"prompt": "theirs"}).json()
+        server.add_fault("drop_after_commit", method="POST", path="/api/v1/images")
+        first = runners.start(tmp_path, server, pg_url, lease=1.0)
+        deadline = time.monotonic() + 30
+        while not any(
+            state == "uncertain" and candidates for _, state, _, candidates, _, _ in _stored(pg_url)
+        ):
+            assert time.monotonic() < deadline and first.poll() is None, _stored(pg_url)
+            time.sleep(0.05)
+        time.sleep(0.5)  # long enough for a runner that let the permit go to create two more
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        second = runners.start(tmp_path, server, pg_url, lease=1.0, capture=True)
+        try:
+            _, err = second.communicate(timeout=60)  # it takes about 5 s
+        except subprocess.TimeoutExpired:
+            second.kill()
+            pytest.fail("the next runner waited for the dead runner's permits instead of taking them over")
+        listed = client.get("/jobs", params={"limit": 100}).json()["data"]
+        creates = server.stats()["creates_by_idempotency_key"]
+    ours = [item for item in listed if item["id"] != (theirs.get("id") or theirs.get("job_id"))]
+    assert second.returncode == 0, err.decode()
+    assert len(ours) == 4 and len(creates) == 5 and set(creates.values()) == {1}, creates
+    assert {state for _, state, _, _, _, _ in runners.stored(pg_url)} == {"downloaded"}
+    assert _most_at_once(ours) <= 2, ours
+
+
+def _stored(url: str) -> list[tuple[str, str, list[str], list[str], str | None, float]]:
+    try:
+        return runners.stored(url)
+    except (psycopg.Error, TypeError):  # not made yet
+        return []
