@@ -45,7 +45,6 @@ from sume_batch.transfer import Transfers
 from sume_batch.workspace import MissingMedia, live_request
 from sume_batch.writes import LINGER_S
 
-WORKABLE = TO_SUBMIT | TO_POLL | TO_DOWNLOAD | IN_FLIGHT_CREATE  # a shared store's runner may take these over
 RECONCILE_PASSES = 2  # after the jobs: adopt or re-submit what this run's lost creates did (and waits)
 PROOF_WAIT_MAX_S = 90.0  # the most a run's end waits to prove a lost create made no job; else the next run
 LEFT_CHECK_S = 0.25  # a job waiting for a permit looks this often for jobs a dead runner left (`permit`)
@@ -102,6 +101,7 @@ class Executor(Submitting):
     capacity_now: int | None = None  # re-read with the balance; a shared store's permits follow it
     midway: set[str] = field(default_factory=set)  # keys `settle_lost` settled: taken again after the jobs
     outlasting: set[str] = field(default_factory=set)  # lost creates that may be generating (`settle_lost`)
+    running: frozenset[str] = frozenset()  # the keys of the jobs `run` takes up now (a chain's stage)
     gave_way: bool = False  # a job waiting for a permit gave way to jobs a dead runner left (`permit`)
     left_seen: tuple[float, bool] = (-LEFT_CHECK_S, False)  # when `left_here` last looked, and what it saw
 
@@ -112,6 +112,7 @@ class Executor(Submitting):
     async def run(self, jobs: Sequence[tuple[JobSpec, Price]]) -> None:
         """Take every job as far as it can go; the store says where each one ended."""
         self.requests |= {spec.key: self._as_sent(spec.request) for spec, _ in jobs}  # a chain runs again
+        self.running = frozenset(spec.key for spec, _ in jobs)
         if any("brand_reference_images" in spec.request for spec, _ in jobs):
             brand = await self.client.brand_current()
             self.brand_urls = tuple(
@@ -144,7 +145,7 @@ class Executor(Submitting):
                 if not again:
                     break
                 await asyncio.gather(*(one(spec, price) for spec, price in jobs if spec.key in again))
-            while not self.halt.is_set() and (await self.left_by_others(jobs) or self.gave_way):
+            while not self.halt.is_set() and (await self.left_by_others() or self.gave_way):
                 self.gave_way = False  # a shared store: what a dead runner left, then what waited for it
                 self.settle_in_flight()
                 await self.reconcile(final=True)
@@ -337,7 +338,6 @@ class Executor(Submitting):
         or queued behind the account's others, so its place is not the next job's until they are
         all done. Each is read at the kind's poll interval, for at most the kind's timeout after the
         create's answer was lost; a run stopped meanwhile leaves the permit held (see `permit`)."""
-        self.outlasting.add(job.key)
         deadline = lost_at(job) + self.settings.timeouts[job.kind]
         left, interval = set(job.candidates), self.settings.poll_intervals[job.kind]
         while left and self.clock() < deadline:
@@ -353,10 +353,11 @@ class Executor(Submitting):
         self.outlasting.discard(job.key)
 
     def going(self) -> frozenset[str]:
-        """The states of the jobs a run takes up: on a shared store, lost creates too, each settled
-        holding its capacity permit (`settle_lost`), a dead runner's as well as this one's."""
+        """The states of the jobs a run takes up (and, on a shared store, takes over from a dead
+        runner): on a shared store, lost creates too, each settled holding its capacity permit
+        (`settle_lost`); with `--detach`, none waiting for the API."""
         shared = IN_FLIGHT_CREATE if self.store.runner is not None else frozenset()
-        return TO_SUBMIT | TO_POLL | TO_DOWNLOAD | shared
+        return TO_SUBMIT | (frozenset() if self.detach else TO_POLL) | TO_DOWNLOAD | shared
 
     def mine(self, jobs: Iterable[StoredJob]) -> list[StoredJob]:
         """Of these jobs, those this process may work now, as they stand (`RunStore.claim`)."""
@@ -397,7 +398,7 @@ class Executor(Submitting):
         if runner is None or self.ticks() - at < LEFT_CHECK_S:
             return left
         with self.store.writes.transaction() as db:
-            _, count = runner.unfinished_elsewhere(db, set(self.requests), WORKABLE)
+            _, count = runner.unfinished_elsewhere(db, self.running, self.going())
         self.left_seen = (self.ticks(), count > 0)
         return count > 0
 
@@ -438,18 +439,18 @@ class Executor(Submitting):
                     self.budget.learn(kind, job.estimate, job.required)
             yield alone
 
-    async def left_by_others(self, jobs: Sequence[tuple[JobSpec, Price]]) -> bool:
+    async def left_by_others(self) -> bool:
         """On a shared store, once this runner has done what it could: wait while live runners work
         the rest of this run's jobs, until one of them can be taken (its runner's lease ended: True)
         or none is left (False). Waits at most `others_wait` seconds for runners that do not finish."""
         runner = self.store.runner
         if runner is None or self.halt.is_set():
             return False
-        keys, deadline = {spec.key for spec, _ in jobs}, self.ticks() + self.others_wait()
+        deadline = self.ticks() + self.others_wait()
         runner.idle(True)
         while True:
             with self.store.writes.transaction() as db:
-                held, left = runner.unfinished_elsewhere(db, keys, WORKABLE)
+                held, left = runner.unfinished_elsewhere(db, self.running, self.going())
             if left:
                 runner.idle(False)
                 return True

@@ -29,6 +29,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -218,7 +219,8 @@ class Runner:
 
     def claim(self, db: pg.Connection, key: str) -> tuple[bool, bool]:
         """In the store's write transaction: whether this runner now holds the job, and whether it
-        was another's (so what this runner remembers of it is stale)."""
+        was not this runner's until now (so what this runner remembers of it may be stale: another
+        may have moved it, and let it go when it ended)."""
         row = db.execute("SELECT owner FROM jobs WHERE key = ?", (key,)).fetchone()
         if row is None:
             return False, False
@@ -235,7 +237,7 @@ class Runner:
             return False, False  # being written, or claimed meanwhile: not claimable now
         if owner != self.id:
             db.execute("UPDATE jobs SET owner = ? WHERE key = ?", (self.id, key))
-        return True, owner not in (None, self.id)
+        return True, owner != self.id
 
     def idle(self, idle: bool) -> None:
         """Say whether this runner is done with what it could do (it then only waits for the others):
@@ -244,7 +246,7 @@ class Runner:
         self.db.execute("UPDATE sume_batch.runners SET idle = ? WHERE id = ?", (idle, self.id))
 
     def unfinished_elsewhere(
-        self, db: pg.Connection, keys: set[str], states: frozenset[str]
+        self, db: pg.Connection, keys: AbstractSet[str], states: AbstractSet[str]
     ) -> tuple[int, int]:
         """Of these jobs in these states: how many live runners still working hold, and how many a
         dead one left (an idle runner's leftovers are neither: like a run's, they wait for the next)."""

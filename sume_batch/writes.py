@@ -25,7 +25,9 @@ KNOWN_MAX = 10_000  # jobs kept in memory with nothing queued for them (a 100k-j
 _FLOATS = frozenset({"reserved", "required", "retired", "submitted_at", "intent_at", "settled_at"})
 
 Statement = tuple[str, tuple[Any, ...]]
-_GUARD = "WHERE key = ? AND (owner IS NULL OR owner = ?)"  # a shared store's moves: the runner's jobs
+# A shared store's moves: of the runner's jobs, from the state this runner has them in (a move made
+# from a stale memory of a job another runner moved would undo that: a create paid twice).
+_GUARD = "WHERE key = ? AND (owner IS NULL OR owner = ?) AND state = ?"
 
 
 @dataclass
@@ -76,7 +78,9 @@ class Writes:
             if name in columns:
                 columns[name] = json.dumps(list(columns[name]))
         assignments = ", ".join(f"{name} = ?" for name in columns)
-        where, args = ("WHERE key = ?", (job.key,)) if self.owner is None else (_GUARD, (job.key, self.owner))
+        where, args = (
+            ("WHERE key = ?", (job.key,)) if self.owner is None else (_GUARD, (job.key, self.owner, job.state))
+        )
         statements = (
             (f"UPDATE jobs SET {assignments} {where}", (*columns.values(), *args)),  # noqa: S608
             (
@@ -161,7 +165,8 @@ class Writes:
 def _execute(db: Any, statement: str, args: tuple[Any, ...]) -> None:
     cursor = db.execute(statement, args)
     if statement.endswith(_GUARD) and cursor.rowcount == 0:  # a bug of ours: never written
-        raise IllegalTransition(f"job {args[-2]} is another runner's: this runner never claimed it")
+        key, _, state = args[-3:]
+        raise IllegalTransition(f"job {key} is another runner's, or was moved on from {state} by one")
 
 
 def _plain(name: str, value: Any) -> Any:

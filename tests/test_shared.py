@@ -23,6 +23,7 @@ from sume_batch import pg, shared
 from sume_batch.errors import OverBudgetError
 from sume_batch.plan import in_shard, parse_shard
 from sume_batch.sandbox import SandboxConfig, running_sandbox
+from sume_batch.states import IllegalTransition
 from sume_batch.store import RunStore
 from sume_batch.target import Target
 
@@ -128,6 +129,36 @@ def test_a_job_is_worked_by_one_runner_until_its_lease_ends(pg_url: str) -> None
         first.close()
         second.close()
         mine.close()
+        theirs.close()
+
+
+def test_a_job_another_runner_moved_and_let_go_is_read_afresh_and_never_moved_from_memory(
+    pg_url: str,
+) -> None:
+    """A runner that ends lets its jobs go (no owner): the next to claim one reads it afresh, never
+    from what it remembered before (a planned job it would create again, under the same key)."""
+    first, mine = _runner_store(pg_url)
+    second, theirs = _runner_store(pg_url)
+    try:
+        _plan(first)
+        assert second.job("k0").state == "planned" and second.job("k1").state == "planned"  # remembered
+        for key in ("k0", "k1"):
+            assert first.claim(key)
+            first.reserve(key, 4.0)
+            first.intend(key, attempt=1, at=1.0)
+            first.created(key, [f"job_{key}"], reserved=4.0, required=None, request_id=None, at=2.0)
+        mine.close()  # the first runner ends: its jobs are no one's
+        assert second.claim("k0")
+        assert second.job("k0").state == "submitted" and second.job("k0").attempts == 1
+        with pytest.raises(IllegalTransition, match="moved on from planned"):
+            second.reserve("k1", 4.0)  # a move from a stale memory, unclaimed: refused, never written
+        schema = pg.Address(pg_url, "demo", TARGET).schema
+        with psycopg.connect(pg_url) as db:
+            row = db.execute(f'SELECT state FROM "{schema}".jobs WHERE key = %s', ("k1",)).fetchone()
+        assert row == ("submitted",)
+    finally:
+        first.close()
+        second.close()
         theirs.close()
 
 
@@ -380,3 +411,32 @@ def _stored(url: str) -> list[tuple[str, str, list[str], list[str], str | None, 
         return runners.stored(url)
     except (psycopg.Error, TypeError):  # not made yet
         return []
+
+
+def test_a_detached_run_leaves_a_dead_runners_generating_jobs_for_later_and_ends(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """`--detach` waits for no job: a dead runner's submitted jobs are not its to take over (it
+    looped, taking them up and leaving them, until interrupted)."""
+    write(tmp_path, runners.campaign(3))
+    config = SandboxConfig.from_profile("instant", idempotency="ignore", durations={"image_generation": 30})
+    with running_sandbox(config) as server:
+        first = runners.start(tmp_path, server, pg_url, lease=1.0)
+        deadline = time.monotonic() + 30
+        while {state for _, state, _, _, _, _ in _stored(pg_url)} != {"submitted"}:
+            assert time.monotonic() < deadline and first.poll() is None, _stored(pg_url)
+            time.sleep(0.05)
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        time.sleep(1.2)  # its lease ends
+        began = time.monotonic()
+        second = runners.start(tmp_path, server, pg_url, lease=1.0, capture=True, extra=("--detach",))
+        try:
+            _, err = second.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            second.kill()
+            pytest.fail("a detached run did not end")
+        creates = server.stats()["creates_by_idempotency_key"]
+    assert second.returncode == 0, err.decode()
+    assert time.monotonic() - began < 10
+    assert len(creates) == 3 and set(creates.values()) == {1}
