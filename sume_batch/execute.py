@@ -145,8 +145,7 @@ class Executor(Submitting):
                 if not again:
                     break
                 await asyncio.gather(*(one(spec, price) for spec, price in jobs if spec.key in again))
-            while not self.halt.is_set() and (await self.left_by_others() or self.gave_way):
-                self.gave_way = False  # a shared store: what a dead runner left, then what waited for it
+            while await self.more_here():  # a shared store: what a dead runner left, or one let go
                 self.settle_in_flight()
                 await self.reconcile(final=True)
                 going = self.store.keys_in(self.going())
@@ -393,14 +392,14 @@ class Executor(Submitting):
         A job waiting for a permit gives way to them (`permit`): the permits they hold are taken
         over by whoever claims them, so waiting for those permits to free up would wait for the
         longest job, and hold a `generating` slot the takeover needs. The run takes them up, then
-        the jobs that gave way (`run`). Looked up at most every LEFT_CHECK_S."""
+        the jobs that gave way (`more_here`). Looked up at most every LEFT_CHECK_S."""
         runner, (at, left) = self.store.runner, self.left_seen
         if runner is None or self.ticks() - at < LEFT_CHECK_S:
             return left
         with self.store.writes.transaction() as db:
-            _, count = runner.unfinished_elsewhere(db, self.running, self.going())
-        self.left_seen = (self.ticks(), count > 0)
-        return count > 0
+            left = runner.unfinished_elsewhere(db, self.running, self.going()).left > 0
+        self.left_seen = (self.ticks(), left)
+        return left
 
     @contextlib.asynccontextmanager
     async def gate(self) -> AsyncIterator[bool]:
@@ -439,25 +438,29 @@ class Executor(Submitting):
                     self.budget.learn(kind, job.estimate, job.required)
             yield alone
 
-    async def left_by_others(self) -> bool:
-        """On a shared store, once this runner has done what it could: wait while live runners work
-        the rest of this run's jobs, until one of them can be taken (its runner's lease ended: True)
-        or none is left (False). Waits at most `others_wait` seconds for runners that do not finish."""
+    async def more_here(self) -> bool:
+        """On a shared store, once this runner has done what it could: whether it has more to do —
+        jobs that gave way to a dead runner's (`permit`), or jobs of this run that a dead runner left
+        or that no runner holds (one that ended let them go undone). Meanwhile it waits while live
+        runners work the rest, at most `others_wait` seconds for runners that do not finish."""
         runner = self.store.runner
         if runner is None or self.halt.is_set():
             return False
+        if self.gave_way:
+            self.gave_way = False
+            return True
         deadline = self.ticks() + self.others_wait()
         runner.idle(True)
         while True:
             with self.store.writes.transaction() as db:
-                held, left = runner.unfinished_elsewhere(db, self.running, self.going())
-            if left:
+                found = runner.unfinished_elsewhere(db, self.running, self.going())
+            if found.left or found.free:
                 runner.idle(False)
                 return True
-            if not held or self.ticks() >= deadline:
+            if not found.held or self.ticks() >= deadline:
                 return False
             if self.client.on_wait is not None:
-                self.client.on_wait(f"{held} job(s) other runners are working", runner.lease / 3)
+                self.client.on_wait(f"{found.held} job(s) other runners are working", runner.lease / 3)
             if await self.pause(min(runner.lease / 3, 1.0)):
                 return False
 

@@ -21,6 +21,7 @@ runners on machines whose clocks disagree still agree on when a lease ends.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import os
@@ -31,7 +32,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from sume_batch import pg
 from sume_batch.errors import LockedError
@@ -98,6 +99,14 @@ def end_leases(url: str, schema: str) -> int:
 
 def _interval(seconds: float) -> str:
     return f"{seconds:.3f} seconds"
+
+
+class Elsewhere(NamedTuple):
+    """Jobs of a run that are not a runner's own (`Runner.unfinished_elsewhere`)."""
+
+    held: int  # by live runners still working
+    left: int  # by runners whose lease ended
+    free: int  # by no runner
 
 
 class LeaseLost(sqlite3.OperationalError):
@@ -205,14 +214,18 @@ class Runner:
         assert self.db is not None
         self.db.execute("UPDATE sume_batch.runners SET run = ? WHERE id = ?", (run, self.id))
 
-    def others_in_run(self, run: int) -> int:
-        """Live runners of this run besides this one (the last one out records how it ended)."""
+    def leave(self, run: int) -> int:
+        """This runner is done with the run: how many live runners still work it. One runner of the
+        store at a time (as in `beginning`), so of runners done at once exactly one is the last."""
         assert self.db is not None
-        row = self.db.execute(
-            "SELECT count(*) FROM sume_batch.runners WHERE store = ? AND id != ? AND run = ?"
-            " AND expires_at > clock_timestamp()",
-            (self.address.schema, self.id, run),
-        ).fetchone()
+        with self._transaction() as db:
+            db.execute("SELECT pg_advisory_xact_lock(?)", (pg.lock_key(f"begin:{self.address.schema}"),))
+            db.execute("UPDATE sume_batch.runners SET run = NULL WHERE id = ?", (self.id,))
+            row = db.execute(
+                "SELECT count(*) FROM sume_batch.runners WHERE store = ? AND id != ? AND run = ?"
+                " AND expires_at > clock_timestamp()",
+                (self.address.schema, self.id, run),
+            ).fetchone()
         return int(row[0])
 
     # --- claims ----------------------------------------------------------------------------------
@@ -247,20 +260,21 @@ class Runner:
 
     def unfinished_elsewhere(
         self, db: pg.Connection, keys: AbstractSet[str], states: AbstractSet[str]
-    ) -> tuple[int, int]:
-        """Of these jobs in these states: how many live runners still working hold, and how many a
-        dead one left (an idle runner's leftovers are neither: like a run's, they wait for the next)."""
+    ) -> Elsewhere:
+        """Of these jobs in these states that are not this runner's: how many live runners still
+        working hold, how many a dead one left, and how many are free (let go by a runner that
+        ended without doing them: its creates had stopped, say). An idle runner's are none of
+        these: like a run's leftovers, they wait for the next run."""
         chosen = sorted(states)
         marks = ", ".join("?" * len(chosen))
         query = (
-            "SELECT j.key, CASE WHEN r.id IS NULL OR r.expires_at <= clock_timestamp() THEN false"  # noqa: S608
-            " WHEN r.idle THEN NULL ELSE true END FROM jobs AS j LEFT JOIN sume_batch.runners AS r"
-            f" ON r.id = j.owner WHERE j.state IN ({marks}) AND j.owner IS NOT NULL AND j.owner != ?"
+            "SELECT j.key, CASE WHEN j.owner IS NULL THEN 'free' WHEN r.id IS NULL OR r.expires_at <="  # noqa: S608
+            " clock_timestamp() THEN 'left' WHEN r.idle THEN 'idle' ELSE 'held' END FROM jobs AS j LEFT JOIN"
+            f" sume_batch.runners AS r ON r.id = j.owner WHERE j.state IN ({marks})"
+            " AND (j.owner IS NULL OR j.owner != ?)"
         )
-        rows = db.execute(query, (*chosen, self.id)).fetchall()
-        held = sum(1 for key, working in rows if key in keys and working)
-        left = sum(1 for key, working in rows if key in keys and working is False)
-        return held, left
+        found = collections.Counter(how for key, how in db.execute(query, (*chosen, self.id)) if key in keys)
+        return Elsewhere(found["held"], found["left"], found["free"])
 
     # --- admission -------------------------------------------------------------------------------
 

@@ -79,7 +79,9 @@ class Writes:
                 columns[name] = json.dumps(list(columns[name]))
         assignments = ", ".join(f"{name} = ?" for name in columns)
         where, args = (
-            ("WHERE key = ?", (job.key,)) if self.owner is None else (_GUARD, (job.key, self.owner, job.state))
+            ("WHERE key = ?", (job.key,))
+            if self.owner is None
+            else (_GUARD, (job.key, self.owner, job.state))
         )
         statements = (
             (f"UPDATE jobs SET {assignments} {where}", (*columns.values(), *args)),  # noqa: S608

@@ -162,6 +162,41 @@ def test_a_job_another_runner_moved_and_let_go_is_read_afresh_and_never_moved_fr
         theirs.close()
 
 
+def test_of_runners_done_at_once_exactly_one_is_the_last_and_records_the_runs_end(pg_url: str) -> None:
+    first, one = _runner_store(pg_url)
+    second, two = _runner_store(pg_url)
+    try:
+        one.work_for(7)
+        two.work_for(7)
+        assert one.leave(7) == 1  # the second still works the run
+        assert two.leave(7) == 0  # the first, live but done, is not counted: this one is the last
+    finally:
+        for closing in (first, second, one, two):
+            closing.close()
+
+
+def test_jobs_a_runner_let_go_undone_are_free_for_the_others_to_take(pg_url: str) -> None:
+    """A runner whose creates stopped (a failed reconciliation, say) ends with planned jobs it had
+    claimed: the others, done with what they could see, take them rather than end without them."""
+    first, one = _runner_store(pg_url)
+    second, two = _runner_store(pg_url)
+    try:
+        _plan(first)
+        assert first.claim("k0") and first.claim("k1")
+        keys, states = {"k0", "k1", "k2"}, frozenset({"planned"})
+        with second.writes.transaction() as db:
+            assert two.unfinished_elsewhere(db, keys, states) == (2, 0, 1)  # k2 was free all along
+        one.close()  # it ends: k0 and k1 are no one's
+        with second.writes.transaction() as db:
+            assert two.unfinished_elsewhere(db, keys, states) == (0, 0, 3)
+        assert second.claim("k0") and second.claim("k1")
+        with second.writes.transaction() as db:
+            assert two.unfinished_elsewhere(db, keys, states) == (0, 0, 1)  # its own are not counted
+    finally:
+        for closing in (first, second, two):
+            closing.close()
+
+
 def test_unlock_shows_the_holders_and_force_fences_them_out(workdir: Path, pg_url: str) -> None:
     write(workdir, IMAGES.replace("name: shared", "name: demo"))
     store, runner = _runner_store(pg_url)

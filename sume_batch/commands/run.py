@@ -406,13 +406,14 @@ async def _execute(call: Call, live: Live) -> int:
 def end(store: RunStore, record: RunRecord, outcome: Mapping[str, Any]) -> RunRecord:
     """Record how the run ended, and the run as its reports show it. Of a shared store's runners the
     last one out records it; the others' reports say that the run goes on."""
-    others = store.runner.others_in_run(record.seq) if store.runner else 0
+    others = store.runner.leave(record.seq) if store.runner else 0
     if not others:
         store.end_run(record.seq, outcome)
     run = next(run for run in store.runs() if run.seq == record.seq)
-    if others:
+    if others:  # why this runner stopped early, if it did, stays said
         going = f"this runner is done; {others} other runner(s) are still working this run"
-        run = dataclasses.replace(run, outcome={**outcome, "stopped": going})
+        why = outcome.get("stopped")
+        run = dataclasses.replace(run, outcome={**outcome, "stopped": f"{why}; {going}" if why else going})
     return run
 
 
