@@ -9,9 +9,10 @@ runners on machines whose clocks disagree still agree on when a lease ends.
   has not ended (`fence`). A runner that lost its lease (stopped too long, or `sume-batch unlock
   --force`) writes nothing more and stops; whoever took over its jobs reads them as it left them.
 - **Claims**: a runner works a job only once it has claimed it (`jobs.owner`): free, its own, or
-  another runner's whose lease has ended. The claim locks the old owner's lease row first, so it
-  waits out that runner's last write and can never interleave with it, then the job's row with
-  `FOR UPDATE SKIP LOCKED` (a job another runner is writing now is simply not claimable now).
+  another runner's whose lease has ended. The claim locks the old owner's lease row first, so
+  that runner's last write ends first and none comes after, then the job's row; both with
+  `FOR UPDATE SKIP LOCKED`, never waited for (a job being written now is not claimable now), so
+  runners claiming each other's jobs cannot deadlock.
 - **Admission, per account** (the API target): jobs generating within the account's capacity
   (`permit`: leased rows, a dead runner's do not count), one create on the wire at a time where
   the API is not known to honour Idempotency-Key (`creating`: a session advisory lock, released by
@@ -239,11 +240,21 @@ class Runner:
             return False, False
         owner = row[0]
         if owner is not None and owner != self.id:
-            live = db.execute(  # waits out the owner's last write: the fence takes this row first
-                "SELECT expires_at > clock_timestamp() FROM sume_batch.runners WHERE id = ? FOR UPDATE",
-                (owner,),
+            live = db.execute(
+                "SELECT expires_at > clock_timestamp() FROM sume_batch.runners WHERE id = ?", (owner,)
             ).fetchone()
             if live is not None and live[0]:
+                return False, False
+            # Its lease ended: lock its row, so a last write of its own still going ends first and
+            # none comes after (the fence takes this row); never waited for, so two runners taking
+            # each other's rows cannot deadlock: if it is writing now, the job is not claimable now.
+            if (
+                live is not None
+                and db.execute(
+                    "SELECT 1 FROM sume_batch.runners WHERE id = ? FOR UPDATE SKIP LOCKED", (owner,)
+                ).fetchone()
+                is None
+            ):
                 return False, False
         locked = db.execute("SELECT owner FROM jobs WHERE key = ? FOR UPDATE SKIP LOCKED", (key,)).fetchone()
         if locked is None or locked[0] != owner:
