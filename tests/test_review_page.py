@@ -77,6 +77,14 @@ def opened(browser: Any, url: str, width: int = 1400, ready: str = ".tile") -> t
     page.on("dialog", lambda dialog: (errors.append("dialog: " + dialog.message), dialog.dismiss()))
     page.goto(url)
     page.wait_for_selector(ready)
+    # The page makes its images once it has loaded (lazily: those below the fold wait for a scroll),
+    # so those in view are loaded, or broken, a moment later. Polled: `wait_for_function` evaluates a
+    # string, which the pages' CSP refuses.
+    shown = "[...document.images].every((i) => i.complete || i.getBoundingClientRect().top >= innerHeight)"
+    deadline = time.monotonic() + 10
+    while not page.evaluate(shown):
+        assert time.monotonic() < deadline, "the images in view did not load"
+        time.sleep(0.05)
     return page, errors
 
 
