@@ -22,6 +22,7 @@ from sume_batch.api import SumeClient
 from sume_batch.budget import BalanceWatch, Budget
 from sume_batch.errors import ApiError, StoreWriteError
 from sume_batch.expand import JobSpec
+from sume_batch.kinds import Kind
 from sume_batch.poll import FLOOR_S, Poller
 from sume_batch.pricing import Price
 from sume_batch.reconcile import CRASH_WINDOW_S, LOST_CREATE_GRACE_S, lost_at, reconcile
@@ -47,6 +48,7 @@ from sume_batch.writes import LINGER_S
 
 RECONCILE_PASSES = 2  # after the jobs: adopt or re-submit what this run's lost creates did (and waits)
 PROOF_WAIT_MAX_S = 90.0  # the most a run's end waits to prove a lost create made no job; else the next run
+RESENDS = 3  # a shared store's lost create, where Idempotency-Key is honoured: sent again with its key
 LEFT_CHECK_S = 0.25  # a job waiting for a permit looks this often for jobs a dead runner left (`permit`)
 
 Clock = Callable[[], float]
@@ -217,6 +219,8 @@ class Executor(Submitting):
         settled: dict[str, str] = {}
         if self.unrecorded:  # the store cannot be written: nothing can be settled now
             return []
+        if self.idempotency_honoured and self.store.runner is not None:
+            return []  # other runners' creates are on the wire meanwhile: lost ones are re-sent instead
         for _ in range(RECONCILE_PASSES):
             try:
                 async with self.gate() as open_:  # no create of another runner's is in flight meanwhile
@@ -292,10 +296,17 @@ class Executor(Submitting):
         kinds = {spec.key: spec.kind for spec, _ in jobs}
         for job in self.mine(self.store.jobs_in({JobState.UNCERTAIN})):
             kind = kinds.get(job.key)
-            if kind is not None and job.attempts and kind.upload_field is None:
-                self.same_key.add(job.key)
-                note = "re-sent with the same Idempotency-Key (--idempotency-honoured)"
-                self.changed(self.store.reopen(job.key, note=note))
+            if kind is not None:
+                self.resend(job, kind)
+
+    def resend(self, job: StoredJob, kind: Kind) -> StoredJob:
+        """Reopen a lost create to be sent again with its own Idempotency-Key (see `resend_uncertain`),
+        where it can be; the job as it then stands."""
+        if not job.attempts or kind.upload_field is not None:
+            return job
+        self.same_key.add(job.key)
+        note = "re-sent with the same Idempotency-Key (--idempotency-honoured)"
+        return self.changed(self.store.reopen(job.key, note=note))
 
     def settle_in_flight(self, jobs: Iterable[StoredJob] | None = None) -> None:
         """Creates a crashed run left in flight may exist: report them uncertain, never resend.
@@ -320,8 +331,18 @@ class Executor(Submitting):
         Left uncertain, it keeps its permit (`outlasting`) while a job it may have made is unfinished
         (`outlast`), and whenever the API's listing could not be searched for it (the API failed,
         or the run was stopped): then nothing says it is not generating, and the permit ends as a
-        dead runner's does, when the job is settled or the permit is older than the longest job."""
+        dead runner's does, when the job is settled or the permit is older than the longest job.
+
+        Where the API honours Idempotency-Key it is sent again with its own key instead: the others'
+        creates are on the wire meanwhile (no create lock), so no time window would be its alone."""
         self.outlasting.add(spec.key)
+        if self.idempotency_honoured:  # its own key again: the API answers with the job it made
+            for _ in range(RESENDS):
+                job = self.resend(job, spec.kind) if job.state == JobState.UNCERTAIN else job
+                if job.state not in TO_SUBMIT:
+                    break
+                job = await self.submit(spec, price, job)
+            return job
         looked: set[str] = set()
         await self.reconcile(final=True, midway=True, looked=looked)
         job = self.store.job(spec.key)

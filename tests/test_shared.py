@@ -475,3 +475,34 @@ def test_a_detached_run_leaves_a_dead_runners_generating_jobs_for_later_and_ends
     assert second.returncode == 0, err.decode()
     assert time.monotonic() - began < 10
     assert len(creates) == 3 and set(creates.values()) == {1}
+
+
+def test_with_idempotency_honoured_a_lost_create_is_sent_again_with_its_key_never_adopted_by_time(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """Creates go out together where the API honours Idempotency-Key: a lost one's time window holds
+    others', whose answers may not be recorded yet. Adopted by time, one job was two jobs' (and the
+    run waited for it until the timeout): it is sent again with its own key instead."""
+    write(tmp_path, runners.campaign(40))
+    config = SandboxConfig.from_profile(
+        "instant",
+        idempotency="honour",
+        faults={"drop_after_commit": 0.3},
+        durations={"image_generation": 0.3},
+    )
+    with running_sandbox(config) as server:
+        process = runners.start(
+            tmp_path, server, pg_url, lease=2.0, capture=True, extra=("--idempotency-honoured",)
+        )
+        try:
+            _, err = process.communicate(timeout=60)  # it takes about 5 s
+        except subprocess.TimeoutExpired:
+            process.kill()
+            pytest.fail("the run waited for a job another had adopted")
+        stats = server.stats()
+    rows = runners.stored(pg_url)
+    ids = [one for _, _, sume_ids, _, _, _ in rows for one in sume_ids]
+    assert process.returncode == 0, err.decode()
+    assert stats["faults"]["drop_after_commit"] >= 5  # answers were lost
+    assert {state for _, state, _, _, _, _ in rows} == {"downloaded"}
+    assert len(ids) == len(set(ids)) == 40 and set(stats["creates_by_idempotency_key"].values()) == {1}
