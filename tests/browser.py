@@ -39,11 +39,17 @@ class Page:
         page.on("console", self._console)
         page.on("pageerror", lambda error: self.found.append(f"exception: {error}"))
         page.on("dialog", self._dialog)
-        page.on("requestfailed", lambda request: self.found.append(f"log: failed {request.url}"))
+        page.on("requestfailed", self._failed)
         if first is not None:
             page.add_init_script(first)
         page.goto(url, wait_until="load", timeout=timeout * 1000)
         self.page = page
+
+    def _failed(self, request: Any) -> None:
+        # A load the page itself ended (a filter re-rendering the gallery drops a video still
+        # loading its metadata) is aborted, not failed: only the others are problems.
+        if request.failure != "net::ERR_ABORTED":
+            self.found.append(f"log: failed {request.url} ({request.failure})")
 
     def _console(self, message: Any) -> None:
         if message.type in ("error", "warning", "assert"):
