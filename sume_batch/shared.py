@@ -193,13 +193,17 @@ class Runner:
         """While a runner decides whether to begin a run or join the one going (`run.begin`): one
         runner of the store at a time, so runners started together begin one run between them."""
         assert self.db is not None
-        key = pg.lock_key(f"begin:{self.address.schema}")
+        key = self._beginning_key()
         self.db.execute("SELECT pg_advisory_lock(?)", (key,))
         try:
             yield
         finally:
             with contextlib.suppress(sqlite3.Error):
                 self.db.execute("SELECT pg_advisory_unlock(?)", (key,))
+
+    def _beginning_key(self) -> int:
+        """The store's lock on a run's beginning and end: one runner of the store at a time."""
+        return pg.lock_key(f"begin:{self.address.schema}")
 
     def live_run(self) -> int | None:
         """The run live runners of this store are working, if any: a runner joins it."""
@@ -220,7 +224,7 @@ class Runner:
         store at a time (as in `beginning`), so of runners done at once exactly one is the last."""
         assert self.db is not None
         with self._transaction() as db:
-            db.execute("SELECT pg_advisory_xact_lock(?)", (pg.lock_key(f"begin:{self.address.schema}"),))
+            db.execute("SELECT pg_advisory_xact_lock(?)", (self._beginning_key(),))
             db.execute("UPDATE sume_batch.runners SET run = NULL WHERE id = ?", (self.id,))
             row = db.execute(
                 "SELECT count(*) FROM sume_batch.runners WHERE store = ? AND id != ? AND run = ?"
