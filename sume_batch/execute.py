@@ -22,8 +22,7 @@ from sume_batch.api import SumeClient
 from sume_batch.budget import BalanceWatch, Budget
 from sume_batch.errors import ApiError, StoreWriteError
 from sume_batch.expand import JobSpec
-from sume_batch.kinds import Kind
-from sume_batch.poll import FLOOR_S, Poller
+from sume_batch.poll import BACKOFF_CAP, FLOOR_S, Poller
 from sume_batch.pricing import Price
 from sume_batch.reconcile import CRASH_WINDOW_S, LOST_CREATE_GRACE_S, lost_at, reconcile
 from sume_batch.records import StoredJob
@@ -48,7 +47,6 @@ from sume_batch.writes import LINGER_S
 
 RECONCILE_PASSES = 2  # after the jobs: adopt or re-submit what this run's lost creates did (and waits)
 PROOF_WAIT_MAX_S = 90.0  # the most a run's end waits to prove a lost create made no job; else the next run
-RESENDS = 3  # a shared store's lost create, where Idempotency-Key is honoured: sent again with its key
 LEFT_CHECK_S = 0.25  # a job waiting for a permit looks this often for jobs a dead runner left (`permit`)
 
 Clock = Callable[[], float]
@@ -91,7 +89,6 @@ class Executor(Submitting):
     live_urls: dict[str, str] = field(default_factory=dict)  # see `workspace.live_request`
     idempotency_honoured: bool = False  # the API is known to honour Idempotency-Key (v1 documents none)
     detach: bool = False  # `run --detach`: submit, record the ids, and leave the waiting to a later run
-    same_key: set[str] = field(default_factory=set)
     halt: asyncio.Event = field(default_factory=asyncio.Event)  # set by `interrupt`: stop waiting too
     unrecorded: dict[str, tuple[str, ...]] = field(default_factory=dict)
     poller: Poller = field(init=False)
@@ -135,8 +132,6 @@ class Executor(Submitting):
 
         try:
             await self.reconcile()  # creates whose answers earlier runs lost
-            self.resend_uncertain(jobs)
-            self.budget.committed = self.store.committed()  # a re-sent create reserves afresh
             going = self.store.keys_in(self.going())  # the others are as far as they go
             await asyncio.gather(*(one(spec, price) for spec, price in jobs if spec.key in going))
             for _ in range(RECONCILE_PASSES):  # jobs another's `settle_lost` settled once theirs had ended
@@ -179,7 +174,7 @@ class Executor(Submitting):
             if (
                 job.state in TO_SUBMIT
                 or (job.state in TO_POLL and not self.detach)
-                or (shared and job.state in IN_FLIGHT_CREATE)
+                or (job.state in IN_FLIGHT_CREATE and (shared or self.idempotency_honoured))
             ):
                 async with generating:
                     if not self.store.claim(spec.key):  # another runner's (a shared store)
@@ -191,7 +186,7 @@ class Executor(Submitting):
                     async with self.permit(spec.key) as granted:  # a dead runner's is taken over
                         if granted and job.state in TO_SUBMIT:
                             job = await self.submit(spec, price, job)
-                        if granted and job.state == JobState.UNCERTAIN and self.store.runner is not None:
+                        if granted and job.state == JobState.UNCERTAIN:
                             job = await self.settle_lost(spec, price, job)
                         if granted and job.state in TO_POLL and not self.detach:
                             job = await self.wait(job, started)
@@ -221,6 +216,7 @@ class Executor(Submitting):
             return []
         if self.idempotency_honoured and self.store.runner is not None:
             return []  # other runners' creates are on the wire meanwhile: lost ones are re-sent instead
+        resent = self.idempotency_honoured  # and so are this run's (`resend_lost`), where they can be
         for _ in range(RECONCILE_PASSES):
             try:
                 async with self.gate() as open_:  # no create of another runner's is in flight meanwhile
@@ -228,7 +224,7 @@ class Executor(Submitting):
                         break
                     outcome = await reconcile(
                         self.client, self.store, foreign=self.foreign(), requests=self.requests,
-                        now=self.clock(), grace=self.settings.lost_create_grace,
+                        now=self.clock(), grace=self.settings.lost_create_grace, resent=resent,
                     )  # fmt: skip
             except ApiError as error:  # they stay uncertain; the next run tries again
                 self.stop(f"could not reconcile uncertain creates: {self.redactor.text(str(error))}")
@@ -287,27 +283,6 @@ class Executor(Submitting):
                 taken.append(key)
         self.registry.forget_rescued(taken)  # ids for a job that has others stay kept, for a person
 
-    def resend_uncertain(self, jobs: Sequence[tuple[JobSpec, Price]]) -> None:
-        """Where the API honours Idempotency-Key, send a lost create again with its own key: the API
-        answers with the job it made, or makes it now. Not for uploads: their bodies cannot be
-        reproduced byte for byte (new upload references), and a changed body under one key is refused."""
-        if not self.idempotency_honoured:
-            return
-        kinds = {spec.key: spec.kind for spec, _ in jobs}
-        for job in self.mine(self.store.jobs_in({JobState.UNCERTAIN})):
-            kind = kinds.get(job.key)
-            if kind is not None:
-                self.resend(job, kind)
-
-    def resend(self, job: StoredJob, kind: Kind) -> StoredJob:
-        """Reopen a lost create to be sent again with its own Idempotency-Key (see `resend_uncertain`),
-        where it can be; the job as it then stands."""
-        if not job.attempts or kind.upload_field is not None:
-            return job
-        self.same_key.add(job.key)
-        note = "re-sent with the same Idempotency-Key (--idempotency-honoured)"
-        return self.changed(self.store.reopen(job.key, note=note))
-
     def settle_in_flight(self, jobs: Iterable[StoredJob] | None = None) -> None:
         """Creates a crashed run left in flight may exist: report them uncertain, never resend.
 
@@ -324,24 +299,23 @@ class Executor(Submitting):
             self.keep_quiet()  # its window may end now: this run's first create must fall well after it
 
     async def settle_lost(self, spec: JobSpec, price: Price, job: StoredJob) -> StoredJob:
-        """A shared store's job whose create's answer was lost, settled while it holds its permit (it
-        may be generating: the account's other runners must not take its place): reconciled once its
-        absence can be proven, then polled if adopted, or submitted again if it was never made.
+        """A job whose create's answer was lost, settled while it holds its generating slot (and, on
+        a shared store, its permit: it may be generating, and the account's other runners must not
+        take its place). Where the API honours Idempotency-Key it is sent again with its own key
+        (`resend_lost`): the others' creates are on the wire meanwhile (no create lock), so no time
+        window would be its alone. Else, on a shared store, it is reconciled once its absence can be
+        proven, then polled if adopted, or submitted again if it was never made; a run of its own
+        store reconciles its lost creates once the others are done (`run`).
 
         Left uncertain, it keeps its permit (`outlasting`) while a job it may have made is unfinished
         (`outlast`), and whenever the API's listing could not be searched for it (the API failed,
         or the run was stopped): then nothing says it is not generating, and the permit ends as a
-        dead runner's does, when the job is settled or the permit is older than the longest job.
-
-        Where the API honours Idempotency-Key it is sent again with its own key instead: the others'
-        creates are on the wire meanwhile (no create lock), so no time window would be its alone."""
-        self.outlasting.add(spec.key)
-        if self.idempotency_honoured:  # its own key again: the API answers with the job it made
-            for _ in range(RESENDS):
-                job = self.resend(job, spec.kind) if job.state == JobState.UNCERTAIN else job
-                if job.state not in TO_SUBMIT:
-                    break
-                job = await self.submit(spec, price, job)
+        dead runner's does, when the job is settled or the permit is older than the longest job."""
+        if self.store.runner is not None:
+            self.outlasting.add(spec.key)
+        if self.idempotency_honoured:
+            return await self.resend_lost(spec, price, job)
+        if self.store.runner is None:
             return job
         looked: set[str] = set()
         await self.reconcile(final=True, midway=True, looked=looked)
@@ -349,6 +323,26 @@ class Executor(Submitting):
         if job.state == JobState.UNCERTAIN and spec.key in looked:
             await self.outlast(job)
         return await self.submit(spec, price, job) if job.state in TO_SUBMIT else job
+
+    async def resend_lost(self, spec: JobSpec, price: Price, job: StoredJob) -> StoredJob:
+        """Where the API honours Idempotency-Key, a lost create is settled by sending it again under
+        its own key (`Submitting.resend`) until an answer comes, never by time (`reconcile`): a
+        resend cannot cost. The first goes out at once, each later one after the kind's poll
+        interval, doubled after each lost answer (at most BACKOFF_CAP), for at most the kind's
+        timeout from this run's first; then, or once the run is stopped, or where nothing can be
+        sent (an upload's body cannot be reproduced), it stays uncertain for the next run."""
+        deadline = self.clock() + self.settings.timeouts[job.kind]
+        wait = self.settings.poll_intervals[job.kind]
+        while job.state == JobState.UNCERTAIN and self.clock() < deadline:
+            resent = await self.resend(spec, price, job)
+            if resent is None:
+                break
+            job = resent
+            if job.state == JobState.UNCERTAIN:
+                if await self.pause(min(wait, max(deadline - self.clock(), 0.0))):
+                    break
+                wait = min(wait * 2, BACKOFF_CAP)
+        return job
 
     async def outlast(self, job: StoredJob) -> None:
         """Hold a lost create's permit while a job it may have made is unfinished at the API.
@@ -375,9 +369,10 @@ class Executor(Submitting):
     def going(self) -> frozenset[str]:
         """The states of the jobs a run takes up (and, on a shared store, takes over from a dead
         runner): on a shared store, lost creates too, each settled holding its capacity permit
-        (`settle_lost`); with `--detach`, none waiting for the API."""
-        shared = IN_FLIGHT_CREATE if self.store.runner is not None else frozenset()
-        return TO_SUBMIT | (frozenset() if self.detach else TO_POLL) | TO_DOWNLOAD | shared
+        (`settle_lost`), and so where the API honours Idempotency-Key, each re-sent under its
+        key (`resend_lost`); with `--detach`, none waiting for the API."""
+        lost = IN_FLIGHT_CREATE if self.store.runner is not None or self.idempotency_honoured else frozenset()
+        return TO_SUBMIT | (frozenset() if self.detach else TO_POLL) | TO_DOWNLOAD | lost
 
     def mine(self, jobs: Iterable[StoredJob]) -> list[StoredJob]:
         """Of these jobs, those this process may work now, as they stand (`RunStore.claim`)."""

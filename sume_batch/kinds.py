@@ -27,6 +27,12 @@ class Kind:
     upload_field: str | None = None  # the manifest field naming that local file
     prompt_field: str | None = None  # the field reports show as the job's prompt
 
+    @property
+    def resendable(self) -> bool:
+        """Whether a lost create can be sent again byte for byte under its Idempotency-Key (where
+        the API honours it): not an upload's, whose body names a new upload reference each time."""
+        return self.upload_field is None
+
 
 KINDS: dict[str, Kind] = {
     kind.name: kind

@@ -16,6 +16,10 @@ answered is in the store, so what is left is either the lost create's job or som
   jobs this machine knows (an API whose listing shows nothing proves nothing): the create made
   nothing, so it is submitted again (a fresh Idempotency-Key) — nothing can be paid twice.
 - Otherwise it stays `uncertain`, with the ids it may have made; re-created only on request.
+
+Where the API honours Idempotency-Key (`--idempotency-honoured`) creates overlap, and a lost create
+that can be re-sent is settled by sending it again under its key (`Submitting.resend`), never by
+time: here it is only a rival for the jobs in its window (`resent`).
 """
 
 from __future__ import annotations
@@ -244,11 +248,13 @@ async def reconcile(
     requests: Mapping[str, Mapping[str, Any]] | None = None,
     now: float,
     grace: float = LOST_CREATE_GRACE_S,
+    resent: bool = False,
 ) -> Outcome:
     """Settle what can be settled among the store's uncertain creates (see `Outcome`). Only they are
-    read whole; of every other job, its ids and its create's times."""
+    read whole; of every other job, its ids and its create's times. With `resent`, those whose
+    kind can be re-sent (`Kind.resendable`) are left as they are, rivals for the others' jobs."""
     uncertain = [job for job in store.jobs_in({JobState.UNCERTAIN}) if not job.sume_ids and job.intent_at]
-    if not uncertain:
+    if not uncertain or (resent and all(KINDS[job.kind].resendable for job in uncertain)):
         return Outcome({})
     answered = store.answered()
     known = {sume_id for job in answered for sume_id in job.sume_ids} | set(foreign)
@@ -265,6 +271,9 @@ async def reconcile(
     proof = {job.key: window(job, offsets)[1] + grace + SLACK_S for job in uncertain}
     provable = {job.key: complete[KINDS[job.kind].api_type] and now >= proof[job.key] for job in uncertain}
     decisions = decide(uncertain, found, provable=provable)
+    if resent:  # those are re-sent under their keys instead (see the module's docstring)
+        uncertain = [job for job in uncertain if not KINDS[job.kind].resendable]
+        decisions = {job.key: decisions[job.key] for job in uncertain}
     stays = JobState.UNCERTAIN
     waiting = [proof[key] for key, (verdict, ids) in decisions.items() if verdict == stays and not ids]
     settled = apply(store, uncertain, decisions, grace)

@@ -11,8 +11,9 @@ planned ─▶ reserved ─▶ submitting ─▶ submitted ─▶ completed ─�
   │  │         │  │          │  │        │  └─ timed_out (we stopped waiting; the next run polls again)
   │  │         │  │          │  │        └──▶ failed | canceled | expired   (from the API; a Face Swap
   │  │         │  │          │  │                                          partly made: after fetched)
-  │  │         │  │          │  └──▶ uncertain (sent, outcome unknown) ──▶ submitted (adopted)
-  │  │         │  │          │                              └──────────▶ planned (proven never made)
+  │  │         │  │          │  ├──▶ uncertain (sent, outcome unknown) ──▶ submitted (adopted)
+  │  │         │  │          │  ◀──────┘                    └──────────▶ planned (proven never made)
+  │  │         │  │          │   (re-sent under its own Idempotency-Key, where the API honours it)
   │  │         │  │          └──▶ rejected (a validation refusal: nothing was charged)
   │  │         │  └──▶ planned (not created for a reason that can pass: credits, auth, rate limits)
   │  └─────────┴──▶ skipped (budget) ──▶ reserved (a later run, when the budget allows; a run
@@ -94,7 +95,7 @@ TRANSITIONS: dict[str, frozenset[JobState]] = {
     S.SKIPPED: frozenset({S.RESERVED, S.SKIPPED}),
     S.RESERVED: frozenset({S.SUBMITTING, S.SKIPPED, S.PLANNED, S.RESERVED}),  # again: a killed run's
     S.SUBMITTING: frozenset({S.SUBMITTED, S.UNCERTAIN, S.REJECTED, S.PLANNED}),
-    S.UNCERTAIN: frozenset({S.SUBMITTED, S.PLANNED, S.UNCERTAIN}),
+    S.UNCERTAIN: frozenset({S.SUBMITTED, S.PLANNED, S.UNCERTAIN, S.SUBMITTING}),  # submitting: re-sent
     S.SUBMITTED: frozenset({S.COMPLETED, S.FAILED, S.CANCELED, S.EXPIRED, S.TIMED_OUT}),
     S.TIMED_OUT: frozenset({S.SUBMITTED}),
     S.COMPLETED: frozenset({S.FETCHED}),

@@ -65,7 +65,6 @@ class Submitting:
     ticks: Callable[[], float]
     stopped: str | None
     idempotency_honoured: bool
-    same_key: set[str]  # uncertain jobs re-sent with their lost create's key
     unrecorded: dict[str, tuple[str, ...]]  # job id → ids the store could not take
     creating: asyncio.Lock  # one create at a time (see above)
     probes: dict[str, asyncio.Lock]  # kind → its price-confirming create
@@ -112,7 +111,7 @@ class Submitting:
         except OverBudgetError as error:  # a shared store: other runners hold the rest of the cap
             self.budget.release(cost)
             return self.changed(self.store.skip(job.key, str(error)))
-        attempt = job.attempts if spec.key in self.same_key else job.attempts + 1
+        attempt = job.attempts + 1
 
         intended: list[StoredJob] = []
         on_the_wire = [0.0]  # what this create may already cost while its answer is awaited
@@ -122,9 +121,7 @@ class Submitting:
                 raise NotSentError(self.stopped)
             if intended:  # the client sends it again (a 429, a refused connection): its intent stands
                 return
-            resent = spec.key in self.same_key  # a re-send keeps its first create's window
-            intent = job.intent_at if resent and job.intent_at is not None else self.clock()
-            intended.append(self.changed(self.store.intend(job.key, attempt=attempt, at=intent)))
+            intended.append(self.changed(self.store.intend(job.key, attempt=attempt, at=self.clock())))
             on_the_wire[0] = cost
             self.balance.flying += cost
 
@@ -146,20 +143,57 @@ class Submitting:
 
     def _failed(self, spec: JobSpec, job: StoredJob, cost: float, error: Exception) -> StoredJob:
         """Where a create that did not answer with ids leaves its job and its reservation."""
-        resent = spec.key in self.same_key and not isinstance(error, NotSentError | OverBudgetError)
-        if isinstance(error, UncertainCreateError) or resent:
-            # Sent, outcome unknown: the reservation stays, it may have been charged. A refusal of a
-            # re-sent key (409 in progress, 422 body changed) says nothing of the first create's job.
+        if isinstance(error, UncertainCreateError):  # sent, outcome unknown: it may have been charged
             self.balance.sent += cost
-            why = f"re-sent with the same Idempotency-Key, answered: {error}" if resent else str(error)
-            settled = job.settled_at if resent else self.clock()
-            request_id = error.request_id if isinstance(error, ApiError) else None
-            why = self.redactor.text(why)
-            return self.changed(self.store.lose(job.key, why=why, request_id=request_id, settled_at=settled))
+            return self._lost(job, error)
         self.budget.release(cost)
         if isinstance(error, OverBudgetError):
             return self.changed(self.store.skip(job.key, str(error)))
         return self._not_created(job, error)
+
+    def _lost(self, job: StoredJob, error: Exception, *, resent: bool = False) -> StoredJob:
+        """A create was sent and its outcome is unknown: `uncertain`, its reservation kept."""
+        why = self.redactor.text(f"re-sent with the same Idempotency-Key: {error}" if resent else str(error))
+        request_id = error.request_id if isinstance(error, ApiError) else None
+        return self.changed(self.store.lose(job.key, why=why, request_id=request_id, settled_at=self.clock()))
+
+    async def resend(self, spec: JobSpec, price: Price, job: StoredJob) -> StoredJob | None:
+        """Send a lost create (`uncertain`) again under its own Idempotency-Key, where the API honours
+        it: the API answers with the job the first made, or makes it now. None: nothing went out
+        (the run was stopped, or media its request names is gone), and the job is as it was.
+
+        It never leaves the states of a create that may have made a job until it is answered: from
+        `uncertain` to `submitting` (its first intent's time and reservation kept: it may have been
+        charged) and, answered, `submitted`; lost again, or refused (409 in progress, 422 body
+        changed: nothing said of the first create's job), `uncertain`. Killed at any moment, the
+        next run finds it there and sends the same key again: never a new key, which would buy a
+        second job where the first create made one. Not for uploads (`Kind.resendable`)."""
+        if self.stopped or not spec.kind.resendable:
+            return None
+        cost, sent = job.reserved, [False]
+
+        def about_to_send() -> None:
+            if self.stopped:
+                raise NotSentError(self.stopped)
+            if not sent[0]:
+                self.changed(
+                    self.store.intend(job.key, attempt=job.attempts, at=job.intent_at or self.clock())
+                )
+                sent[0], self.balance.flying = True, self.balance.flying + cost
+
+        try:
+            try:
+                request = live_request(spec.request, self.live_urls)
+            except MissingMedia as error:
+                raise NotSentError(str(error)) from None
+            body = request_body(spec.kind, request, brand_urls=self.brand_urls, upload=None)
+            created = await self._create(spec, body, job.attempts, about_to_send)
+        except (NotSentError, ApiError, OSError) as error:
+            return self._lost(job, error, resent=True) if sent[0] else None
+        finally:
+            if sent[0]:
+                self.balance.flying -= cost
+        return await self._created(spec, price, job, created, cost, probe=False)
 
     def _reprice(self, spec: JobSpec, price: Price, cost: float) -> float:
         """Reserve what the kind's price, learned while this job waited, adds; refuse past the cap."""

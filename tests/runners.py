@@ -70,11 +70,11 @@ class Outcome:
 
 
 def kill_and_finish(folder: Path, server: Any, url: str, *, runners: int, kills: int, lease: float,
-                    seed: int) -> Outcome:  # fmt: skip
+                    seed: int, extra: tuple[str, ...] = ()) -> Outcome:  # fmt: skip
     """`runners` processes at once, each killed at a random moment and started again, until `kills`
     kills in all; then every runner runs to its end (and again while one stops early on an outage)."""
     rng, outcome, began = random.Random(seed), Outcome(), time.perf_counter()
-    going = [start(folder, server, url, lease=lease) for _ in range(runners)]
+    going = [start(folder, server, url, lease=lease, extra=extra) for _ in range(runners)]
     deadlines = [time.monotonic() + rng.uniform(0.3, 2.0) for _ in going]
     while outcome.kills < kills:
         time.sleep(0.05)
@@ -83,16 +83,18 @@ def kill_and_finish(folder: Path, server: Any, url: str, *, runners: int, kills:
                 process.send_signal(signal.SIGKILL)
                 process.wait()
                 outcome.kills += 1
-                going[slot] = start(folder, server, url, lease=lease)
+                going[slot] = start(folder, server, url, lease=lease, extra=extra)
                 deadlines[slot] = time.monotonic() + rng.uniform(0.3, 2.0)
             elif process.poll() is not None:  # finished before its kill: start another
-                going[slot] = start(folder, server, url, lease=lease)
+                going[slot] = start(folder, server, url, lease=lease, extra=extra)
     for process in going:
         process.send_signal(signal.SIGKILL)
         process.wait()
     outcome.kills += len(going)
     for _ in range(3):
-        finishing = [start(folder, server, url, lease=lease, capture=True) for _ in range(runners)]
+        finishing = [
+            start(folder, server, url, lease=lease, capture=True, extra=extra) for _ in range(runners)
+        ]
         codes = []
         for process in finishing:
             _, err = process.communicate(timeout=240)

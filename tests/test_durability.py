@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from helpers import write
 
@@ -133,3 +134,36 @@ def test_a_kill_right_after_a_create_answer_with_moves_queued_pays_once_and_lose
     assert files == {f"img-{n}.png" for n in range(JOBS)}
     # The kills did land where they were meant to (and what they lost was done again).
     assert all(lost[what] for what in until), lost
+
+
+def test_a_run_killed_while_it_resends_a_lost_create_sends_the_same_key_again_never_a_new_one(
+    tmp_path: Path,
+) -> None:
+    """With --idempotency-honoured a lost create is sent again under its own key until answered.
+    Killed at any moment of that — as a resend's answer is lost, or in the wait before the next —
+    the next run sends that same key again: a new key would buy a second job where the first create
+    made one, and leave the first job's id nowhere."""
+    write(tmp_path, CAMPAIGN.replace(", ".join(map(str, range(JOBS))), "0"))
+    rng = random.Random(7)
+    with running_sandbox(SandboxConfig.from_profile("instant", idempotency="honour")) as server:
+        server.add_fault("drop_after_commit", path="/api/v1/images/generations", method="POST", times=10_000)
+        for kill in range(6):
+            dropped = server.stats()["faults"].get("drop_after_commit", 0)
+            process = start(tmp_path, server, "--idempotency-honoured")
+            deadline = time.monotonic() + 30
+            while server.stats()["faults"].get("drop_after_commit", 0) < dropped + 1 + kill % 3:
+                assert process.poll() is None and time.monotonic() < deadline, "the run ended before the kill"
+                time.sleep(0.001)
+            time.sleep(0.0 if kill % 2 == 0 else rng.uniform(0.01, 0.3))
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+        httpx.delete(f"{server.root_url}/_sandbox/faults").raise_for_status()
+        final = start(tmp_path, server, "--idempotency-honoured", capture=True)
+        out, err = final.communicate(timeout=60)
+        stats = server.stats()
+    assert final.returncode == 0, (out + err).decode()
+    assert stats["faults"]["drop_after_commit"] >= 6 + 3  # every run re-sent, and lost, before its kill
+    assert list(stats["creates_by_idempotency_key"].values()) == [1]  # one key, ever: one job
+    ids, _, states = recorded(tmp_path)
+    assert set(stats["job_ids"]) == ids and len(ids) == 1
+    assert states == {"img-0": "downloaded"}

@@ -82,6 +82,25 @@ def test_runners_killed_at_random_never_pay_twice_cross_the_cap_or_lose_a_job(
     assert figures["states"].get("skipped") or 3 in outcome.finishing_codes, figures  # the cap held
 
 
+def test_runners_killed_at_random_with_idempotency_honoured_never_pay_twice_or_lose_a_job(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """Where the API honours Idempotency-Key, a lost create is sent again with its key (not
+    reconciled by time): killed at any moment, between a resend and its answer too, no key buys two
+    jobs and every job the API made is in the store."""
+    jobs, capacity = 30, 4
+    write(tmp_path, runners.campaign(jobs))
+    with running_sandbox(runners.chaos(seed=9, capacity=capacity, idempotency="honour")) as server:
+        outcome = runners.kill_and_finish(
+            tmp_path, server, pg_url, runners=2, kills=4, lease=1.0, seed=6, extra=("--idempotency-honoured",)
+        )
+        stats = server.stats()
+    assert not outcome.errors, outcome.errors[0]
+    assert set(outcome.finishing_codes) <= {0, 1}, outcome.finishing_codes
+    runners.check(pg_url, stats, jobs=jobs, capacity=capacity, cap=None)
+    assert stats["faults"]["drop_after_commit"] >= 1  # answers were lost
+
+
 def test_a_dead_runner_holds_its_jobs_no_longer_than_its_lease(tmp_path: Path, pg_url: str) -> None:
     write(tmp_path, runners.campaign(6))
     lease = 1.0
@@ -502,7 +521,31 @@ def test_with_idempotency_honoured_a_lost_create_is_sent_again_with_its_key_neve
         stats = server.stats()
     rows = runners.stored(pg_url)
     ids = [one for _, _, sume_ids, _, _, _ in rows for one in sume_ids]
-    assert process.returncode == 0, err.decode()
+    assert process.returncode == 0, (err.decode(), [row for row in rows if row[1] != "downloaded"])
     assert stats["faults"]["drop_after_commit"] >= 5  # answers were lost
     assert {state for _, state, _, _, _, _ in rows} == {"downloaded"}
     assert len(ids) == len(set(ids)) == 40 and set(stats["creates_by_idempotency_key"].values()) == {1}
+
+
+def test_with_idempotency_honoured_a_create_lost_again_and_again_is_sent_again_until_answered(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """A lost create's resends with its own key cannot cost: five answers lost in a row (more than a
+    fixed count of resends allowed) still end with the job made once, adopted from its answer."""
+    write(tmp_path, runners.campaign(1))
+    with running_sandbox(SandboxConfig.from_profile("instant", idempotency="honour")) as server:
+        server.add_fault("drop_after_commit", path="/api/v1/images/generations", method="POST", times=5)
+        process = runners.start(
+            tmp_path, server, pg_url, lease=2.0, capture=True, extra=("--idempotency-honoured",)
+        )
+        try:
+            _, err = process.communicate(timeout=60)  # the resends wait 0.1 + 0.2 + … + 1.6 s
+        except subprocess.TimeoutExpired:
+            process.kill()
+            pytest.fail("the run did not end")
+        stats = server.stats()
+    rows = runners.stored(pg_url)
+    assert process.returncode == 0, (err.decode(), rows)
+    assert stats["faults"]["drop_after_commit"] == 5
+    assert [(state, len(ids)) for _, state, ids, _, _, _ in rows] == [("downloaded", 1)]
+    assert list(stats["creates_by_idempotency_key"].values()) == [1]
