@@ -284,7 +284,8 @@ class Executor(Submitting):
         self.registry.forget_rescued(taken)  # ids for a job that has others stay kept, for a person
 
     def settle_in_flight(self, jobs: Iterable[StoredJob] | None = None) -> None:
-        """Creates a crashed run left in flight may exist: report them uncertain, never resend.
+        """Creates a crashed run left in flight may exist: report them uncertain, never resend them
+        blindly (where the API honours Idempotency-Key, `settle_lost` sends them under their keys).
 
         The dead run sent nothing after such a create (creates go one at a time), and it was dead by
         the time this run took the lock (or, on a shared store, claimed the job once the dead runner's

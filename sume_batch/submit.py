@@ -168,7 +168,7 @@ class Submitting:
         changed: nothing said of the first create's job), `uncertain`. Killed at any moment, the
         next run finds it there and sends the same key again: never a new key, which would buy a
         second job where the first create made one. Not for uploads (`Kind.resendable`)."""
-        if self.stopped or not spec.kind.resendable:
+        if self.stopped or not spec.kind.resendable or not job.attempts:
             return None
         cost, sent = job.reserved, [False]
 
