@@ -45,9 +45,7 @@ def chaos(seed: int, idempotency: str) -> SandboxConfig:
     )  # fmt: skip
 
 
-def start(
-    folder: Path, server: Any, *, capture: bool, flags: tuple[str, ...] = ()
-) -> subprocess.Popen[bytes]:
+def start(folder: Path, server: Any, *, capture: bool) -> subprocess.Popen[bytes]:
     env = {**os.environ, "SUME_API_KEY": server.api_key, "SUME_API_BASE_URL": server.base_url}
     # The sandbox makes a job the moment it takes a create, so a lost create that made nothing is
     # proven so 1 s after its answer was lost (the product waits 30 s: a real API may be slower).
@@ -61,24 +59,21 @@ def start(
         "--quiet",
         "--lost-create-grace",
         "1",
-        *flags,
     ]
     stderr = subprocess.PIPE if capture else subprocess.DEVNULL
     return subprocess.Popen(command, cwd=folder, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
 
 
-def kill_and_finish(
-    folder: Path, server: Any, *, kills: int, seed: int, flags: tuple[str, ...] = ()
-) -> list[int]:
+def kill_and_finish(folder: Path, server: Any, *, kills: int, seed: int) -> list[int]:
     """Kill the runner `kills` times at random moments, then let runs finish; return exit codes."""
     rng, codes = random.Random(seed), []
     for _ in range(kills):
-        process = start(folder, server, capture=False, flags=flags)
+        process = start(folder, server, capture=False)
         time.sleep(rng.uniform(0.4, 1.5))
         process.send_signal(signal.SIGKILL)
         process.wait()
     for _ in range(3):  # a finishing run may stop early on an outage of the chaos profile; go again
-        process = start(folder, server, capture=True, flags=flags)
+        process = start(folder, server, capture=True)
         _, err = process.communicate(timeout=120)
         codes.append(process.returncode)
         assert b"Traceback" not in err, err.decode()
@@ -103,17 +98,11 @@ def check(folder: Path, stats: dict[str, Any], jobs: int | None = 200) -> None:
     assert jobs is None or len(rows) == jobs
 
 
-@pytest.mark.parametrize(
-    ("idempotency", "flags"),
-    [("honour", ()), ("ignore", ()), ("honour", ("--idempotency-honoured",))],
-    ids=["honour", "ignore", "honour-known"],  # known: lost creates re-sent under their keys
-)
-def test_sigkill_at_random_moments_never_pays_twice_or_loses_a_job(
-    tmp_path: Path, idempotency: str, flags: tuple[str, ...]
-) -> None:
+@pytest.mark.parametrize("idempotency", ["honour", "ignore"])
+def test_sigkill_at_random_moments_never_pays_twice_or_loses_a_job(tmp_path: Path, idempotency: str) -> None:
     write(tmp_path, CAMPAIGN)
     with running_sandbox(chaos(seed=11, idempotency=idempotency)) as server:
-        codes = kill_and_finish(tmp_path, server, kills=5, seed=5, flags=flags)
+        codes = kill_and_finish(tmp_path, server, kills=5, seed=5)
         stats = server.stats()
     assert codes[-1] in (0, 1)
     check(tmp_path, stats)

@@ -147,7 +147,7 @@ def test_a_run_killed_while_it_resends_a_lost_create_sends_the_same_key_again_ne
     rng = random.Random(7)
     with running_sandbox(SandboxConfig.from_profile("instant", idempotency="honour")) as server:
         server.add_fault("drop_after_commit", path="/api/v1/images/generations", method="POST", times=10_000)
-        for kill in range(6):
+        for kill in range(4):
             dropped = server.stats()["faults"].get("drop_after_commit", 0)
             process = start(tmp_path, server, "--idempotency-honoured")
             deadline = time.monotonic() + 30
@@ -162,7 +162,7 @@ def test_a_run_killed_while_it_resends_a_lost_create_sends_the_same_key_again_ne
         out, err = final.communicate(timeout=60)
         stats = server.stats()
     assert final.returncode == 0, (out + err).decode()
-    assert stats["faults"]["drop_after_commit"] >= 6 + 3  # every run re-sent, and lost, before its kill
+    assert stats["faults"]["drop_after_commit"] >= 1 + 2 + 3 + 1  # each run re-sent and lost before its kill
     assert list(stats["creates_by_idempotency_key"].values()) == [1]  # one key, ever: one job
     ids, _, states = recorded(tmp_path)
     assert set(stats["job_ids"]) == ids and len(ids) == 1
