@@ -77,12 +77,17 @@ def makespan(server_url: str, jobs: int, count: int, idempotency: str) -> float:
         write(folder, runners.campaign(jobs))
         with running_sandbox(runners.chaos(seed=1, capacity=CAPACITY, idempotency=idempotency)) as server:
             began = time.perf_counter()
-            going = [runners.start(folder, server, url, lease=LEASE, extra=extra) for _ in range(count)]
-            for process in going:
-                process.wait(timeout=600)
+            going = [
+                runners.start(folder, server, url, lease=LEASE, capture=True, extra=extra)
+                for _ in range(count)
+            ]
+            ended = [(process.communicate(timeout=600)[1], process.returncode) for process in going]
             took = time.perf_counter() - began
             stats = server.stats()
-    runners.check(url, stats, jobs=jobs, capacity=jobs, cap=None)  # the capacity: reported, not asserted
+    try:
+        runners.check(url, stats, jobs=jobs, capacity=jobs, cap=None)  # the capacity: reported, not asserted
+    except AssertionError as error:
+        raise AssertionError(f"{error}; runners ended {[(code, err[-600:].decode()) for err, code in ended]}")
     peaks.append(stats["peak_unfinished"])
     return took
 
