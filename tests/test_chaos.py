@@ -45,7 +45,9 @@ def chaos(seed: int, idempotency: str) -> SandboxConfig:
     )  # fmt: skip
 
 
-def start(folder: Path, server: Any, *, capture: bool) -> subprocess.Popen[bytes]:
+def start(
+    folder: Path, server: Any, *, capture: bool, flags: tuple[str, ...] = ()
+) -> subprocess.Popen[bytes]:
     env = {**os.environ, "SUME_API_KEY": server.api_key, "SUME_API_BASE_URL": server.base_url}
     # The sandbox makes a job the moment it takes a create, so a lost create that made nothing is
     # proven so 1 s after its answer was lost (the product waits 30 s: a real API may be slower).
@@ -59,21 +61,24 @@ def start(folder: Path, server: Any, *, capture: bool) -> subprocess.Popen[bytes
         "--quiet",
         "--lost-create-grace",
         "1",
+        *flags,
     ]
     stderr = subprocess.PIPE if capture else subprocess.DEVNULL
     return subprocess.Popen(command, cwd=folder, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
 
 
-def kill_and_finish(folder: Path, server: Any, *, kills: int, seed: int) -> list[int]:
+def kill_and_finish(
+    folder: Path, server: Any, *, kills: int, seed: int, flags: tuple[str, ...] = ()
+) -> list[int]:
     """Kill the runner `kills` times at random moments, then let runs finish; return exit codes."""
     rng, codes = random.Random(seed), []
     for _ in range(kills):
-        process = start(folder, server, capture=False)
+        process = start(folder, server, capture=False, flags=flags)
         time.sleep(rng.uniform(0.4, 1.5))
         process.send_signal(signal.SIGKILL)
         process.wait()
     for _ in range(3):  # a finishing run may stop early on an outage of the chaos profile; go again
-        process = start(folder, server, capture=True)
+        process = start(folder, server, capture=True, flags=flags)
         _, err = process.communicate(timeout=120)
         codes.append(process.returncode)
         assert b"Traceback" not in err, err.decode()
