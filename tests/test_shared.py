@@ -88,7 +88,7 @@ def test_runners_killed_at_random_with_idempotency_honoured_never_pay_twice_or_l
     """Where the API honours Idempotency-Key, a lost create is sent again with its key (not
     reconciled by time): killed at any moment, between a resend and its answer too, no key buys two
     jobs and every job the API made is in the store."""
-    jobs, capacity = 30, 4
+    jobs, capacity = 20, 4
     write(tmp_path, runners.campaign(jobs))
     with running_sandbox(runners.chaos(seed=9, capacity=capacity, idempotency="honour")) as server:
         outcome = runners.kill_and_finish(
