@@ -290,12 +290,14 @@ class Executor(Submitting):
         The dead run sent nothing after such a create (creates go one at a time), and it was dead by
         the time this run took the lock (or, on a shared store, claimed the job once the dead runner's
         lease had ended): so the create's window ends now, or CRASH_WINDOW_S after its intent,
-        whichever is sooner (a later job is no job of a create that old)."""
+        whichever is sooner (a later job is no job of a create that old). A create lost before (a
+        re-send under its key keeps its first intent, sent any time since) has its window end now."""
         note = "the previous run stopped while this job's create was in flight; it may exist"
         now, longest = self.clock(), max(CRASH_WINDOW_S, self.client.bounds.request_seconds + 30)
         found = self.store.jobs_in({JobState.SUBMITTING}) if jobs is None else jobs
         for job in self.mine(found):
-            settled = min(now, job.intent_at + longest) if job.intent_at else None
+            resent = job.settled_at is not None
+            settled = (now if resent else min(now, job.intent_at + longest)) if job.intent_at else None
             self.changed(self.store.lose(job.key, why=note, request_id=job.request_id, settled_at=settled))
             self.keep_quiet()  # its window may end now: this run's first create must fall well after it
 
@@ -332,15 +334,15 @@ class Executor(Submitting):
         interval, doubled after each lost answer (at most BACKOFF_CAP), for at most the kind's
         timeout from this run's first; then, or once the run is stopped, or where nothing can be
         sent (an upload's body cannot be reproduced), it stays uncertain for the next run."""
-        deadline = self.clock() + self.settings.timeouts[job.kind]
+        deadline = self.ticks() + self.settings.timeouts[job.kind]
         wait = self.settings.poll_intervals[job.kind]
-        while job.state == JobState.UNCERTAIN and self.clock() < deadline:
+        while job.state == JobState.UNCERTAIN and self.ticks() < deadline:
             resent = await self.resend(spec, price, job)
             if resent is None:
                 break
             job = resent
             if job.state == JobState.UNCERTAIN:
-                if await self.pause(min(wait, max(deadline - self.clock(), 0.0))):
+                if await self.pause(min(wait, max(deadline - self.ticks(), 0.0))):
                     break
                 wait = min(wait * 2, BACKOFF_CAP)
         return job

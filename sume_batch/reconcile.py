@@ -46,6 +46,9 @@ PAGE, MAX_PAGES = 100, 50
 ECHO_FIELDS = ("input", "request", "params")  # where a job object may echo what it was asked
 
 Offsets = tuple[float, float]  # bounds of the API clock's skew against ours, slack included
+# A lost create whose re-send under its key the API refused (a changed body: workspace media signed
+# afresh since; or in progress): its key cannot settle it, so it is reconciled by time after all.
+RESEND_REFUSED = "resend_refused"
 
 
 class Answered(Protocol):
@@ -75,6 +78,12 @@ class Evidence:
     echoed: list[str]  # of those, the ones echoing this very request
     other: list[str]  # of those, the ones echoing another request: not ours
     late: list[str]  # unknown ids up to `grace` after the window: the create may have made one of them
+
+
+def resendable(job: StoredJob) -> bool:
+    """Whether a lost create can be settled by sending it again under its key, where the API honours
+    it (`Submitting.resend`): its kind's body can be (`Kind.resendable`), and the API has not refused it."""
+    return KINDS[job.kind].resendable and job.error_code != RESEND_REFUSED
 
 
 def window(job: StoredJob, offsets: Offsets = (-MARGIN_S, MARGIN_S)) -> tuple[float, float]:
@@ -252,9 +261,9 @@ async def reconcile(
 ) -> Outcome:
     """Settle what can be settled among the store's uncertain creates (see `Outcome`). Only they are
     read whole; of every other job, its ids and its create's times. With `resent`, those whose
-    kind can be re-sent (`Kind.resendable`) are left as they are, rivals for the others' jobs."""
+    create can be re-sent (`resendable`) are left as they are, rivals for the others' jobs."""
     uncertain = [job for job in store.jobs_in({JobState.UNCERTAIN}) if not job.sume_ids and job.intent_at]
-    if not uncertain or (resent and all(KINDS[job.kind].resendable for job in uncertain)):
+    if not uncertain or (resent and all(resendable(job) for job in uncertain)):
         return Outcome({})
     answered = store.answered()
     known = {sume_id for job in answered for sume_id in job.sume_ids} | set(foreign)
@@ -272,7 +281,7 @@ async def reconcile(
     provable = {job.key: complete[KINDS[job.kind].api_type] and now >= proof[job.key] for job in uncertain}
     decisions = decide(uncertain, found, provable=provable)
     if resent:  # those are re-sent under their keys instead (see the module's docstring)
-        uncertain = [job for job in uncertain if not KINDS[job.kind].resendable]
+        uncertain = [job for job in uncertain if not resendable(job)]
         decisions = {job.key: decisions[job.key] for job in uncertain}
     stays = JobState.UNCERTAIN
     waiting = [proof[key] for key, (verdict, ids) in decisions.items() if verdict == stays and not ids]

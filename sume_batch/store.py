@@ -241,12 +241,16 @@ class RunStore(StoreReader):
     def adopt(self, key: str, sume_ids: Iterable[str], *, at: float | None, note: str) -> StoredJob:
         """Job ids found for a create whose answer was lost (`reconcile`, the registry's rescue): durable."""
         return self._move(key, JobState.SUBMITTED, durable=True, sume_ids=tuple(sume_ids), submitted_at=at,
-                          candidates=(), error_message=None, note=note)  # fmt: skip
+                          candidates=(), error_code=None, error_message=None, note=note)  # fmt: skip
 
-    def lose(self, key: str, *, why: str, request_id: str | None, settled_at: float | None) -> StoredJob:
+    def lose(
+        self, key: str, *, why: str, request_id: str | None, settled_at: float | None, code: str | None = None
+    ) -> StoredJob:
         """The create was sent and its outcome is unknown: its reservation stays (it may be charged).
         Lost: it stays `submitting` (as charged), and the next run makes it `uncertain` at once."""
         fields: dict[str, Any] = {"error_message": why, "request_id": request_id, "settled_at": settled_at}
+        if code is not None:
+            fields["error_code"] = code
         return self._move(key, JobState.UNCERTAIN, **fields)
 
     def suspect(self, key: str, candidates: Iterable[str], *, why: str) -> StoredJob:
@@ -262,9 +266,10 @@ class RunStore(StoreReader):
         return self._move(key, state, reserved=0, error_code=code, error_message=why, request_id=request_id)
 
     def reopen(self, key: str, *, note: str) -> StoredJob:
-        """An uncertain create proven never made, or to be re-sent under its own key: `planned`.
-        Lost: it stays `uncertain`, and the next run proves it again (or re-sends it under the same key)."""
-        return self._move(key, JobState.PLANNED, reserved=0, candidates=(), error_message=None, note=note)
+        """An uncertain create proven never made: `planned`. Lost: it stays `uncertain`, and the next
+        run proves it again."""
+        fields: dict[str, Any] = {"reserved": 0, "candidates": (), "error_code": None, "error_message": None}
+        return self._move(key, JobState.PLANNED, note=note, **fields)
 
     def resume(self, key: str) -> StoredJob:
         """A job that timed out is waited for again. Lost: the next run resumes it again."""

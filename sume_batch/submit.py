@@ -33,7 +33,7 @@ from sume_batch.errors import (
 from sume_batch.expand import JobSpec
 from sume_batch.kinds import request_body
 from sume_batch.pricing import Price
-from sume_batch.reconcile import SLACK_S
+from sume_batch.reconcile import RESEND_REFUSED, SLACK_S, resendable
 from sume_batch.records import StoredJob
 from sume_batch.redact import Redactor
 from sume_batch.registry import Registry
@@ -152,10 +152,19 @@ class Submitting:
         return self._not_created(job, error)
 
     def _lost(self, job: StoredJob, error: Exception, *, resent: bool = False) -> StoredJob:
-        """A create was sent and its outcome is unknown: `uncertain`, its reservation kept."""
+        """A create was sent and its outcome is unknown: `uncertain`, its reservation kept. A re-send
+        the API refused (`FINAL_REFUSALS`) says nothing of the first create's job, and its key
+        cannot settle it (`reconcile.RESEND_REFUSED`); one refused for auth or credits stops the run."""
         why = self.redactor.text(f"re-sent with the same Idempotency-Key: {error}" if resent else str(error))
-        request_id = error.request_id if isinstance(error, ApiError) else None
-        return self.changed(self.store.lose(job.key, why=why, request_id=request_id, settled_at=self.clock()))
+        api = error if isinstance(error, ApiError) else None
+        if resent and isinstance(error, AuthError | InsufficientCreditsError):
+            self.stop(f"the API refused new jobs: {self.redactor.text(str(error))}")
+        refused = (
+            resent and api is not None and api.status in FINAL_REFUSALS and not isinstance(api, AuthError)
+        )
+        request_id, code = api.request_id if api else None, RESEND_REFUSED if refused else None
+        lost = self.store.lose(job.key, why=why, request_id=request_id, settled_at=self.clock(), code=code)
+        return self.changed(lost)
 
     async def resend(self, spec: JobSpec, price: Price, job: StoredJob) -> StoredJob | None:
         """Send a lost create (`uncertain`) again under its own Idempotency-Key, where the API honours
@@ -167,8 +176,9 @@ class Submitting:
         charged) and, answered, `submitted`; lost again, or refused (409 in progress, 422 body
         changed: nothing said of the first create's job), `uncertain`. Killed at any moment, the
         next run finds it there and sends the same key again: never a new key, which would buy a
-        second job where the first create made one. Not for uploads (`Kind.resendable`)."""
-        if self.stopped or not spec.kind.resendable or not job.attempts:
+        second job where the first create made one. Not for uploads, nor once the API has refused
+        a re-send (`reconcile.resendable`): those are reconciled by time."""
+        if self.stopped or not resendable(job) or not job.attempts:
             return None
         cost, sent = job.reserved, [False]
 

@@ -13,6 +13,7 @@ from typing import Any, cast
 import pytest
 from helpers import REPO, execute_plan, invoke, read_report, write
 
+from sume_batch import submit
 from sume_batch.budget import Budget
 from sume_batch.commands.common import prepare
 from sume_batch.commands.run import Options, make_executor
@@ -224,6 +225,35 @@ def test_a_create_that_made_nothing_is_proven_so_and_submitted_again(workdir: Pa
         "the create made no job (none in GET /jobs from its intent until 0.5 s after its answer was lost):"
         " it is submitted again"
     ]
+
+
+def test_a_resend_in_flight_at_a_crash_has_its_window_end_when_it_is_found_not_at_its_first_intent(
+    workdir: Path,
+) -> None:
+    """A re-send under its key (--idempotency-honoured) keeps its first create's intent, and may go
+    out any time after: a crash with one in flight leaves a window ending when the next run finds
+    it. Ended at the first intent's crash bound, the job the re-send made would fall outside it,
+    and a run without the flag would prove it never made and buy it again under a new key."""
+    import sqlite3
+
+    campaign(workdir)
+    with running_sandbox(SandboxConfig.from_profile("instant")) as server:
+        env = {"SUME_API_KEY": server.api_key, "SUME_API_BASE_URL": server.base_url}
+        assert invoke("run", "campaign.yaml", "--yes", env=env).code == 0
+        now = time.time()  # img-1's job, made a moment ago, plays the in-flight re-send's
+        with sqlite3.connect(workdir / ".sume-batch/every-kind.rehearsal.sqlite") as db:
+            db.execute(
+                "UPDATE jobs SET state = 'submitting', sume_ids = '[]', request_id = NULL, intent_at = ?,"
+                " settled_at = ? WHERE id = 'img-1'",
+                (now - 1000, now - 500),  # first sent 1000 s ago, its answer lost 500 s ago
+            )
+            db.execute("DELETE FROM files WHERE key = (SELECT key FROM jobs WHERE id = 'img-1')")
+        again = invoke("run", "campaign.yaml", "--yes", "--lost-create-grace", "0.5", env=env)
+        creates = server.stats()["creates_by_idempotency_key"]
+    assert again.code == 0, again.out + again.err
+    assert sorted(creates.values()) == [1] * JOBS  # nothing bought again
+    job = next(job for job in summary(workdir)["jobs"] if job["id"] == "img-1")
+    assert (job["status"], len(job["sume_job_ids"])) == ("downloaded", 1)
 
 
 def test_an_edited_prompt_is_the_only_job_bought_again(workdir: Path) -> None:
@@ -472,6 +502,38 @@ def test_where_idempotency_is_honoured_a_lost_create_is_sent_again_with_its_key(
     assert again.code == 0, again.out
     assert sorted(stats["creates_by_idempotency_key"].values()) == [1] * 6  # the replays made nothing new
     assert read_report(workdir, "idem")["counts"] == {"downloaded": 6}
+
+
+def test_a_lost_create_whose_resend_is_refused_is_reconciled_by_time_never_resent_for_ever(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its key cannot settle it: an API that honours keys refuses a re-send whose body changed since
+    (workspace media signed afresh) with 409, every time. Re-sending it until the timeout would find
+    nothing, and leave the job its first create made in no store: it is reconciled by time instead."""
+    write(workdir, "version: 1\nname: idem\nexecution: {poll_interval: {image: 0.05}}\n"
+                   "jobs:\n  - {id: img, type: image, prompt: p}\n")  # fmt: skip
+    bodies, built = [], submit.request_body
+
+    def signed_afresh(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        body = {**built(*args, **kwargs), **({"signature": len(bodies)} if bodies else {})}
+        bodies.append(body)
+        return body
+
+    monkeypatch.setattr("sume_batch.submit.request_body", signed_afresh)
+    with running_sandbox(SandboxConfig.from_profile("instant", idempotency="honour")) as server:
+        env = {"SUME_API_KEY": server.api_key, "SUME_API_BASE_URL": server.base_url}
+        server.add_fault("drop_after_commit", path="/api/v1/images/generations", method="POST")
+        began = time.monotonic()
+        result = invoke(
+            "run", "campaign.yaml", "--yes", "--idempotency-honoured", "--lost-create-grace", "1", env=env
+        )
+        stats = server.stats()
+    assert result.code == 0, result.out + result.err
+    assert len(bodies) == 2 and time.monotonic() - began < 30  # one re-send, refused: not the timeout's worth
+    assert list(stats["creates_by_idempotency_key"].values()) == [1]
+    report = read_report(workdir, "idem")
+    assert report["counts"] == {"downloaded": 1}
+    assert report["jobs"][0]["sume_job_ids"] == stats["job_ids"]
 
 
 def test_a_rehearsal_can_be_as_large_as_the_real_campaign(workdir: Path) -> None:
