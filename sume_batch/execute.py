@@ -216,7 +216,6 @@ class Executor(Submitting):
             return []
         if self.idempotency_honoured and self.store.runner is not None:
             return []  # other runners' creates are on the wire meanwhile: lost ones are re-sent instead
-        resent = self.idempotency_honoured  # and so are this run's (`resend_lost`), where they can be
         for _ in range(RECONCILE_PASSES):
             try:
                 async with self.gate() as open_:  # no create of another runner's is in flight meanwhile
@@ -224,7 +223,8 @@ class Executor(Submitting):
                         break
                     outcome = await reconcile(
                         self.client, self.store, foreign=self.foreign(), requests=self.requests,
-                        now=self.clock(), grace=self.settings.lost_create_grace, resent=resent,
+                        now=self.clock(), grace=self.settings.lost_create_grace,
+                        resent=self.idempotency_honoured,  # this run's are re-sent too (`resend_lost`)
                     )  # fmt: skip
             except ApiError as error:  # they stay uncertain; the next run tries again
                 self.stop(f"could not reconcile uncertain creates: {self.redactor.text(str(error))}")
@@ -314,11 +314,12 @@ class Executor(Submitting):
         (`outlast`), and whenever the API's listing could not be searched for it (the API failed,
         or the run was stopped): then nothing says it is not generating, and the permit ends as a
         dead runner's does, when the job is settled or the permit is older than the longest job."""
-        if self.store.runner is not None:
+        shared = self.store.runner is not None
+        if shared:
             self.outlasting.add(spec.key)
         if self.idempotency_honoured:
             return await self.resend_lost(spec, price, job)
-        if self.store.runner is None:
+        if not shared:
             return job
         looked: set[str] = set()
         await self.reconcile(final=True, midway=True, looked=looked)

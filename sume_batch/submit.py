@@ -126,10 +126,7 @@ class Submitting:
             self.balance.flying += cost
 
         try:
-            try:
-                request = live_request(spec.request, self.live_urls)
-            except MissingMedia as error:
-                raise NotSentError(str(error)) from None
+            request = self._live(spec)
             upload = await self.transfers.upload(spec)
             body = request_body(spec.kind, request, brand_urls=self.brand_urls, upload=upload)
             async with self.creating if not self.idempotency_honoured else contextlib.nullcontext():
@@ -156,13 +153,8 @@ class Submitting:
         the API refused (`FINAL_REFUSALS`) says nothing of the first create's job, and its key
         cannot settle it (`reconcile.RESEND_REFUSED`); one refused for auth or credits stops the run."""
         why = self.redactor.text(f"re-sent with the same Idempotency-Key: {error}" if resent else str(error))
-        api = error if isinstance(error, ApiError) else None
-        if resent and isinstance(error, AuthError | InsufficientCreditsError):
-            self.stop(f"the API refused new jobs: {self.redactor.text(str(error))}")
-        refused = (
-            resent and api is not None and api.status in FINAL_REFUSALS and not isinstance(api, AuthError)
-        )
-        request_id, code = api.request_id if api else None, RESEND_REFUSED if refused else None
+        request_id = error.request_id if isinstance(error, ApiError) else None
+        code = RESEND_REFUSED if resent and self._refused(error) else None
         lost = self.store.lose(job.key, why=why, request_id=request_id, settled_at=self.clock(), code=code)
         return self.changed(lost)
 
@@ -192,11 +184,7 @@ class Submitting:
                 sent[0], self.balance.flying = True, self.balance.flying + cost
 
         try:
-            try:
-                request = live_request(spec.request, self.live_urls)
-            except MissingMedia as error:
-                raise NotSentError(str(error)) from None
-            body = request_body(spec.kind, request, brand_urls=self.brand_urls, upload=None)
+            body = request_body(spec.kind, self._live(spec), brand_urls=self.brand_urls, upload=None)
             created = await self._create(spec, body, job.attempts, about_to_send)
         except (NotSentError, ApiError, OSError) as error:
             return self._lost(job, error, resent=True) if sent[0] else None
@@ -310,14 +298,30 @@ class Submitting:
         self.capacity_now = capacity_of(answer) or self.capacity_now
         return balance_of(answer)
 
+    def _live(self, spec: JobSpec) -> Mapping[str, Any]:
+        """The job's request with workspace URLs as this run read them; NotSentError if one is gone."""
+        try:
+            return live_request(spec.request, self.live_urls)
+        except MissingMedia as error:
+            raise NotSentError(str(error)) from None
+
+    def _refused(self, error: Exception) -> bool:
+        """Whether the API refused the request itself (`FINAL_REFUSALS`: sending it again cannot
+        help). A refusal for auth or credits stops the run: no job of it can be created now."""
+        if isinstance(error, AuthError | InsufficientCreditsError):
+            self.stop(f"the API refused new jobs: {self.redactor.text(str(error))}")
+        return (
+            isinstance(error, ApiError)
+            and error.status in FINAL_REFUSALS
+            and not isinstance(error, AuthError)
+        )
+
     def _not_created(self, job: StoredJob, error: Exception) -> StoredJob:
         """No job was made. Final (`rejected`) only when the API refused the request itself;
         anything that can pass — credits, auth, rate limits, a failed upload, an interrupt —
         leaves the job `planned`, so the next run submits it."""
         api = error if isinstance(error, ApiError) else None
-        if isinstance(error, AuthError | InsufficientCreditsError):
-            self.stop(f"the API refused new jobs: {self.redactor.text(str(error))}")
-        final = api is not None and api.status in FINAL_REFUSALS and not isinstance(error, AuthError)
+        final = self._refused(error)
         message = str(api.args[0]) if api is not None else f"not sent: {error}"
         detail = validation_detail(api.details) if api is not None else ""
         why = self.redactor.text(f"{message.rstrip('.')}: {detail}" if detail else message)
